@@ -1,0 +1,74 @@
+"""anybus: a pub/sub worker bus for asyncio and trio, built on anyio."""
+
+from __future__ import annotations
+
+from ._bus import WorkerBus as WorkerBus
+from ._exceptions import AnybusError as AnybusError
+from ._exceptions import BusStateError as BusStateError
+from ._memory import MemoryBus as MemoryBus
+from ._messages import BusActivateWorkerMessage as BusActivateWorkerMessage
+from ._messages import BusCancelMessage as BusCancelMessage
+from ._messages import BusCancelWorkerMessage as BusCancelWorkerMessage
+from ._messages import BusDataMessage as BusDataMessage
+from ._messages import BusDeactivateWorkerMessage as BusDeactivateWorkerMessage
+from ._messages import BusEndMessage as BusEndMessage
+from ._messages import BusEndWorkerMessage as BusEndWorkerMessage
+from ._messages import BusJobCancelMessage as BusJobCancelMessage
+from ._messages import BusJobRequestMessage as BusJobRequestMessage
+from ._messages import BusJobResponseMessage as BusJobResponseMessage
+from ._messages import BusJobResponseUrgentMessage as BusJobResponseUrgentMessage
+from ._messages import BusJobStreamDataMessage as BusJobStreamDataMessage
+from ._messages import BusJobStreamEndMessage as BusJobStreamEndMessage
+from ._messages import BusJobStreamStartMessage as BusJobStreamStartMessage
+from ._messages import BusJobUpdateMessage as BusJobUpdateMessage
+from ._messages import BusJobUpdateRequestMessage as BusJobUpdateRequestMessage
+from ._messages import BusJobUpdateUrgentMessage as BusJobUpdateUrgentMessage
+from ._messages import BusLocalMessage as BusLocalMessage
+from ._messages import BusMessage as BusMessage
+from ._messages import BusSystemMessage as BusSystemMessage
+from ._messages import BusWorkerErrorMessage as BusWorkerErrorMessage
+from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
+from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
+from ._messages import JobStatus as JobStatus
+from ._subscriber import BusSubscriber as BusSubscriber
+from ._version import __version__ as __version__
+
+__all__ = [
+    "AnybusError",
+    "BusActivateWorkerMessage",
+    "BusCancelMessage",
+    "BusCancelWorkerMessage",
+    "BusDataMessage",
+    "BusDeactivateWorkerMessage",
+    "BusEndMessage",
+    "BusEndWorkerMessage",
+    "BusJobCancelMessage",
+    "BusJobRequestMessage",
+    "BusJobResponseMessage",
+    "BusJobResponseUrgentMessage",
+    "BusJobStreamDataMessage",
+    "BusJobStreamEndMessage",
+    "BusJobStreamStartMessage",
+    "BusJobUpdateMessage",
+    "BusJobUpdateRequestMessage",
+    "BusJobUpdateUrgentMessage",
+    "BusLocalMessage",
+    "BusMessage",
+    "BusStateError",
+    "BusSubscriber",
+    "BusSystemMessage",
+    "BusWorkerErrorMessage",
+    "BusWorkerLocalErrorMessage",
+    "BusWorkerReadyMessage",
+    "JobStatus",
+    "MemoryBus",
+    "WorkerBus",
+    "__version__",
+]
+
+# Show public names as anybus.X in tracebacks, reprs and docs, not as anybus._module.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("anybus._"):
+        _obj.__module__ = __name__
+del _name, _obj

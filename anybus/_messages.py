@@ -1,0 +1,284 @@
+"""The bus message hierarchy.
+
+Every message is a keyword-only dataclass. Its class decides how it travels:
+
+* :class:`BusDataMessage` — normal priority, handled in send order;
+* :class:`BusSystemMessage` — high priority, overtakes queued data messages and is handled
+  even while the subscriber's data handler is busy;
+* :class:`BusLocalMessage` (a mixin) — never leaves the process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "BusActivateWorkerMessage",
+    "BusCancelMessage",
+    "BusCancelWorkerMessage",
+    "BusDataMessage",
+    "BusDeactivateWorkerMessage",
+    "BusEndMessage",
+    "BusEndWorkerMessage",
+    "BusJobCancelMessage",
+    "BusJobRequestMessage",
+    "BusJobResponseMessage",
+    "BusJobResponseUrgentMessage",
+    "BusJobStreamDataMessage",
+    "BusJobStreamEndMessage",
+    "BusJobStreamStartMessage",
+    "BusJobUpdateMessage",
+    "BusJobUpdateRequestMessage",
+    "BusJobUpdateUrgentMessage",
+    "BusLocalMessage",
+    "BusMessage",
+    "BusSystemMessage",
+    "BusWorkerErrorMessage",
+    "BusWorkerLocalErrorMessage",
+    "BusWorkerReadyMessage",
+    "JobStatus",
+]
+
+# Message ids are "<process prefix>-<counter>". The prefix is 64 random bits, drawn again in a
+# forked child, so ids stay unique across processes without paying for a uuid4 per message.
+_id_prefix = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+_name_counters: dict[type[Any], itertools.count[int]] = {}
+
+
+def _reseed_after_fork() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = secrets.token_hex(8)
+    _id_counter = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+class JobStatus(StrEnum):
+    """How a job ended, as reported in a job response."""
+
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ERROR = "error"
+
+
+@dataclass(kw_only=True)
+class BusMessage:
+    """Base class of every message carried by a bus.
+
+    Subclass :class:`BusDataMessage` or :class:`BusSystemMessage` rather than this class: the
+    subclass decides the priority. A plain ``BusMessage`` subclass travels as data.
+
+    Attributes:
+        source: name of the worker or component that sent the message.
+        target: name of the intended recipient, or ``None`` for a broadcast. The bus delivers
+            every message to every subscriber; subscribers filter on ``target`` themselves
+            (for example in :meth:`~anybus.BusSubscriber.accepts_bus_message`).
+        id: identifier unique across processes, assigned on creation.
+        name: readable name, the class name and a per-class count (``BusDataMessage#3``).
+    """
+
+    id: str = field(init=False, compare=False)
+    name: str = field(init=False, compare=False)
+    source: str
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        counter = _name_counters.get(cls)
+        if counter is None:
+            counter = _name_counters[cls] = itertools.count(1)
+        self.id = f"{_id_prefix}-{next(_id_counter)}"
+        self.name = f"{cls.__name__}#{next(counter)}"
+
+    def __str__(self) -> str:
+        return f"{self.name} (source={self.source}, target={self.target})"
+
+
+class BusLocalMessage:
+    """Mixin: the message stays in this process and is never handed to a transport."""
+
+    __slots__ = ()
+
+
+@dataclass(kw_only=True)
+class BusDataMessage(BusMessage):
+    """Normal-priority message, handled by each subscriber one at a time in send order."""
+
+
+@dataclass(kw_only=True)
+class BusSystemMessage(BusMessage):
+    """High-priority message.
+
+    It overtakes every data message that a subscriber has not started handling, and it is
+    handled even while that subscriber's data handler is busy.
+    """
+
+
+# --- Worker lifecycle -------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class BusActivateWorkerMessage(BusDataMessage):
+    """Tells the targeted worker to become active, with optional activation arguments."""
+
+    args: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusDeactivateWorkerMessage(BusDataMessage):
+    """Tells the targeted worker to become inactive."""
+
+
+@dataclass(kw_only=True)
+class BusEndMessage(BusDataMessage):
+    """Asks the runner to end the session gracefully."""
+
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class BusEndWorkerMessage(BusDataMessage):
+    """Tells the targeted worker to finish its work gracefully."""
+
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class BusCancelMessage(BusSystemMessage):
+    """Asks the runner to cancel the session at once."""
+
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class BusCancelWorkerMessage(BusSystemMessage):
+    """Tells the targeted worker to cancel its work at once."""
+
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class BusWorkerReadyMessage(BusDataMessage):
+    """Announces that a worker is ready.
+
+    Attributes:
+        runner: name of the runner managing the worker.
+        parent: name of the parent worker, or ``None`` for a root worker.
+        active: whether the worker started active.
+        bridged: whether the worker is bridged.
+        started_at: Unix timestamp of when the worker became ready.
+    """
+
+    runner: str
+    parent: str | None = None
+    active: bool = False
+    bridged: bool = False
+    started_at: float | None = None
+
+
+@dataclass(kw_only=True)
+class BusWorkerErrorMessage(BusSystemMessage):
+    """Reports an error of a root worker; it may cross the network."""
+
+    error: str
+
+
+@dataclass(kw_only=True)
+class BusWorkerLocalErrorMessage(BusSystemMessage, BusLocalMessage):
+    """Reports an error of a child worker to its parent; it never leaves the process."""
+
+    error: str
+
+
+# --- Jobs -------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class BusJobRequestMessage(BusDataMessage):
+    """Asks a worker to start a job, optionally routed to a named job handler."""
+
+    job_id: str
+    job_name: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobResponseMessage(BusDataMessage):
+    """A worker's answer when its job has ended."""
+
+    job_id: str
+    status: JobStatus
+    response: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobResponseUrgentMessage(BusSystemMessage):
+    """Like :class:`BusJobResponseMessage`, delivered with system priority."""
+
+    job_id: str
+    status: JobStatus
+    response: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobUpdateMessage(BusDataMessage):
+    """Progress of a running job."""
+
+    job_id: str
+    update: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobUpdateUrgentMessage(BusSystemMessage):
+    """Like :class:`BusJobUpdateMessage`, delivered with system priority."""
+
+    job_id: str
+    update: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobUpdateRequestMessage(BusDataMessage):
+    """Asks a worker to report the progress of a job."""
+
+    job_id: str
+
+
+@dataclass(kw_only=True)
+class BusJobCancelMessage(BusSystemMessage):
+    """Cancels a running job; as a system message it overtakes queued work."""
+
+    job_id: str
+    reason: str | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobStreamStartMessage(BusDataMessage):
+    """Opens a streamed job response, with optional metadata."""
+
+    job_id: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobStreamDataMessage(BusDataMessage):
+    """One chunk of a streamed job response."""
+
+    job_id: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(kw_only=True)
+class BusJobStreamEndMessage(BusDataMessage):
+    """Closes a streamed job response, with optional final metadata."""
+
+    job_id: str
+    data: dict[str, Any] | None = None

@@ -1,0 +1,54 @@
+"""The subscriber mixin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._messages import BusMessage
+
+__all__ = ["BusSubscriber"]
+
+
+class BusSubscriber:
+    """Mixin for objects that receive messages from a bus.
+
+    It has no constructor of its own. Give the subscriber a ``name`` — assign ``self.name``,
+    declare a ``name`` class attribute or dataclass field, or override the property — and
+    override :meth:`on_bus_message`. Names are unique per bus: subscribing a second subscriber
+    under a name already taken is a no-op.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name identifying this subscriber on the bus."""
+        try:
+            return self.__dict__["_anybus_name"]  # type: ignore[no-any-return]
+        except (AttributeError, KeyError):
+            raise AttributeError(
+                f"{type(self).__name__} has no name: assign 'self.name' or override the "
+                f"'name' property"
+            ) from None
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.__dict__["_anybus_name"] = value
+
+    def accepts_bus_message(self, message: BusMessage) -> bool:
+        """Return whether this subscriber wants ``message``.
+
+        The bus asks just before it hands each message to :meth:`on_bus_message`; ``False``
+        drops the message for this subscriber only. The default accepts everything (and the bus
+        then skips the call altogether). An exception raised here is logged and the message is
+        dropped for this subscriber.
+        """
+        return True
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        """Handle one message.
+
+        Data messages are handled one at a time in send order, system messages likewise, and a
+        system message may be handled while a data message is still being handled. An exception
+        raised here is logged with its traceback and delivery goes on. When the bus stops or
+        this subscriber is unsubscribed, a handler still running is cancelled.
+        """
