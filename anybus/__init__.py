@@ -1,7 +1,5 @@
 """anybus: a pub/sub worker bus for asyncio and trio, built on anyio."""
 
-from __future__ import annotations
-
 from ._bus import WorkerBus as WorkerBus
 from ._exceptions import AnybusError as AnybusError
 from ._exceptions import BusStateError as BusStateError

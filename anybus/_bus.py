@@ -72,7 +72,8 @@ class WorkerBus(ABC):
         self._targets: tuple[Subscription, ...] = ()
         self._host: TaskGroup | None = None
         self._hosted_by_run = False
-        self._dispatch: _Dispatch | None = None
+        self._dispatch: _Dispatch | None = None  # dispatching now
+        self._stopping: _Dispatch | None = None  # stopped, still winding down
         self._sends = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -140,12 +141,15 @@ class WorkerBus(ABC):
         """Start dispatching messages to subscribers; a no-op if dispatch already runs.
 
         Messages that queued while the bus was stopped are handled first, system messages
-        before data messages.
+        before data messages. If a previous :meth:`stop` is still winding down, waits for it
+        first.
 
         Raises:
             BusStateError: if the bus has no running scope (neither ``async with bus:`` nor
                 ``bus.run`` is active).
         """
+        while self._stopping is not None:
+            await self._stopping.done.wait()
         if self._dispatch is not None:
             return
         if self._host is None:
@@ -159,19 +163,21 @@ class WorkerBus(ABC):
         A handler still running is cancelled. Messages still queued stay in the inboxes and
         are handled if the bus starts again. Safe to call from any task, more than once, and
         when the bus is not running. If ``stop()`` itself is cancelled (say, by a timeout)
-        while it waits, dispatch still shuts down; only the wait is abandoned.
+        while it waits, dispatch still shuts down; only the wait is abandoned, and a later
+        ``stop()`` or ``start()`` waits for the rest.
         """
-        dispatch = self._dispatch
-        if dispatch is None:
-            return
-        if self._hosted_by_run:
-            self._host = None
-        self._cancel_dispatch()
-        await dispatch.done.wait()
+        if self._dispatch is not None:
+            if self._hosted_by_run:
+                self._host = None
+            self._cancel_dispatch()
+        while self._stopping is not None:
+            await self._stopping.done.wait()
+        await checkpoint()
 
     def _cancel_dispatch(self) -> None:
         dispatch, self._dispatch = self._dispatch, None
-        if dispatch is not None:
+        if dispatch is not None and not dispatch.done.is_set():
+            self._stopping = dispatch
             dispatch.scope.cancel(reason="anybus: the bus was stopped")
 
     async def _dispatcher(self, dispatch: _Dispatch, *, task_status: TaskStatus[None]) -> None:
@@ -185,6 +191,11 @@ class WorkerBus(ABC):
                     await sleep_forever()
         finally:
             dispatch.task_group = None
+            # Ended by stop(), or by the host's scope being cancelled: forget it either way.
+            if self._dispatch is dispatch:
+                self._dispatch = None
+            if self._stopping is dispatch:
+                self._stopping = None
             dispatch.done.set()
 
     def _spawn(self, task_group: TaskGroup, sub: Subscription) -> None:

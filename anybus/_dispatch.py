@@ -118,7 +118,8 @@ class Subscription:
                 try:
                     await waiter.wait()
                 finally:
-                    self.system_waiter = None
+                    if self.system_waiter is waiter:
+                        self.system_waiter = None
                 continue
             except (EndOfStream, ClosedResourceError):
                 return
@@ -139,7 +140,8 @@ class Subscription:
                 try:
                     await waiter.wait()
                 finally:
-                    self.gate_waiter = None
+                    if self.gate_waiter is waiter:
+                        self.gate_waiter = None
                 continue
             try:
                 message = receive_nowait()
@@ -149,7 +151,8 @@ class Subscription:
                 try:
                     await waiter.wait()
                 finally:
-                    self.data_waiter = None
+                    if self.data_waiter is waiter:
+                        self.data_waiter = None
                 continue
             except (EndOfStream, ClosedResourceError):
                 return

@@ -1,0 +1,230 @@
+"""The raw-primitive ceiling for W1 and W2: one queue per subscriber, no bus.
+
+``--primitive anyio`` (asyncio or trio): one anyio memory object stream per subscriber.
+``--primitive asyncio-queue`` (asyncio only, plain ``asyncio.run``): one ``asyncio.Queue`` per
+subscriber. Each consumer takes messages with ``receive_nowait()`` / ``get_nowait()``, awaits
+the trivial handler, and yields every 64 messages; it waits with ``receive()`` / ``get()`` only
+when its queue is empty. The producer puts each message into every queue with ``send_nowait()``
+/ ``put_nowait()`` and yields every 64 messages, as anybus's ``send()`` does. That is one queue
+hop per delivery and nothing else: the practical ceiling for a bus built that way.
+
+Usage: ``python benchmarks/raw.py --workload W1 --backend trio --primitive anyio``; prints one
+JSON result line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import math
+from functools import partial
+from time import perf_counter
+
+import anyio
+from _common import (
+    THROUGHPUT_SIZES,
+    YIELD_INTERVAL,
+    Result,
+    Tally,
+    emit,
+    throughput_result,
+)
+from anyio import EndOfStream, WouldBlock, create_memory_object_stream, create_task_group
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+
+def _noop() -> None:
+    pass
+
+
+class Sink:
+    """The trivial handler: count the delivery, signal on the last one."""
+
+    def __init__(self) -> None:
+        self.tally = Tally(0, _noop)
+
+    async def on_message(self, message: object) -> None:
+        self.tally.hit()
+
+
+def _make_messages(count: int) -> list[object]:
+    return [object() for _ in range(count)]
+
+
+# --- anyio memory object streams, on asyncio or trio ---------------------------------------
+
+
+async def _drain_stream(receive: MemoryObjectReceiveStream[object], sink: Sink) -> None:
+    receive_nowait = receive.receive_nowait
+    handle = sink.on_message
+    handled = 0
+    while True:
+        try:
+            message = receive_nowait()
+        except WouldBlock:
+            handled = 0
+            try:
+                message = await receive.receive()
+            except EndOfStream:
+                return
+        except EndOfStream:
+            return
+        await handle(message)
+        handled += 1
+        if handled == YIELD_INTERVAL:
+            handled = 0
+            await checkpoint()
+
+
+async def _publish_streams(
+    sends: list[MemoryObjectSendStream[object]], messages: list[object]
+) -> None:
+    pushes = [send.send_nowait for send in sends]
+    sent = 0
+    for message in messages:
+        for push in pushes:
+            push(message)
+        sent += 1
+        if sent == YIELD_INTERVAL:
+            sent = 0
+            await checkpoint()
+
+
+async def anyio_throughput(workload: str, backend: str) -> Result:
+    """W1/W2 over anyio memory object streams; same method as ``workloads.throughput``."""
+    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
+    messages = _make_messages(n_messages)
+    sinks = [Sink() for _ in range(n_subscribers)]
+    streams = [create_memory_object_stream[object](math.inf) for _ in sinks]
+    sends = [send for send, _ in streams]
+    try:
+        async with create_task_group() as task_group:
+            for sink, (_, receive) in zip(sinks, streams, strict=True):
+                task_group.start_soon(_drain_stream, receive, sink)
+
+            primed = anyio.Event()
+            primer = Tally(n_subscribers, primed.set)
+            for sink in sinks:
+                sink.tally = primer
+            await _publish_streams(sends, _make_messages(1))
+            await primed.wait()
+
+            done = anyio.Event()
+            tally = Tally(n_messages * n_subscribers, done.set)
+            for sink in sinks:
+                sink.tally = tally
+            gc.collect()
+
+            started_at = perf_counter()
+            await _publish_streams(sends, messages)
+            await done.wait()
+            seconds = tally.finished_at - started_at
+            task_group.cancel_scope.cancel(reason="benchmark finished")
+    finally:
+        for send, receive in streams:
+            send.close()
+            receive.close()
+    return throughput_result(
+        "raw-anyio",
+        backend,
+        workload,
+        messages=n_messages,
+        subscribers=n_subscribers,
+        seconds=seconds,
+    )
+
+
+# --- asyncio.Queue, on plain asyncio --------------------------------------------------------
+
+
+async def _drain_queue(queue: asyncio.Queue[object], sink: Sink) -> None:
+    get_nowait = queue.get_nowait
+    handle = sink.on_message
+    handled = 0
+    while True:
+        try:
+            message = get_nowait()
+        except asyncio.QueueEmpty:
+            handled = 0
+            message = await queue.get()
+        await handle(message)
+        handled += 1
+        if handled == YIELD_INTERVAL:
+            handled = 0
+            await asyncio.sleep(0)
+
+
+async def _publish_queues(queues: list[asyncio.Queue[object]], messages: list[object]) -> None:
+    pushes = [queue.put_nowait for queue in queues]
+    sent = 0
+    for message in messages:
+        for push in pushes:
+            push(message)
+        sent += 1
+        if sent == YIELD_INTERVAL:
+            sent = 0
+            await asyncio.sleep(0)
+
+
+async def queue_throughput(workload: str) -> Result:
+    """W1/W2 over ``asyncio.Queue``; same method as ``workloads.throughput``."""
+    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
+    messages = _make_messages(n_messages)
+    sinks = [Sink() for _ in range(n_subscribers)]
+    queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in sinks]
+    consumers = [
+        asyncio.create_task(_drain_queue(queue, sink))
+        for queue, sink in zip(queues, sinks, strict=True)
+    ]
+    try:
+        primed = asyncio.Event()
+        primer = Tally(n_subscribers, primed.set)
+        for sink in sinks:
+            sink.tally = primer
+        await _publish_queues(queues, _make_messages(1))
+        await primed.wait()
+
+        done = asyncio.Event()
+        tally = Tally(n_messages * n_subscribers, done.set)
+        for sink in sinks:
+            sink.tally = tally
+        gc.collect()
+
+        started_at = perf_counter()
+        await _publish_queues(queues, messages)
+        await done.wait()
+        seconds = tally.finished_at - started_at
+    finally:
+        for consumer in consumers:
+            consumer.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+    return throughput_result(
+        "raw-asyncio-queue",
+        "asyncio",
+        workload,
+        messages=n_messages,
+        subscribers=n_subscribers,
+        seconds=seconds,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workload", required=True, choices=sorted(THROUGHPUT_SIZES))
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--primitive", default="anyio", choices=["anyio", "asyncio-queue"])
+    args = parser.parse_args()
+    if args.primitive == "asyncio-queue":
+        if args.backend != "asyncio":
+            parser.error(f"--primitive asyncio-queue runs on asyncio only, not {args.backend!r}")
+        emit(asyncio.run(queue_throughput(args.workload)))
+    else:
+        emit(
+            anyio.run(partial(anyio_throughput, args.workload, args.backend), backend=args.backend)
+        )
+
+
+if __name__ == "__main__":
+    main()

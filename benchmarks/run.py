@@ -1,0 +1,516 @@
+"""Benchmark harness: anybus against pipecat's AsyncQueueBus and the raw-primitive ceiling.
+
+Usage::
+
+    python benchmarks/run.py [--runs 5] [--workloads W1,W2,W3] [--backends asyncio,trio]
+                             [--json FILE] [--no-pipecat]
+
+Run it with the Python environment where anybus, anyio and trio are installed; the pipecat
+reference runs with the Python of its own virtual environment (``PIPECAT_VENV``, by default
+``benchmarks/.venv-pipecat``, created by ``benchmarks/setup_pipecat.sh``).
+
+Every measurement runs in a fresh subprocess that prints one JSON line. The runs go in rounds:
+each round measures every (implementation, backend, workload) once, workload by workload, with
+the order of the implementations rotated from round to round, so that noise on a shared machine
+falls on all of them alike. See ``benchmarks/README.md`` for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.util import find_spec
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORKLOADS = ("W1", "W2", "W3")
+BACKENDS = ("asyncio", "trio")
+DEFAULT_PIPECAT_VENV = HERE / ".venv-pipecat"
+WORKER_TIMEOUT = 300.0
+
+#: Each target: (workload, anybus backend, minimum anybus/pipecat ratio). The reference is
+#: always pipecat on asyncio, pipecat's only backend.
+RATIO_TARGETS = (
+    ("W1", "asyncio", 5.0),
+    ("W1", "trio", 4.0),
+    ("W2", "asyncio", 3.0),
+    ("W2", "trio", 3.0),
+)
+#: W3: anybus's p99 latency must stay under this many milliseconds, on every backend.
+W3_P99_TARGET_MS = 1.0
+
+DESCRIPTIONS = {
+    "W1": "W1 fan-out: 20,000 data messages x 10 subscribers; deliveries/s",
+    "W2": "W2 single: 100,000 data messages x 1 subscriber; deliveries/s",
+    "W3": (
+        "W3 priority latency: send(system) -> its handler starts, behind 1,000 queued data\n"
+        "   messages and a data handler sleeping 0.5 ms each; p50/p99 of 200 repetitions"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation under test and the worker script that measures it."""
+
+    key: str
+    label: str
+    script: str
+    backends: tuple[str, ...]
+    workloads: tuple[str, ...]
+    extra_args: tuple[str, ...] = ()
+
+
+ANYBUS = Impl("anybus", "anybus MemoryBus", "workloads.py", BACKENDS, WORKLOADS)
+PIPECAT = Impl("pipecat", "pipecat AsyncQueueBus", "pipecat_reference.py", ("asyncio",), WORKLOADS)
+RAW_ANYIO = Impl(
+    "raw-anyio", "raw anyio stream", "raw.py", BACKENDS, ("W1", "W2"), ("--primitive", "anyio")
+)
+RAW_QUEUE = Impl(
+    "raw-asyncio-queue",
+    "raw asyncio.Queue",
+    "raw.py",
+    ("asyncio",),
+    ("W1", "W2"),
+    ("--primitive", "asyncio-queue"),
+)
+IMPLS = (ANYBUS, PIPECAT, RAW_ANYIO, RAW_QUEUE)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (implementation, backend, workload) cell of the results table."""
+
+    impl: Impl
+    backend: str
+    workload: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.impl.key, self.backend, self.workload)
+
+    def describe(self) -> str:
+        return f"{self.workload} {self.impl.label} on {self.backend}"
+
+
+def number(value: object) -> float:
+    """Read a number from a worker's JSON result line."""
+    if not isinstance(value, int | float):
+        raise TypeError(f"worker result field is not a number: {value!r}")
+    return float(value)
+
+
+@dataclass
+class Outcome:
+    """Every run of one job, in round order (``None`` where a run failed)."""
+
+    job: Job
+    results: list[dict[str, object] | None]
+
+    def values(self, field: str = "value") -> list[float]:
+        return [number(r[field]) for r in self.results if r is not None]
+
+    def median(self, field: str = "value") -> float | None:
+        values = self.values(field)
+        return statistics.median(values) if values else None
+
+    def by_round(self, field: str = "value") -> list[float | None]:
+        return [None if r is None else number(r[field]) for r in self.results]
+
+
+# --- running workers ------------------------------------------------------------------------
+
+
+def find_pipecat_python(venv: Path) -> Path | None:
+    """Return the pipecat venv's Python if it can import pipecat's bus, else ``None``."""
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if not python.exists():
+        return None
+    probe = subprocess.run(
+        [str(python), "-c", "import pipecat.bus.local.async_queue"],
+        capture_output=True,
+        check=False,
+    )
+    return python if probe.returncode == 0 else None
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of the anybus and raw workers: the working tree's anybus comes first."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO) if not path else os.pathsep.join([str(REPO), path])
+    return env
+
+
+def run_worker(
+    job: Job, python: Path, env: dict[str, str] | None
+) -> tuple[dict[str, object] | None, str]:
+    """Run one measurement in a fresh process; return its result line, or ``None`` and why."""
+    command = [
+        str(python),
+        str(HERE / job.impl.script),
+        "--workload",
+        job.workload,
+        "--backend",
+        job.backend,
+        *job.impl.extra_args,
+    ]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {WORKER_TIMEOUT:.0f} s"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        return None, f"exit status {proc.returncode}\n{tail}"
+    result: dict[str, object] = json.loads(lines[-1])
+    return result, ""
+
+
+def plan(
+    workloads: Sequence[str], backends: Sequence[str], with_pipecat: bool
+) -> dict[str, list[Job]]:
+    """The jobs of one round, grouped by workload, in a fixed base order."""
+    jobs: dict[str, list[Job]] = {}
+    for workload in workloads:
+        cells: list[Job] = []
+        for impl in IMPLS:
+            if impl is PIPECAT and not with_pipecat:
+                continue
+            if workload not in impl.workloads:
+                continue
+            for backend in impl.backends:
+                # pipecat runs on asyncio only; it is the reference for every anybus backend.
+                if impl is PIPECAT or backend in backends:
+                    cells.append(Job(impl, backend, workload))
+        jobs[workload] = cells
+    return jobs
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+
+def fmt_value(workload: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if workload == "W3":
+        return f"{value:.3f} ms"
+    return f"{value / 1e3:,.0f}k/s"
+
+
+def fmt_spread(workload: str, values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    if workload == "W3":
+        return f"{low:.3f} - {high:.3f}"
+    return f"{low / 1e3:,.0f}k - {high / 1e3:,.0f}k"
+
+
+def paired_ratios(numerator: Outcome, denominator: Outcome) -> list[float]:
+    """Ratios of the runs of the same round (they ran a few seconds apart)."""
+    return [
+        a / b
+        for a, b in zip(numerator.by_round(), denominator.by_round(), strict=True)
+        if a is not None and b is not None
+    ]
+
+
+def ratio_of_medians(numerator: Outcome | None, denominator: Outcome | None) -> float | None:
+    if numerator is None or denominator is None:
+        return None
+    a, b = numerator.median(), denominator.median()
+    return None if a is None or b is None else a / b
+
+
+def print_throughput_table(workload: str, outcomes: dict[tuple[str, str, str], Outcome]) -> None:
+    pipecat = outcomes.get(("pipecat", "asyncio", workload))
+    header = (
+        f"  {'implementation':<22} {'backend':<8} {'median':>12}  {'min - max':<22}"
+        f" {'vs pipecat':>10} {'of raw':>7}"
+    )
+    print(header)
+    for (_, backend, cell_workload), outcome in outcomes.items():
+        if cell_workload != workload:
+            continue
+        impl = outcome.job.impl
+        raw = outcomes.get(("raw-anyio", backend, workload))
+        vs_pipecat = None if impl is PIPECAT else ratio_of_medians(outcome, pipecat)
+        of_raw = None if impl is RAW_ANYIO else ratio_of_medians(outcome, raw)
+        failed = sum(r is None for r in outcome.results)
+        print(
+            f"  {impl.label:<22} {backend:<8} {fmt_value(workload, outcome.median()):>12}"
+            f"  {fmt_spread(workload, outcome.values()):<22}"
+            f" {'-' if vs_pipecat is None else f'{vs_pipecat:.2f}x':>10}"
+            f" {'-' if of_raw is None else f'{of_raw:.0%}':>7}"
+            + (f"  ({failed} failed)" if failed else "")
+        )
+
+
+def print_latency_table(outcomes: dict[tuple[str, str, str], Outcome]) -> None:
+    print(
+        f"  {'implementation':<22} {'backend':<8} {'p50':>10} {'p99':>10}  {'p99 min - max':<16}"
+        f" {'max (worst run)':>15}"
+    )
+    for (_, backend, workload), outcome in outcomes.items():
+        if workload != "W3":
+            continue
+        worst = max(outcome.values("max_ms"), default=None)
+        failed = sum(r is None for r in outcome.results)
+        print(
+            f"  {outcome.job.impl.label:<22} {backend:<8}"
+            f" {fmt_value('W3', outcome.median('p50_ms')):>10}"
+            f" {fmt_value('W3', outcome.median('p99_ms')):>10}"
+            f"  {fmt_spread('W3', outcome.values('p99_ms')):<16}"
+            f" {fmt_value('W3', worst):>15}" + (f"  ({failed} failed)" if failed else "")
+        )
+
+
+def check_targets(outcomes: dict[tuple[str, str, str], Outcome]) -> list[dict[str, object]]:
+    """Check each WORKLOADS.md target that was measured; print and return the verdicts."""
+    verdicts: list[dict[str, object]] = []
+    for workload, backend, minimum in RATIO_TARGETS:
+        anybus = outcomes.get(("anybus", backend, workload))
+        pipecat = outcomes.get(("pipecat", "asyncio", workload))
+        name = f"{workload} anybus on {backend} >= {minimum:g}x pipecat on asyncio"
+        ratio = ratio_of_medians(anybus, pipecat)
+        if anybus is None or pipecat is None or ratio is None:
+            print(f"  {name:<46} not measured")
+            continue
+        paired = paired_ratios(anybus, pipecat)
+        held = sum(r >= minimum for r in paired)
+        met = ratio >= minimum
+        print(
+            f"  {name:<46} {ratio:5.2f}x  (per round {min(paired):.2f}x - {max(paired):.2f}x,"
+            f" held in {held}/{len(paired)})  {'MET' if met else 'MISSED'}"
+        )
+        verdicts.append(
+            {
+                "target": name,
+                "workload": workload,
+                "backend": backend,
+                "minimum_ratio": minimum,
+                "ratio_of_medians": ratio,
+                "per_round_ratios": paired,
+                "met": met,
+            }
+        )
+    for backend in BACKENDS:
+        anybus = outcomes.get(("anybus", backend, "W3"))
+        name = f"W3 anybus on {backend} p99 < {W3_P99_TARGET_MS:g} ms"
+        p99 = None if anybus is None else anybus.median("p99_ms")
+        if anybus is None or p99 is None:
+            print(f"  {name:<46} not measured")
+            continue
+        runs = anybus.values("p99_ms")
+        held = sum(v < W3_P99_TARGET_MS for v in runs)
+        met = p99 < W3_P99_TARGET_MS
+        print(
+            f"  {name:<46} {p99:.3f} ms  (per run {min(runs):.3f} - {max(runs):.3f},"
+            f" held in {held}/{len(runs)})  {'MET' if met else 'MISSED'}"
+        )
+        verdicts.append(
+            {
+                "target": name,
+                "workload": "W3",
+                "backend": backend,
+                "maximum_p99_ms": W3_P99_TARGET_MS,
+                "median_p99_ms": p99,
+                "per_run_p99_ms": runs,
+                "met": met,
+            }
+        )
+    return verdicts
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        if item not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {item!r}: choose from {', '.join(allowed)}"
+            )
+    if not items:
+        raise argparse.ArgumentTypeError(f"{what}s cannot be empty")
+    return items
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark anybus against pipecat's AsyncQueueBus and raw queues."
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs per cell (default: 5)")
+    parser.add_argument(
+        "--workloads",
+        type=lambda v: parse_list(v, WORKLOADS, "workload"),
+        default=list(WORKLOADS),
+        help="comma-separated, from W1,W2,W3 (default: all)",
+    )
+    parser.add_argument(
+        "--backends",
+        type=lambda v: parse_list(v, BACKENDS, "backend"),
+        default=list(BACKENDS),
+        help="anybus backends, comma-separated, from asyncio,trio (default: both)",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write results here")
+    parser.add_argument("--no-pipecat", action="store_true", help="skip the pipecat reference")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, not {args.runs!r}")
+    return args
+
+
+def git_revision() -> str:
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return proc.stdout.strip() or "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    backends: list[str] = args.backends
+    if "trio" in backends and find_spec("trio") is None:
+        print(
+            "trio is not installed in this Python: skipping the trio backend"
+            " (install it with: pip install 'anybus[trio]')",
+            file=sys.stderr,
+        )
+        backends = [b for b in backends if b != "trio"]
+        if not backends:
+            return 1
+
+    pipecat_venv = Path(os.environ.get("PIPECAT_VENV") or DEFAULT_PIPECAT_VENV)
+    pipecat_python: Path | None = None
+    if not args.no_pipecat:
+        pipecat_python = find_pipecat_python(pipecat_venv)
+        if pipecat_python is None:
+            print(
+                f"pipecat reference: no virtual environment at {pipecat_venv} that imports"
+                " pipecat's bus.\n"
+                "  create it with:  bash benchmarks/setup_pipecat.sh"
+                "  (or point PIPECAT_VENV at one)\n"
+                "  continuing as with --no-pipecat: no anybus/pipecat ratios, and the W1/W2"
+                " targets are not checked\n",
+                file=sys.stderr,
+            )
+
+    rounds = plan(args.workloads, backends, with_pipecat=pipecat_python is not None)
+    outcomes: dict[tuple[str, str, str], Outcome] = {
+        job.key: Outcome(job, []) for jobs in rounds.values() for job in jobs
+    }
+    env = worker_env()
+    total = args.runs * len(outcomes)
+    done = 0
+    for round_index in range(args.runs):
+        for workload, jobs in rounds.items():
+            shift = round_index % len(jobs)
+            for job in jobs[shift:] + jobs[:shift]:
+                done += 1
+                if job.impl is PIPECAT:
+                    assert pipecat_python is not None
+                    result, error = run_worker(job, pipecat_python, None)
+                else:
+                    result, error = run_worker(job, Path(sys.executable), env)
+                outcomes[job.key].results.append(result)
+                shown = (
+                    fmt_value(workload, number(result["value"]))
+                    if result is not None
+                    else f"FAILED: {error}"
+                )
+                print(
+                    f"[{done:>3}/{total}] round {round_index + 1}: {job.describe()}: {shown}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    wall = time.perf_counter() - started
+    print()
+    print(
+        f"anybus benchmarks: median of {args.runs} runs, each in a fresh process;"
+        f" python {platform.python_version()}, {platform.system()} {platform.machine()},"
+        f" {os.cpu_count()} CPUs, anybus {git_revision()}"
+    )
+    print("'vs pipecat': against pipecat AsyncQueueBus on asyncio (its only backend);")
+    print("'of raw': fraction of the raw anyio memory stream ceiling on the same backend.")
+    for workload in args.workloads:
+        print()
+        print(DESCRIPTIONS[workload])
+        if workload == "W3":
+            print_latency_table(outcomes)
+        else:
+            print_throughput_table(workload, outcomes)
+    print()
+    print("Targets (WORKLOADS.md), on medians:")
+    verdicts = check_targets(outcomes)
+    print()
+    print(f"harness wall time: {wall:.1f} s for {total} worker processes")
+
+    if args.json is not None:
+        report = {
+            "meta": {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": [Path(sys.executable).name, *sys.argv],
+                "runs": args.runs,
+                "workloads": args.workloads,
+                "backends": backends,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "anybus_revision": git_revision(),
+                "pipecat_python": None if pipecat_python is None else str(pipecat_python),
+                "wall_seconds": wall,
+            },
+            "cells": [
+                {
+                    "impl": outcome.job.impl.key,
+                    "label": outcome.job.impl.label,
+                    "backend": outcome.job.backend,
+                    "workload": outcome.job.workload,
+                    "median": outcome.median(),
+                    "min": min(outcome.values(), default=None),
+                    "max": max(outcome.values(), default=None),
+                    "runs": outcome.results,
+                }
+                for outcome in outcomes.values()
+            ],
+            "targets": verdicts,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    failed = sum(r is None for outcome in outcomes.values() for r in outcome.results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
