@@ -1,16 +1,4 @@
-"""Helpers for testing code that uses anybus, on asyncio and trio alike.
-
-:class:`RecordingSubscriber` records what it is handed and lets a test wait, without sleeping,
-until it has seen what the test expects::
-
-    async def test_worker_answers(anyio_backend: str) -> None:
-        async with MemoryBus() as bus:
-            recorder = RecordingSubscriber("observer")
-            await bus.subscribe(recorder)
-            await bus.send(MyRequest(source="test"))
-            with anyio.fail_after(5):
-                await recorder.wait_for(lambda seen: any(isinstance(m, MyReply) for m in seen))
-"""
+"""A subscriber that records what it handles."""
 
 from __future__ import annotations
 
@@ -18,8 +6,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from anyio import Event
 
-from ._messages import BusMessage
-from ._subscriber import BusSubscriber
+from .._messages import BusMessage
+from .._subscriber import BusSubscriber
 
 __all__ = ["RecordingSubscriber"]
 
