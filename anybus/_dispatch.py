@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from anyio import (
     CancelScope,
@@ -30,6 +32,7 @@ from anyio import (
     create_task_group,
 )
 from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._messages import BusMessage, BusSystemMessage
 from ._subscriber import BusSubscriber
@@ -44,6 +47,8 @@ class Subscription:
     """One subscriber's state on a bus: its two lanes and, while dispatching, its workers."""
 
     __slots__ = (
+        "__weakref__",
+        "_close_lanes",
         "accepts",
         "data_receive",
         "data_send",
@@ -71,6 +76,15 @@ class Subscription:
         self.data_send, self.data_receive = create_memory_object_stream[BusMessage](math.inf)
         self.push_system = self.system_send.send_nowait
         self.push_data = self.data_send.send_nowait
+        # The lanes are private to the subscription: close them when it is collected, so a
+        # bus dropped with subscribers attached does not warn about unclosed streams. (A
+        # weakref callback, unlike __del__, runs before the garbage collector finalizes the
+        # streams of a reference cycle.)
+        self._close_lanes = weakref.finalize(
+            self,
+            _close_all,
+            (self.system_send, self.system_receive, self.data_send, self.data_receive),
+        )
         #: System messages delivered to the lane and not yet taken by the system worker.
         self.system_queued = 0
         self.system_waiter: Event | None = None  # set by the next system delivery
@@ -88,13 +102,7 @@ class Subscription:
 
     def close(self) -> None:
         """Close both lanes, discarding whatever they still hold."""
-        for stream in (self.system_send, self.system_receive, self.data_send, self.data_receive):
-            stream.close()
-
-    def __del__(self) -> None:
-        # The lanes are private to the subscription: close them quietly when it goes away, so
-        # a bus dropped with subscribers still attached does not warn about unclosed streams.
-        self.close()
+        self._close_lanes()
 
     async def serve(self, scope: CancelScope, done: Event) -> None:
         """Run both workers inside ``scope`` until it is cancelled; then set ``done``."""
@@ -177,6 +185,13 @@ class Subscription:
 
     def _log_failure(self, message: BusMessage, exc: Exception) -> None:
         logger.error("subscriber %r failed on %s", self.name, message, exc_info=exc)
+
+
+def _close_all(
+    streams: Iterable[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]],
+) -> None:
+    for stream in streams:
+        stream.close()
 
 
 def fan_out(targets: Iterable[Subscription], message: BusMessage) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
@@ -146,3 +148,22 @@ async def test_a_subscriber_without_a_name_gets_a_clear_error() -> None:
 
     with pytest.raises(AttributeError, match=r"has no name: assign 'self\.name'"):
         await MemoryBus().subscribe(Nameless())
+
+
+async def test_a_dropped_bus_closes_its_inboxes_quietly() -> None:
+    # A subscriber holding its bus makes a reference cycle that only the garbage collector
+    # breaks; the inboxes must not warn about unclosed streams then (warnings are errors).
+    class Holder(RecordingSubscriber):
+        bus: MemoryBus | None = None
+
+    for _ in range(3):
+        bus = MemoryBus()
+        holder = Holder("holder")
+        holder.bus = bus
+        await bus.subscribe(holder)
+        await bus.send(BusDataMessage(source="t"))
+        async with bus:
+            with anyio.fail_after(5):
+                await holder.wait_for_count(1)
+        del bus, holder
+        gc.collect()
