@@ -2,7 +2,10 @@
 
 from ._bus import WorkerBus as WorkerBus
 from ._exceptions import AnybusError as AnybusError
+from ._exceptions import BusOverflowError as BusOverflowError
 from ._exceptions import BusStateError as BusStateError
+from ._listen import FunctionSubscriber as FunctionSubscriber
+from ._listen import MessageStream as MessageStream
 from ._memory import MemoryBus as MemoryBus
 from ._messages import BusActivateWorkerMessage as BusActivateWorkerMessage
 from ._messages import BusCancelMessage as BusCancelMessage
@@ -28,6 +31,10 @@ from ._messages import BusWorkerErrorMessage as BusWorkerErrorMessage
 from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
+from ._statistics import BusStatistics as BusStatistics
+from ._statistics import OverflowPolicy as OverflowPolicy
+from ._statistics import SubscriptionStatistics as SubscriptionStatistics
+from ._statistics import Undelivered as Undelivered
 from ._subscriber import BusSubscriber as BusSubscriber
 from ._version import __version__ as __version__
 
@@ -52,14 +59,21 @@ __all__ = [
     "BusJobUpdateUrgentMessage",
     "BusLocalMessage",
     "BusMessage",
+    "BusOverflowError",
     "BusStateError",
+    "BusStatistics",
     "BusSubscriber",
     "BusSystemMessage",
     "BusWorkerErrorMessage",
     "BusWorkerLocalErrorMessage",
     "BusWorkerReadyMessage",
+    "FunctionSubscriber",
     "JobStatus",
     "MemoryBus",
+    "MessageStream",
+    "OverflowPolicy",
+    "SubscriptionStatistics",
+    "Undelivered",
     "WorkerBus",
     "__version__",
 ]

@@ -1,9 +1,9 @@
-"""The abstract bus: subscriptions, lifecycle and the send path shared by every transport."""
+"""The abstract bus: lifecycle, the send path and draining, shared by every transport."""
 
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from types import TracebackType
 from typing import Self
 
@@ -12,22 +12,25 @@ from anyio import (
     CancelScope,
     Event,
     create_task_group,
+    move_on_after,
     sleep_forever,
 )
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
-from ._dispatch import Subscription, fan_out
+from ._dispatch import ErrorHook, Subscription, in_handler
 from ._exceptions import BusStateError
-from ._messages import BusLocalMessage, BusMessage
-from ._subscriber import BusSubscriber
+from ._messages import BusLocalMessage, BusMessage, BusSystemMessage
+from ._registry import SubscriptionRegistry
+from ._statistics import BusStatistics, OverflowPolicy, Undelivered
 
 __all__ = ["WorkerBus"]
 
 logger = logging.getLogger("anybus.bus")
 
-#: ``send()`` yields to the scheduler once every this many calls.
-SEND_YIELD_INTERVAL = 64
+#: ``send()`` yields to the scheduler once every this many calls (a power of two).
+SEND_YIELD_INTERVAL = 128
+SEND_YIELD_MASK = SEND_YIELD_INTERVAL - 1
 
 _NO_SCOPE = (
     "the bus has no running scope: run it with 'async with bus:' or "
@@ -46,7 +49,7 @@ class _Dispatch:
         self.task_group: TaskGroup | None = None
 
 
-class WorkerBus(ABC):
+class WorkerBus(SubscriptionRegistry):
     """Pub/sub bus connecting workers to each other and to a runner.
 
     Each subscriber has its own inbox and its own workers; system messages overtake queued data
@@ -55,26 +58,48 @@ class WorkerBus(ABC):
 
     Run a bus in one of two ways; both own every task the bus starts:
 
-    * ``async with bus:`` — the bus opens its own task group; leaving the block stops
-      dispatch and returns once every task of the bus has ended. Inside the block,
-      :meth:`stop` halts dispatch and :meth:`start` resumes it.
+    * ``async with bus:`` — the bus opens its own task group; leaving the block drains what is
+      queued (up to ``exit_drain`` seconds), stops dispatch and returns once every task of the
+      bus has ended. Inside the block, :meth:`stop` halts dispatch and :meth:`start` resumes it.
     * ``await task_group.start(bus.run)`` — the bus runs inside the caller's task group
       until :meth:`stop` is called or the caller's scope is cancelled.
 
     Subscribing and sending work at any time: while the bus is not dispatching, messages wait
     in the subscribers' inboxes and are handled once it starts, system messages first.
+
+    Args:
+        max_buffer: default bound on each subscriber's queued data messages (``None``:
+            unbounded). System messages are never bounded.
+        overflow: default policy when a bounded inbox is full (see :class:`OverflowPolicy`).
+        exit_drain: seconds that leaving ``async with bus:`` without an exception waits for
+            queued messages to be handled; what is left then is discarded, counted and logged.
+            ``None`` leaves it queued instead.
+        on_handler_error: ``async def hook(subscriber_name, message, exception)``, awaited by
+            the worker after a handler raised (and the failure was logged).
+
+    Raises:
+        ValueError: if ``max_buffer`` is below 1 or ``exit_drain`` is negative.
     """
 
-    def __init__(self) -> None:
-        self._subscriptions: dict[str, Subscription] = {}
-        # A tuple snapshot of the subscriptions, rebuilt on (un)subscribe: the send path only
-        # iterates it.
-        self._targets: tuple[Subscription, ...] = ()
+    def __init__(
+        self,
+        *,
+        max_buffer: int | None = None,
+        overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        exit_drain: float | None = 5.0,
+        on_handler_error: ErrorHook | None = None,
+    ) -> None:
+        super().__init__(
+            max_buffer=max_buffer, overflow=overflow, on_handler_error=on_handler_error
+        )
+        if exit_drain is not None and exit_drain < 0:
+            raise ValueError(f"exit_drain cannot be negative, got {exit_drain!r}")
+        self._exit_drain = exit_drain
         self._host: TaskGroup | None = None
         self._hosted_by_run = False
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
-        self._sends = 0
+        self._sent = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -82,6 +107,10 @@ class WorkerBus(ABC):
     def running(self) -> bool:
         """Whether the bus is dispatching messages to its subscribers."""
         return self._dispatch is not None
+
+    def _dispatching(self) -> bool:
+        dispatch = self._dispatch
+        return dispatch is not None and dispatch.task_group is not None
 
     async def __aenter__(self) -> Self:
         if self._host is not None:
@@ -107,11 +136,21 @@ class WorkerBus(ABC):
     ) -> bool | None:
         task_group = self._host
         assert task_group is not None
+        drain_error: BaseException | None = None
+        if exc_type is None and self._exit_drain is not None:
+            try:
+                await self.stop(drain=self._exit_drain)
+            except BaseException as error:  # cancelled while draining: close up all the same
+                drain_error = error
+                exc_type, exc, tb = type(error), error, error.__traceback__
         self._cancel_dispatch()
         try:
-            return await task_group.__aexit__(exc_type, exc, tb)
+            suppress = await task_group.__aexit__(exc_type, exc, tb)
         finally:
             self._host = None
+        if drain_error is not None and not suppress:
+            raise drain_error
+        return suppress
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """Run the bus until :meth:`stop` is called or the enclosing scope is cancelled.
@@ -156,29 +195,59 @@ class WorkerBus(ABC):
             raise BusStateError(_NO_SCOPE)
         dispatch = self._dispatch = _Dispatch()
         await self._host.start(self._dispatcher, dispatch, name=f"anybus dispatcher {self!r}")
+        logger.debug("%r: dispatch started", self)
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: float | None = None) -> list[Undelivered]:
         """Stop dispatching and return once every worker of the bus has ended.
 
-        A handler still running is cancelled. Messages still queued stay in the inboxes and
-        are handled if the bus starts again. Safe to call from any task, more than once, and
-        when the bus is not running. If ``stop()`` itself is cancelled (say, by a timeout)
-        while it waits, dispatch still shuts down; only the wait is abandoned, and a later
-        ``stop()`` or ``start()`` waits for the rest.
+        Without ``drain``, a handler still running is cancelled and queued messages stay in
+        the inboxes, to be handled if the bus starts again; returns an empty list.
+
+        With ``drain`` (seconds), first waits up to that long for every queued message to be
+        handled (as :meth:`wait_idle`). Messages still queued at the deadline are taken out
+        of the inboxes, counted (``undelivered`` in the statistics), logged, and returned.
+
+        Safe to call from any task, more than once, and when the bus is not running. If
+        ``stop()`` is cancelled (say, by a timeout), dispatch still shuts down and nothing is
+        taken out of the inboxes; a later ``stop()`` or ``start()`` waits for the rest.
         """
+        undelivered: list[Undelivered] = []
         if self._dispatch is not None:
-            if self._hosted_by_run:
-                self._host = None
-            self._cancel_dispatch()
+            try:
+                if drain is not None:
+                    with move_on_after(drain):
+                        await self.wait_idle()
+                    undelivered = self._take_undelivered()
+            finally:
+                if self._dispatch is not None:
+                    if self._hosted_by_run:
+                        self._host = None
+                    self._cancel_dispatch()
         while self._stopping is not None:
             await self._stopping.done.wait()
         await checkpoint()
+        return undelivered
+
+    def _take_undelivered(self) -> list[Undelivered]:
+        undelivered: list[Undelivered] = []
+        for sub in self._targets:
+            taken = sub.take_all()
+            sub.undelivered += len(taken)
+            undelivered.extend(Undelivered(sub.name, message) for message in taken)
+        if undelivered:
+            logger.warning(
+                "%r: %d message(s) still queued when the drain ended: discarded",
+                self,
+                len(undelivered),
+            )
+        return undelivered
 
     def _cancel_dispatch(self) -> None:
         dispatch, self._dispatch = self._dispatch, None
         if dispatch is not None and not dispatch.done.is_set():
             self._stopping = dispatch
             dispatch.scope.cancel(reason="anybus: the bus was stopped")
+            logger.debug("%r: dispatch stopped", self)
 
     async def _dispatcher(self, dispatch: _Dispatch, *, task_status: TaskStatus[None]) -> None:
         try:
@@ -198,57 +267,36 @@ class WorkerBus(ABC):
                 self._stopping = None
             dispatch.done.set()
 
-    def _spawn(self, task_group: TaskGroup, sub: Subscription) -> None:
+    def _spawn_if_dispatching(self, sub: Subscription) -> None:
+        dispatch = self._dispatch
+        if dispatch is not None and dispatch.task_group is not None:
+            self._spawn(dispatch.task_group, sub)
+
+    @staticmethod
+    def _spawn(task_group: TaskGroup, sub: Subscription) -> None:
+        if sub.passive:
+            return
         sub.scope = CancelScope()
         sub.done = Event()
         task_group.start_soon(sub.serve, sub.scope, sub.done, name=f"anybus worker {sub.name!r}")
 
-    # --- subscriptions --------------------------------------------------------------------
+    async def wait_idle(self) -> None:
+        """Wait until every queued message has been handled by every subscriber.
 
-    async def subscribe(self, subscriber: BusSubscriber) -> None:
-        """Register ``subscriber`` to receive every message sent from now on.
-
-        A no-op if a subscriber of the same name is already registered. If the bus is
-        dispatching, the subscriber's workers start at once.
+        Idle means: every inbox is empty and no handler is running (messages that handlers
+        send on the way are waited for too). A stopped bus with queued messages becomes idle
+        only once it runs again; bound the wait with ``anyio.fail_after``. Cancelling the
+        wait changes nothing.
         """
-        name = subscriber.name
-        existing = self._subscriptions.get(name)
-        if existing is not None:
-            if existing.subscriber is not subscriber:
-                logger.warning(
-                    "%r: a subscriber named %r is already subscribed; ignoring %r",
-                    self,
-                    name,
-                    subscriber,
-                )
-            return
-        sub = Subscription(subscriber, name)
-        self._subscriptions[name] = sub
-        self._targets = tuple(self._subscriptions.values())
-        dispatch = self._dispatch
-        if dispatch is not None and dispatch.task_group is not None:
-            self._spawn(dispatch.task_group, sub)
-        await checkpoint()
-
-    async def unsubscribe(self, subscriber: BusSubscriber) -> None:
-        """Remove ``subscriber``: cancel its workers, wait for them, discard its inbox.
-
-        Only this subscriber's workers are cancelled. A no-op if it is not subscribed. If the
-        wait is cancelled, the workers still end and the inbox is still discarded.
-        """
-        sub = self._subscriptions.pop(subscriber.name, None)
-        if sub is None:
-            await checkpoint()
-            return
-        self._targets = tuple(self._subscriptions.values())
-        try:
-            if sub.scope is not None and sub.done is not None:
-                sub.scope.cancel(reason=f"anybus: {sub.name!r} unsubscribed")
-                await sub.done.wait()
-            else:
+        while True:
+            dispatching = self._dispatching()
+            if all(sub.is_idle(dispatching) for sub in self._targets):
                 await checkpoint()
-        finally:
-            sub.close()
+                return
+            event = self._hub.idle_event
+            if event is None:
+                event = self._hub.idle_event = Event()
+            await event.wait()
 
     # --- sending --------------------------------------------------------------------------
 
@@ -257,16 +305,20 @@ class WorkerBus(ABC):
 
         A :class:`~anybus.BusLocalMessage` goes straight to this process's subscribers; any
         other message goes through :meth:`publish`. ``send()`` does not wait for handlers. To
-        keep a loop of sends cheap it yields to the scheduler only once every 64 calls (and
-        whenever the transport must wait), so a sending task still lets others run.
+        keep a loop of sends cheap it yields to the scheduler only once every 128 calls, and
+        when it must wait for room in a bounded inbox.
+
+        Raises:
+            BusOverflowError: if a subscriber with the ``error`` policy has a full inbox.
+
+        Under the ``block`` policy a cancelled ``send()`` has queued the message nowhere.
         """
         if isinstance(message, BusLocalMessage):
-            fan_out(self._targets, message)
+            await self.deliver(message)
         else:
             await self.publish(message)
-        self._sends += 1
-        if self._sends == SEND_YIELD_INTERVAL:
-            self._sends = 0
+        sent = self._sent = self._sent + 1
+        if not sent & SEND_YIELD_MASK:
             await checkpoint()
 
     @abstractmethod
@@ -279,22 +331,44 @@ class WorkerBus(ABC):
         """
 
     async def deliver(self, message: BusMessage) -> None:
-        """Hand ``message`` to every local subscriber's inbox.
+        """Hand ``message`` to every local subscriber's inbox, by the overflow policies.
 
         Transports call this for each message that arrives from the network (it is
-        pipecat's ``on_message_received``). It does not wait for handlers.
+        pipecat's ``on_message_received``). It does not wait for handlers; under the
+        ``block`` policy it waits for room in full inboxes before queuing the message
+        anywhere, so a cancelled call has queued it nowhere.
+
+        Raises:
+            BusOverflowError: if a subscriber with the ``error`` policy has a full inbox (the
+                others still received the message).
         """
-        fan_out(self._targets, message)
+        if self._blocking and not isinstance(message, BusSystemMessage):
+            await self._wait_for_room()
+        self._fan_out(message)
+
+    async def _wait_for_room(self) -> None:
+        if in_handler.get():
+            return  # a handler answering: admitted over the bound rather than deadlocking
+        while True:
+            for sub in self._bounded:
+                if sub.overflow is OverflowPolicy.BLOCK and sub.data_queued >= sub.max_buffer:
+                    break
+            else:
+                return
+            await sub.wait_for_room()
 
     # --- introspection --------------------------------------------------------------------
 
-    @property
-    def subscribers(self) -> list[BusSubscriber]:
-        """The subscribers registered now, in subscription order."""
-        return [sub.subscriber for sub in self._targets]
+    def statistics(self) -> BusStatistics:
+        """A snapshot of the bus and of every subscription."""
+        return BusStatistics(
+            running=self.running,
+            sent=self._sent,
+            subscriptions=tuple(sub.statistics() for sub in self._targets),
+        )
 
     def __repr__(self) -> str:
-        queued = sum(sum(sub.queued()) for sub in self._targets)
+        queued = sum(sub.system_queued + sub.data_backlog() for sub in self._targets)
         state = "running" if self.running else "stopped"
         count = len(self._targets)
         plural = "" if count == 1 else "s"

@@ -12,6 +12,10 @@ cancellation can never fall between taking a message and handling it. When a lan
 worker parks on an event that the next delivery sets. Draining what is buffered without a
 scheduling round trip per message is what makes the bus fast; every ``YIELD_INTERVAL`` messages
 a worker yields anyway, so a subscriber with trivial handlers cannot starve the others.
+
+The bound on the data lane is kept by the subscription's own counters (the streams themselves
+are unbounded), so that sends from inside handlers can be admitted over the bound instead of
+deadlocking, and so that the common path is one comparison.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from anyio import (
@@ -34,44 +39,104 @@ from anyio import (
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._exceptions import BusOverflowError
 from ._messages import BusMessage, BusSystemMessage
+from ._statistics import OverflowPolicy, SubscriptionStatistics
 from ._subscriber import BusSubscriber
 
 logger = logging.getLogger("anybus.dispatch")
 
 #: A worker yields to the scheduler after handling this many messages in a row.
-YIELD_INTERVAL = 64
+YIELD_INTERVAL = 128
+YIELD_MASK = YIELD_INTERVAL - 1
+#: ... and, in a long run of messages, samples the backlog of an unbounded inbox this often.
+SAMPLE_MASK = 1024 - 1
+
+#: True in every worker task (and the tasks its handlers start): sends from there never block.
+in_handler: ContextVar[bool] = ContextVar("anybus_in_handler", default=False)
+
+#: ``async def hook(subscriber_name, message, exception)``, awaited after a handler failed.
+ErrorHook = Callable[[str, BusMessage, Exception], Awaitable[None]]
+
+
+class Hub:
+    """State a bus shares with its subscriptions."""
+
+    __slots__ = ("data_fanned", "idle_event")
+
+    def __init__(self) -> None:
+        #: Data messages fanned out so far: every unbounded inbox got each of them, so an
+        #: unbounded subscription derives its counts from this instead of counting each one.
+        self.data_fanned = 0
+        #: Set (and cleared) when a worker goes idle, for wait_idle().
+        self.idle_event: Event | None = None
+
+    def notify_idle(self) -> None:
+        event = self.idle_event
+        if event is not None:
+            self.idle_event = None
+            event.set()
 
 
 class Subscription:
-    """One subscriber's state on a bus: its two lanes and, while dispatching, its workers."""
+    """One subscriber's state on a bus: its two lanes, its counters and its workers."""
 
     __slots__ = (
         "__weakref__",
         "_close_lanes",
         "accepts",
+        "bounded",
+        "data_base",
+        "data_filtered",
+        "data_pushed",
+        "data_queued",
         "data_receive",
+        "data_removed",
         "data_send",
         "data_waiter",
         "done",
+        "dropped",
+        "failures",
         "gate_waiter",
+        "high_water",
+        "hub",
+        "last_failure",
+        "max_buffer",
         "name",
+        "on_error",
+        "overflow",
+        "passive",
         "push_data",
         "push_system",
+        "refused",
+        "room_mark",
+        "room_waiter",
         "scope",
         "subscriber",
+        "system_delivered",
         "system_queued",
         "system_receive",
         "system_send",
         "system_waiter",
+        "threshold",
+        "undelivered",
     )
 
-    def __init__(self, subscriber: BusSubscriber, name: str) -> None:
+    def __init__(
+        self,
+        subscriber: BusSubscriber,
+        name: str,
+        *,
+        types: tuple[type[BusMessage], ...] | None,
+        max_buffer: int | None,
+        overflow: OverflowPolicy,
+        hub: Hub,
+        on_error: ErrorHook | None,
+        passive: bool = False,
+    ) -> None:
         self.subscriber = subscriber
         self.name = name
-        # Skip the filter call entirely when the subscriber keeps the default (accept all).
-        overridden = type(subscriber).accepts_bus_message is not BusSubscriber.accepts_bus_message
-        self.accepts = subscriber.accepts_bus_message if overridden else None
+        self.accepts = _make_filter(subscriber, types)
         self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
         self.data_send, self.data_receive = create_memory_object_stream[BusMessage](math.inf)
         self.push_system = self.system_send.send_nowait
@@ -85,27 +150,156 @@ class Subscription:
             _close_all,
             (self.system_send, self.system_receive, self.data_send, self.data_receive),
         )
-        #: System messages delivered to the lane and not yet taken by the system worker.
-        self.system_queued = 0
+        self.passive = passive  # a listener: no workers, the user's task receives
+        self.hub = hub
+        self.data_base = hub.data_fanned  # data messages fanned out before this subscription
+        self.on_error = on_error
+        self.max_buffer: float = math.inf if max_buffer is None else max_buffer
+        self.overflow = overflow
+        # Only a bounded inbox counts its data messages as they come and go (the bound needs
+        # it); an unbounded one reads its length off the stream when asked, which keeps the
+        # common path free of bookkeeping.
+        self.bounded = max_buffer is not None
+        self.system_queued = 0  # in the system lane, not yet taken
+        self.data_queued = 0  # in the data lane, not yet taken (bounded inboxes only)
+        self.high_water = 0
+        # fan_out takes the slow path (make_room) once data_queued reaches this: the bound,
+        # or the high-water mark when that is lower.
+        self.threshold: float = 0
+        # Counted only for bounded inboxes; unbounded ones derive it from hub.data_fanned.
+        self.data_pushed = 0
+        self.data_filtered = 0  # taken, then rejected by the filter
+        self.data_removed = 0  # taken out without being handled: dropped oldest, undelivered
+        self.system_delivered = 0
+        self.dropped = 0
+        self.refused = 0
+        self.undelivered = 0
+        self.failures = 0
+        self.last_failure: str | None = None
         self.system_waiter: Event | None = None  # set by the next system delivery
         self.data_waiter: Event | None = None  # set by the next data delivery
         self.gate_waiter: Event | None = None  # set when system_queued drops to zero
+        self.room_waiter: Event | None = None  # set when the data lane drops below the bound
+        self.room_mark: float = -1  # max_buffer while a sender waits for room, else -1
         self.scope: CancelScope | None = None  # the workers' scope, while dispatching
         self.done: Event | None = None  # set when the workers have ended
 
-    def queued(self) -> tuple[int, int]:
-        """Return the number of (system, data) messages waiting in the lanes."""
-        return (
-            self.system_receive.statistics().current_buffer_used,
-            self.data_receive.statistics().current_buffer_used,
+    # --- bookkeeping ----------------------------------------------------------------------
+
+    def make_room(self, message: BusMessage, refused: list[Subscription]) -> bool:
+        """The slow path of a data delivery: apply the overflow policy, move the high-water
+        mark. Returns whether ``message`` may join the lane."""
+        if self.data_queued >= self.max_buffer:
+            policy = self.overflow
+            if policy is OverflowPolicy.ERROR:
+                self.refused += 1
+                refused.append(self)
+                return False
+            if policy is not OverflowPolicy.BLOCK:
+                self.dropped += 1
+                level = logging.WARNING if self.dropped == 1 else logging.DEBUG
+                if policy is OverflowPolicy.DROP_NEWEST:
+                    logger.log(level, "inbox of %r full: dropped %s (newest)", self.name, message)
+                    return False
+                oldest = self.data_receive.receive_nowait()
+                self.data_queued -= 1
+                self.data_removed += 1
+                logger.log(level, "inbox of %r full: dropped %s (oldest)", self.name, oldest)
+            # Under BLOCK only a send from inside a handler gets here (others waited for room
+            # first): it is admitted over the bound, so workers answering each other cannot
+            # deadlock.
+        queued = self.data_queued + 1
+        if queued > self.high_water:
+            self.high_water = queued
+        self.threshold = min(self.max_buffer, self.high_water)
+        return True
+
+    async def wait_for_room(self) -> None:
+        """Wait until the data lane is below its bound (or the subscription is closed)."""
+        waiter = self.room_waiter
+        if waiter is None:
+            waiter = self.room_waiter = Event()
+            self.room_mark = self.max_buffer
+        await waiter.wait()
+
+    def _signal_room(self) -> None:
+        waiter = self.room_waiter
+        self.room_waiter = None
+        self.room_mark = -1
+        if waiter is not None:
+            waiter.set()
+
+    def delivered(self) -> int:
+        """Messages handed to the subscriber so far (its handler started, or it received)."""
+        pushed = self.data_pushed if self.bounded else self.hub.data_fanned - self.data_base
+        taken = pushed - self.data_backlog() - self.data_removed
+        return self.system_delivered + taken - self.data_filtered
+
+    def data_backlog(self) -> int:
+        """The number of data messages waiting in the inbox."""
+        if self.bounded:
+            return self.data_queued
+        return self.data_receive.statistics().current_buffer_used
+
+    def _sample_high_water(self) -> None:
+        # Unbounded inboxes sample their length when their worker resumes: that is when it
+        # peaks, as only the worker takes messages out.
+        backlog = self.data_receive.statistics().current_buffer_used
+        if backlog > self.high_water:
+            self.high_water = backlog
+
+    def is_idle(self, dispatching: bool) -> bool:
+        """Whether nothing is queued and, if dispatching, no handler is running."""
+        if self.system_queued or self.data_backlog():
+            return False
+        if self.passive or not dispatching:
+            return True
+        return self.data_waiter is not None and self.system_waiter is not None
+
+    def take_all(self) -> list[BusMessage]:
+        """Take every queued message out of the lanes (system first), without handling it."""
+        taken: list[BusMessage] = []
+        for receive in (self.system_receive, self.data_receive):
+            while True:
+                try:
+                    taken.append(receive.receive_nowait())
+                except (WouldBlock, EndOfStream, ClosedResourceError):
+                    break
+        self.data_removed += len(taken) - self.system_queued
+        self.system_queued = self.data_queued = 0
+        self._signal_room()
+        return taken
+
+    def statistics(self) -> SubscriptionStatistics:
+        """A snapshot of this subscription."""
+        return SubscriptionStatistics(
+            name=self.name,
+            queued_system=self.system_queued,
+            queued_data=self.data_backlog(),
+            delivered=self.delivered(),
+            dropped=self.dropped,
+            refused=self.refused,
+            undelivered=self.undelivered,
+            handler_failures=self.failures,
+            last_failure=self.last_failure,
+            high_water_mark=self.high_water,
+            max_buffer=None if self.max_buffer == math.inf else int(self.max_buffer),
+            overflow=self.overflow,
         )
 
     def close(self) -> None:
-        """Close both lanes, discarding whatever they still hold."""
+        """Close both lanes, discarding whatever they still hold; wake whoever waits on them."""
         self._close_lanes()
+        self._signal_room()
+        for waiter in (self.data_waiter, self.system_waiter):
+            if waiter is not None:
+                waiter.set()
+
+    # --- the workers ----------------------------------------------------------------------
 
     async def serve(self, scope: CancelScope, done: Event) -> None:
         """Run both workers inside ``scope`` until it is cancelled; then set ``done``."""
+        in_handler.set(True)
         try:
             with scope:
                 async with create_task_group() as task_group:
@@ -123,6 +317,7 @@ class Subscription:
                 message = receive_nowait()
             except WouldBlock:
                 waiter = self.system_waiter = Event()
+                self.hub.notify_idle()
                 try:
                     await waiter.wait()
                 finally:
@@ -134,12 +329,19 @@ class Subscription:
             self.system_queued -= 1
             if not self.system_queued and self.gate_waiter is not None:
                 self.gate_waiter.set()
-            await self._handle(message)
+            accepts = self.accepts
+            try:
+                if accepts is None or accepts(message):
+                    self.system_delivered += 1
+                    await self.subscriber.on_bus_message(message)
+            except Exception as exc:
+                await self._failed(message, exc)
 
     async def _data_worker(self) -> None:
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
         handle = self.subscriber.on_bus_message
+        bounded = self.bounded
         handled = 0
         while True:
             if self.system_queued:
@@ -156,35 +358,87 @@ class Subscription:
             except WouldBlock:
                 handled = 0
                 waiter = self.data_waiter = Event()
+                self.hub.notify_idle()
                 try:
                     await waiter.wait()
                 finally:
                     if self.data_waiter is waiter:
                         self.data_waiter = None
+                if not bounded:
+                    self._sample_high_water()
                 continue
             except (EndOfStream, ClosedResourceError):
                 return
+            if bounded:
+                queued = self.data_queued - 1
+                self.data_queued = queued
+                if queued < self.room_mark:
+                    self._signal_room()
             # The common case, inlined: no filter, a handler that returns normally.
             try:
                 if accepts is None or accepts(message):
                     await handle(message)
+                else:
+                    self.data_filtered += 1
             except Exception as exc:
-                self._log_failure(message, exc)
+                await self._failed(message, exc)
             handled += 1
-            if handled == YIELD_INTERVAL:
-                handled = 0
+            if not handled & YIELD_MASK:
                 await checkpoint()
+                if not handled & SAMPLE_MASK and not bounded:
+                    self._sample_high_water()
 
-    async def _handle(self, message: BusMessage) -> None:
-        accepts = self.accepts
-        try:
-            if accepts is None or accepts(message):
-                await self.subscriber.on_bus_message(message)
-        except Exception as exc:
-            self._log_failure(message, exc)
+    def take_nowait(self) -> BusMessage:
+        """For listeners: take the next accepted message, system first.
 
-    def _log_failure(self, message: BusMessage, exc: Exception) -> None:
+        Raises:
+            WouldBlock: if nothing is queued.
+            ClosedResourceError: if the subscription was closed.
+        """
+        while True:
+            system = self.system_queued > 0
+            if system:
+                message = self.system_receive.receive_nowait()
+                self.system_queued -= 1
+            else:
+                if not self.bounded:
+                    self._sample_high_water()
+                message = self.data_receive.receive_nowait()
+                if self.bounded:
+                    self.data_queued -= 1
+                    if self.data_queued < self.room_mark:
+                        self._signal_room()
+            if not (self.system_queued or self.data_backlog()):
+                self.hub.notify_idle()
+            if self.accepts is None or self.accepts(message):
+                if system:
+                    self.system_delivered += 1
+                return message
+            if not system:
+                self.data_filtered += 1
+
+    async def _failed(self, message: BusMessage, exc: Exception) -> None:
+        self.failures += 1
+        self.last_failure = f"{type(exc).__name__}: {exc} (on {message.name})"
         logger.error("subscriber %r failed on %s", self.name, message, exc_info=exc)
+        if self.on_error is not None:
+            try:
+                await self.on_error(self.name, message, exc)
+            except Exception as hook_exc:
+                logger.error("the handler-error hook failed", exc_info=hook_exc)
+
+
+def _make_filter(
+    subscriber: BusSubscriber, types: tuple[type[BusMessage], ...] | None
+) -> Callable[[BusMessage], bool] | None:
+    # Skip the filter call entirely when the subscriber keeps the default (accept all).
+    overridden = type(subscriber).accepts_bus_message is not BusSubscriber.accepts_bus_message
+    accepts = subscriber.accepts_bus_message if overridden else None
+    if not types:
+        return accepts
+    if accepts is None:
+        return lambda message: isinstance(message, types)
+    return lambda message: isinstance(message, types) and accepts(message)
 
 
 def _close_all(
@@ -194,23 +448,57 @@ def _close_all(
         stream.close()
 
 
-def fan_out(targets: Iterable[Subscription], message: BusMessage) -> None:
-    """Put ``message`` in the matching lane of every subscription in ``targets``.
+FanOut = Callable[[BusMessage], None]
 
-    Never blocks: the lanes are unbounded. Wakes each worker parked on an empty lane.
+
+def make_fan_out(subscriptions: Iterable[Subscription], hub: Hub) -> FanOut:
+    """Build the function that puts a message in the matching lane of every subscription.
+
+    The function never blocks and wakes each worker parked on an empty lane. It is rebuilt
+    whenever the subscriptions change, with the subscriptions split into unbounded ones
+    (whose data path needs no bookkeeping) and bounded ones, bound as closure cells.
+
+    The function raises :class:`BusOverflowError` if subscribers with the ``error`` policy
+    refused the message; every other subscriber has it queued by then.
     """
-    if isinstance(message, BusSystemMessage):
-        for sub in targets:
-            sub.system_queued += 1
-            sub.push_system(message)
-            waiter = sub.system_waiter
-            if waiter is not None:
-                sub.system_waiter = None
-                waiter.set()
-    else:
-        for sub in targets:
+    targets = tuple(subscriptions)
+    unbounded = tuple(sub for sub in targets if not sub.bounded)
+    bounded = tuple(sub for sub in targets if sub.bounded)
+
+    def fan_out(message: BusMessage) -> None:
+        if isinstance(message, BusSystemMessage):
+            for sub in targets:
+                sub.system_queued += 1
+                sub.push_system(message)
+                waiter = sub.system_waiter
+                if waiter is not None:
+                    sub.system_waiter = None
+                    waiter.set()
+            return
+        hub.data_fanned += 1
+        for sub in unbounded:
             sub.push_data(message)
             waiter = sub.data_waiter
             if waiter is not None:
                 sub.data_waiter = None
                 waiter.set()
+        if bounded:
+            _fan_out_bounded(bounded, message)
+
+    return fan_out
+
+
+def _fan_out_bounded(bounded: tuple[Subscription, ...], message: BusMessage) -> None:
+    refused: list[Subscription] = []
+    for sub in bounded:
+        if sub.data_queued >= sub.threshold and not sub.make_room(message, refused):
+            continue
+        sub.data_queued += 1
+        sub.data_pushed += 1
+        sub.push_data(message)
+        waiter = sub.data_waiter
+        if waiter is not None:
+            sub.data_waiter = None
+            waiter.set()
+    if refused:
+        raise BusOverflowError(message.name, [sub.name for sub in refused])

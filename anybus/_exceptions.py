@@ -3,12 +3,15 @@
 ::
 
     AnybusError
-     └── BusStateError      an operation does not fit the bus's lifecycle
+     ├── BusStateError      an operation does not fit the bus's lifecycle
+     └── BusOverflowError   a bounded inbox is full under the "error" overflow policy
 """
 
 from __future__ import annotations
 
-__all__ = ["AnybusError", "BusStateError"]
+from collections.abc import Sequence
+
+__all__ = ["AnybusError", "BusOverflowError", "BusStateError"]
 
 
 class AnybusError(Exception):
@@ -18,3 +21,20 @@ class AnybusError(Exception):
 class BusStateError(AnybusError):
     """Raised when a call does not fit the bus's lifecycle state (for example ``start()`` with
     no running scope, or running a bus that already runs)."""
+
+
+class BusOverflowError(AnybusError):
+    """Raised by ``send()`` when a subscriber with the ``error`` overflow policy has a full
+    inbox; every other subscriber still received the message.
+
+    Attributes:
+        subscribers: the names of the subscribers whose inbox was full.
+    """
+
+    def __init__(self, message_name: str, subscribers: Sequence[str]) -> None:
+        self.subscribers = tuple(subscribers)
+        names = ", ".join(repr(name) for name in self.subscribers)
+        super().__init__(
+            f"inbox full for subscriber(s) {names}: {message_name} was not queued for them; "
+            f"raise their max_buffer, or choose another overflow policy"
+        )

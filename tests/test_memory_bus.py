@@ -17,6 +17,7 @@ from anybus import (
     MemoryBus,
     WorkerBus,
 )
+from anybus._bus import SEND_YIELD_INTERVAL
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusConformance, BusFactory
 
@@ -131,13 +132,14 @@ async def test_a_loop_of_sends_lets_the_workers_run() -> None:
     async with MemoryBus() as bus:
         await bus.subscribe(recorder)
         await wait_all_tasks_blocked()
-        for _ in range(200):
+        count = 3 * SEND_YIELD_INTERVAL
+        for _ in range(count):
             await bus.send(BusDataMessage(source="t"))
-        # send() yielded three times on the way (every 64 calls), so the worker has run and
-        # drained what was queued; how far it got depends on the scheduler's order.
-        assert len(recorder.messages) >= 64
+        # send() yielded three times on the way, so the worker has run and drained what was
+        # queued; how far it got depends on the scheduler's order.
+        assert len(recorder.messages) >= SEND_YIELD_INTERVAL
         with anyio.fail_after(5):
-            await recorder.wait_for_count(200)
+            await recorder.wait_for_count(count)
 
 
 async def test_a_subscriber_without_a_name_gets_a_clear_error() -> None:

@@ -1,0 +1,235 @@
+"""The subscription side of a bus: subscribe, unsubscribe, listen."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from enum import Enum
+from typing import Literal, TypeVar, overload
+
+from anyio.lowlevel import checkpoint
+
+from ._dispatch import ErrorHook, Hub, Subscription, make_fan_out
+from ._listen import FunctionSubscriber, Handler, MessageStream, _Listener
+from ._messages import BusMessage
+from ._statistics import OverflowPolicy
+from ._subscriber import BusSubscriber
+
+logger = logging.getLogger("anybus.bus")
+
+_S = TypeVar("_S", bound=BusSubscriber)
+_listener_names = itertools.count(1)
+
+
+class _Default(Enum):
+    """Marks "use the bus's default" for ``max_buffer`` (where ``None`` means unbounded)."""
+
+    DEFAULT = "DEFAULT"
+
+
+DEFAULT = _Default.DEFAULT
+BufferSetting = int | None | Literal[_Default.DEFAULT]
+
+
+def _check_buffer(max_buffer: int | None) -> None:
+    if max_buffer is not None and max_buffer < 1:
+        raise ValueError(
+            f"max_buffer must be at least 1 (or None for unbounded), got {max_buffer!r}"
+        )
+
+
+class SubscriptionRegistry(ABC):
+    """The subscribers of a bus and their inboxes."""
+
+    def __init__(
+        self,
+        *,
+        max_buffer: int | None,
+        overflow: OverflowPolicy | str,
+        on_handler_error: ErrorHook | None,
+    ) -> None:
+        _check_buffer(max_buffer)
+        self._max_buffer = max_buffer
+        self._overflow = OverflowPolicy(overflow)
+        self._on_handler_error = on_handler_error
+        self._subscriptions: dict[str, Subscription] = {}
+        # A tuple snapshot of the subscriptions, rebuilt on (un)subscribe: the send path only
+        # iterates it.
+        self._targets: tuple[Subscription, ...] = ()
+        self._bounded: tuple[Subscription, ...] = ()
+        self._hub = Hub()
+        self._fan_out = make_fan_out((), self._hub)
+        # Whether any inbox is bounded under the "block" policy: only then does a send look
+        # for room before queuing.
+        self._blocking = False
+
+    @abstractmethod
+    def _spawn_if_dispatching(self, sub: Subscription) -> None: ...
+
+    def _add(
+        self,
+        subscriber: BusSubscriber,
+        *,
+        types: Sequence[type[BusMessage]] | None,
+        max_buffer: BufferSetting,
+        overflow: OverflowPolicy | str | None,
+        passive: bool = False,
+    ) -> Subscription | None:
+        name = subscriber.name
+        existing = self._subscriptions.get(name)
+        if existing is not None:
+            if existing.subscriber is not subscriber:
+                logger.warning(
+                    "%r: a subscriber named %r is already subscribed; ignoring %r",
+                    self,
+                    name,
+                    subscriber,
+                )
+            return None
+        bound = self._max_buffer if max_buffer is DEFAULT else max_buffer
+        _check_buffer(bound)
+        sub = Subscription(
+            subscriber,
+            name,
+            types=tuple(types) if types else None,
+            max_buffer=bound,
+            overflow=self._overflow if overflow is None else OverflowPolicy(overflow),
+            hub=self._hub,
+            on_error=self._on_handler_error,
+            passive=passive,
+        )
+        self._subscriptions[name] = sub
+        self._changed()
+        logger.debug("%r: subscribed %r", self, name)
+        return sub
+
+    def _changed(self) -> None:
+        self._targets = tuple(self._subscriptions.values())
+        self._bounded = tuple(sub for sub in self._targets if sub.bounded)
+        self._fan_out = make_fan_out(self._targets, self._hub)
+        self._blocking = any(sub.overflow is OverflowPolicy.BLOCK for sub in self._bounded)
+        self._hub.notify_idle()  # a removed subscriber may have been the last one busy
+
+    @overload
+    async def subscribe(
+        self,
+        subscriber: _S,
+        *,
+        types: Sequence[type[BusMessage]] | None = None,
+        max_buffer: BufferSetting = DEFAULT,
+        overflow: OverflowPolicy | str | None = None,
+    ) -> _S: ...
+
+    @overload
+    async def subscribe(
+        self,
+        subscriber: Handler,
+        *,
+        name: str | None = None,
+        types: Sequence[type[BusMessage]] | None = None,
+        max_buffer: BufferSetting = DEFAULT,
+        overflow: OverflowPolicy | str | None = None,
+    ) -> FunctionSubscriber: ...
+
+    async def subscribe(
+        self,
+        subscriber: BusSubscriber | Handler,
+        *,
+        name: str | None = None,
+        types: Sequence[type[BusMessage]] | None = None,
+        max_buffer: BufferSetting = DEFAULT,
+        overflow: OverflowPolicy | str | None = None,
+    ) -> BusSubscriber:
+        """Register a subscriber to receive every message sent from now on; return it.
+
+        ``subscriber`` is a :class:`BusSubscriber`, or a plain ``async def handler(message)``
+        (wrapped in a :class:`FunctionSubscriber` named ``name``, by default the function's
+        name). ``types`` limits delivery to instances of those message classes (checked
+        before the subscriber's own ``accepts_bus_message``). ``max_buffer`` and
+        ``overflow`` override the bus's defaults for this subscriber.
+
+        A no-op if a subscriber of the same name is already registered (a different object
+        under that name is logged and ignored). If the bus is dispatching, the subscriber's
+        workers start at once.
+
+        Raises:
+            AttributeError: if the subscriber has no name.
+            ValueError: if ``max_buffer`` is below 1.
+        """
+        if not isinstance(subscriber, BusSubscriber):
+            handler = subscriber
+            default_name = getattr(handler, "__name__", repr(handler))
+            subscriber = FunctionSubscriber(name or default_name, handler)
+        sub = self._add(subscriber, types=types, max_buffer=max_buffer, overflow=overflow)
+        if sub is not None:
+            self._spawn_if_dispatching(sub)
+        await checkpoint()
+        return subscriber
+
+    async def unsubscribe(self, subscriber: BusSubscriber | str) -> None:
+        """Remove a subscriber (or the subscriber of that name): cancel its workers, wait for
+        them, discard its inbox.
+
+        Only this subscriber's workers are cancelled. A no-op if it is not subscribed. If the
+        wait is cancelled, the workers still end and the inbox is still discarded.
+        """
+        name = subscriber if isinstance(subscriber, str) else subscriber.name
+        sub = self._subscriptions.pop(name, None)
+        if sub is None:
+            await checkpoint()
+            return
+        self._changed()
+        logger.debug("%r: unsubscribed %r", self, name)
+        try:
+            if sub.scope is not None and sub.done is not None:
+                sub.scope.cancel(reason=f"anybus: {sub.name!r} unsubscribed")
+                await sub.done.wait()
+            else:
+                await checkpoint()
+        finally:
+            sub.close()
+
+    def _remove_now(self, sub: Subscription) -> None:
+        if self._subscriptions.get(sub.name) is sub:
+            del self._subscriptions[sub.name]
+            self._changed()
+        sub.close()
+
+    @asynccontextmanager
+    async def listen(
+        self,
+        *,
+        name: str | None = None,
+        types: Sequence[type[BusMessage]] | None = None,
+        max_buffer: BufferSetting = DEFAULT,
+        overflow: OverflowPolicy | str | None = None,
+    ) -> AsyncIterator[MessageStream]:
+        """Subscribe as a receive stream: ``async with bus.listen() as messages:``.
+
+        Iterate with ``async for message in messages``. Queued system messages come before
+        queued data messages. Leaving the block unsubscribes and discards what was not
+        received. ``name`` defaults to ``listener-N``; ``types``, ``max_buffer`` and
+        ``overflow`` are as for :meth:`subscribe`.
+
+        Raises:
+            ValueError: if the name is already taken, or ``max_buffer`` is below 1.
+        """
+        listener = _Listener(name or f"listener-{next(_listener_names)}")
+        sub = self._add(
+            listener, types=types, max_buffer=max_buffer, overflow=overflow, passive=True
+        )
+        if sub is None:
+            raise ValueError(f"a subscriber named {listener.name!r} is already subscribed")
+        stream = MessageStream(sub, lambda: self._remove_now(sub))
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    @property
+    def subscribers(self) -> list[BusSubscriber]:
+        """The subscribers registered now, in subscription order."""
+        return [sub.subscriber for sub in self._targets]
