@@ -142,15 +142,17 @@ class WorkerBus(SubscriptionRegistry):
                 await self.stop(drain=self._exit_drain)
             except BaseException as error:  # cancelled while draining: close up all the same
                 drain_error = error
-                exc_type, exc, tb = type(error), error, error.__traceback__
+        # The task group is the bus's own business: close it as if nothing was raised, so
+        # an exception from the block propagates as it is, not wrapped in an exception group.
         self._cancel_dispatch()
+        task_group.cancel_scope.cancel(reason="anybus: leaving 'async with bus:'")
         try:
-            suppress = await task_group.__aexit__(exc_type, exc, tb)
+            await task_group.__aexit__(None, None, None)
         finally:
             self._host = None
-        if drain_error is not None and not suppress:
+        if drain_error is not None:
             raise drain_error
-        return suppress
+        return None
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         """Run the bus until :meth:`stop` is called or the enclosing scope is cancelled.

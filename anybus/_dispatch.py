@@ -49,8 +49,6 @@ logger = logging.getLogger("anybus.dispatch")
 #: A worker yields to the scheduler after handling this many messages in a row.
 YIELD_INTERVAL = 128
 YIELD_MASK = YIELD_INTERVAL - 1
-#: ... and, in a long run of messages, samples the backlog of an unbounded inbox this often.
-SAMPLE_MASK = 1024 - 1
 
 #: True in every worker task (and the tasks its handlers start): sends from there never block.
 in_handler: ContextVar[bool] = ContextVar("anybus_in_handler", default=False)
@@ -342,6 +340,8 @@ class Subscription:
         accepts = self.accepts
         handle = self.subscriber.on_bus_message
         bounded = self.bounded
+        if not bounded:
+            self._sample_high_water()
         handled = 0
         while True:
             if self.system_queued:
@@ -385,7 +385,7 @@ class Subscription:
             handled += 1
             if not handled & YIELD_MASK:
                 await checkpoint()
-                if not handled & SAMPLE_MASK and not bounded:
+                if not bounded:
                     self._sample_high_water()
 
     def take_nowait(self) -> BusMessage:

@@ -43,8 +43,9 @@ class SubscriptionStatistics:
         handler_failures: handler (or filter) calls that raised.
         last_failure: the last failure, as text, or ``None``.
         high_water_mark: the most data messages waiting in the inbox at once: exact for a
-            bounded inbox; for an unbounded one, sampled when its worker wakes up and every
-            1,024 messages in a long run.
+            bounded inbox; for an unbounded one, sampled each time its worker resumes (when
+            the backlog peaks, as only the worker takes messages out), so a backlog that grew
+            while a handler awaited is seen at the next resume.
         max_buffer: the bound on waiting data messages, or ``None`` for unbounded.
         overflow: the policy applied when the bound is reached.
     """
