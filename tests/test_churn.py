@@ -1,0 +1,56 @@
+"""W5 as a test: churn leaves no task and no subscription behind."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from anybus import BusDataMessage, MemoryBus
+from anybus.testing import RecordingSubscriber
+
+pytestmark = pytest.mark.anyio
+
+
+def live_tasks() -> int:
+    return len(anyio.get_running_tasks())
+
+
+async def test_subscribe_send_unsubscribe_cycles_leave_nothing_behind() -> None:
+    async with MemoryBus() as bus:
+        await bus.wait_idle()
+        baseline = live_tasks()
+        for cycle in range(1000):
+            recorder = await bus.subscribe(RecordingSubscriber(f"worker-{cycle}"))
+            for _ in range(10):
+                await bus.send(BusDataMessage(source="t"))
+            await bus.wait_idle()
+            assert len(recorder.messages) == 10
+            await bus.unsubscribe(recorder)
+        assert live_tasks() == baseline
+        assert bus.subscribers == []
+        assert bus.statistics().subscriptions == ()
+
+
+async def test_start_stop_cycles_leave_nothing_behind() -> None:
+    before = live_tasks()
+    bus = MemoryBus()
+    recorders = [await bus.subscribe(RecordingSubscriber(f"r{i}")) for i in range(5)]
+    async with bus:
+        await bus.wait_idle()
+        baseline = live_tasks()
+        for cycle in range(100):
+            await bus.stop()
+            await bus.send(BusDataMessage(source="t"))
+            await bus.start()
+            await bus.wait_idle()
+            assert live_tasks() == baseline
+            assert all(len(r.messages) == cycle + 1 for r in recorders)
+    assert live_tasks() == before
+    # And as whole runs of the bus, in both forms.
+    for _ in range(100):
+        async with bus:
+            pass
+        async with anyio.create_task_group() as tg:
+            await tg.start(bus.run)
+            await bus.stop()
+    assert live_tasks() == before
