@@ -1,4 +1,4 @@
-"""The reference: pipecat's ``AsyncQueueBus`` on workloads W1-W3, on asyncio.
+"""The reference: pipecat's ``AsyncQueueBus`` on workloads W1-W5, on asyncio.
 
 Run it with the pipecat virtual environment's Python (``benchmarks/setup_pipecat.sh`` creates
 it): ``benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_reference.py --workload W1``.
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
+from collections.abc import Iterator
 from time import perf_counter
 
 from _common import (
@@ -18,10 +20,18 @@ from _common import (
     W3_HANDLER_SLEEP,
     W3_QUEUED,
     W3_REPETITIONS,
+    W4_HANDLER_SLEEP,
+    W5_CYCLES,
+    W5_MESSAGES_PER_CYCLE,
+    W5_RESTARTS,
+    PeakRss,
     Result,
     Tally,
+    churn_result,
     emit,
+    gc_objects,
     latency_result,
+    slow_subscriber_result,
     throughput_result,
     worker_args,
 )
@@ -186,9 +196,187 @@ async def priority_latency(workload: str) -> Result:
     return latency_result(IMPL, BACKEND, workload, samples)
 
 
+class SlowSubscriber(BusSubscriber):  # type: ignore[misc]
+    """W4's subscriber, as in ``workloads.SlowSubscriber``."""
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.primed = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return "slow"
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        self.handled += 1
+        await asyncio.sleep(W4_HANDLER_SLEEP)
+        self.primed.set()
+
+
+def _fresh_messages() -> Iterator[BusDataMessage]:
+    """W4's messages, each created as it is sent, as in ``workloads._fresh_messages``."""
+    while True:
+        yield BusDataMessage(source="bench")
+
+
+def _queued(bus: AsyncQueueBus, name: str) -> int:
+    """Messages waiting for subscriber ``name``: in its priority queue and its data queue.
+
+    pipecat has no statistics API; this reads the sizes of the subscription's two queues.
+    """
+    subscription = bus._subscriptions[name]
+    return int(subscription.queue.qsize() + subscription.data_queue.qsize())
+
+
+async def slow_subscriber(n_messages: int) -> Result:
+    """W4, as in ``workloads.slow_subscriber`` with ``drop_*``: pipecat's queues are unbounded,
+    so every message sent is queued; all ``n_messages`` are sent."""
+    subscriber = SlowSubscriber()
+    bus = await _open_bus()
+    try:
+        await bus.subscribe(subscriber)
+        await bus.send(BusDataMessage(source="primer"))
+        await subscriber.primed.wait()
+        subscriber.handled = 0
+        messages = _fresh_messages()
+        gc.collect()
+        memory = PeakRss()
+        memory.start()
+
+        started_at = perf_counter()
+        for _, message in zip(range(n_messages), messages, strict=False):
+            await bus.send(message)
+        seconds = perf_counter() - started_at
+
+        rss = memory.stop()
+        handled = subscriber.handled
+        queued = _queued(bus, subscriber.name)
+    finally:
+        await _close_bus(bus)
+    return slow_subscriber_result(
+        IMPL,
+        BACKEND,
+        policy="unbounded",
+        max_buffer=None,
+        sent=n_messages,
+        seconds=seconds,
+        in_send_seconds=None,
+        handled=handled,
+        dropped=None,
+        queued=queued,
+        high_water_mark=None,
+        memory=rss,
+    )
+
+
+class ChurnSubscriber(BusSubscriber):  # type: ignore[misc]
+    """W5's subscriber: counts what it handles; sets ``done`` once it has handled
+    ``expected`` messages (pipecat has no ``wait_idle()``)."""
+
+    def __init__(self, name: str, expected: int) -> None:
+        self._name = name
+        self.handled = 0
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        self.handled += 1
+        if self.handled == self.expected:
+            self.done.set()
+
+
+def _task_count() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def _churn_cycle(
+    bus: AsyncQueueBus,
+    name: str,
+    batch: list[BusDataMessage],
+    alive: weakref.WeakSet[ChurnSubscriber],
+) -> int:
+    """One W5 cycle, as in ``workloads._churn_cycle``, waiting on the subscriber's event."""
+    subscriber = ChurnSubscriber(name, len(batch))
+    alive.add(subscriber)
+    await bus.subscribe(subscriber)
+    for message in batch:
+        await bus.send(message)
+    await subscriber.done.wait()
+    tasks = _task_count()
+    await bus.unsubscribe(subscriber)
+    return tasks
+
+
+async def _restart_cycles(bus: AsyncQueueBus, name: str, messages: list[BusDataMessage]) -> None:
+    """W5's restarts, as in ``workloads._restart_cycles``, waiting on an event per message."""
+    subscriber = ChurnSubscriber(name, 0)
+    await bus.subscribe(subscriber)
+    for message in messages:
+        await bus.stop()
+        await bus.start()
+        subscriber.expected += 1
+        subscriber.done = asyncio.Event()
+        await bus.send(message)
+        await subscriber.done.wait()
+    if subscriber.handled != len(messages):
+        raise RuntimeError(f"{name} handled {subscriber.handled} of {len(messages)} messages")
+    await bus.unsubscribe(subscriber)
+
+
+async def churn(workload: str) -> Result:
+    """W5, as in ``workloads.churn``."""
+    batches = [
+        [BusDataMessage(source="bench") for _ in range(W5_MESSAGES_PER_CYCLE)]
+        for _ in range(W5_CYCLES + 1)
+    ]
+    restart_messages = [BusDataMessage(source="bench") for _ in range(W5_RESTARTS + 1)]
+    alive: weakref.WeakSet[ChurnSubscriber] = weakref.WeakSet()
+    tasks = {"before": _task_count()}
+    bus = await _open_bus()
+    try:
+        tasks["open"] = _task_count()
+        await _churn_cycle(bus, "warm-up", batches.pop(), alive)
+        await _restart_cycles(bus, "warm-up-steady", [restart_messages.pop()])
+        memory = PeakRss()
+        objects_before = gc_objects()
+        memory.start()
+
+        started_at = perf_counter()
+        for i, batch in enumerate(batches):
+            tasks["subscribed"] = await _churn_cycle(bus, f"churn-{i}", batch, alive)
+        cycles_done_at = perf_counter()
+        await _restart_cycles(bus, "steady", restart_messages)
+        finished_at = perf_counter()
+
+        tasks["after_cycles"] = _task_count()
+        objects_growth = gc_objects() - objects_before
+        rss = memory.stop()
+    finally:
+        await _close_bus(bus)
+    tasks["closed"] = _task_count()
+    return churn_result(
+        IMPL,
+        BACKEND,
+        cycles_seconds=cycles_done_at - started_at,
+        restarts_seconds=finished_at - cycles_done_at,
+        tasks=tasks,
+        objects_growth=objects_growth,
+        subscribers_alive=len(alive),
+        memory=rss,
+    )
+
+
 def main() -> None:
-    args = worker_args(__doc__ or "", workloads=["W1", "W2", "W3"], backends=[BACKEND])
-    if args.workload == "W3":
+    args = worker_args(__doc__ or "", workloads=["W1", "W2", "W3", "W4", "W5"], backends=[BACKEND])
+    if args.workload == "W4":
+        emit(asyncio.run(slow_subscriber(args.messages)))
+    elif args.workload == "W5":
+        emit(asyncio.run(churn(args.workload)))
+    elif args.workload == "W3":
         emit(asyncio.run(priority_latency(args.workload)))
     else:
         emit(asyncio.run(throughput(args.workload)))

@@ -2,8 +2,11 @@
 
 Usage::
 
-    python benchmarks/run.py [--runs 5] [--workloads W1,W2,W3] [--backends asyncio,trio]
-                             [--json FILE] [--no-pipecat]
+    python benchmarks/run.py [--runs 5] [--workloads W1,W2,W3,W5] [--backends asyncio,trio]
+                             [--w4-messages 1000000] [--json FILE] [--no-pipecat]
+
+W4 (slow-subscriber memory, about 30 s a round) runs only when asked for:
+``--workloads W4`` or ``--workloads W1,W2,W3,W4,W5``.
 
 Run it with the Python environment where anybus, anyio and trio are installed; the pipecat
 reference runs with the Python of its own virtual environment (``PIPECAT_VENV``, by default
@@ -31,9 +34,21 @@ from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 
+from _common import (
+    W4_BLOCK_WINDOW,
+    W4_MAX_BUFFER,
+    W4_MESSAGES,
+    W4_POLICIES,
+    W5_CYCLES,
+    W5_MESSAGES_PER_CYCLE,
+    W5_RESTARTS,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-WORKLOADS = ("W1", "W2", "W3")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+#: W4 takes about 30 s a round (seven cells of 2-5 s each): only when asked for.
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W5")
 BACKENDS = ("asyncio", "trio")
 DEFAULT_PIPECAT_VENV = HERE / ".venv-pipecat"
 WORKER_TIMEOUT = 300.0
@@ -48,15 +63,38 @@ RATIO_TARGETS = (
 )
 #: W3: anybus's p99 latency must stay under this many milliseconds, on every backend.
 W3_P99_TARGET_MS = 1.0
+#: W4: with a bounded inbox, anybus's peak RSS growth must stay under this many MB.
+W4_GROWTH_TARGET_MB = 50.0
 
-DESCRIPTIONS = {
-    "W1": "W1 fan-out: 20,000 data messages x 10 subscribers; deliveries/s",
-    "W2": "W2 single: 100,000 data messages x 1 subscriber; deliveries/s",
-    "W3": (
-        "W3 priority latency: send(system) -> its handler starts, behind 1,000 queued data\n"
-        "   messages and a data handler sleeping 0.5 ms each; p50/p99 of 200 repetitions"
-    ),
-}
+
+def description(workload: str, w4_messages: int) -> str:
+    """The heading of a workload's table."""
+    if workload == "W1":
+        return "W1 fan-out: 20,000 data messages x 10 subscribers; deliveries/s"
+    if workload == "W2":
+        return "W2 single: 100,000 data messages x 1 subscriber; deliveries/s"
+    if workload == "W3":
+        return (
+            "W3 priority latency: send(system) -> its handler starts, behind 1,000 queued data\n"
+            "   messages and a data handler sleeping 0.5 ms each; p50/p99 of 200 repetitions"
+        )
+    if workload == "W4":
+        return (
+            f"W4 slow subscriber: {w4_messages:,} data messages sent back to back (created as"
+            " sent) to 1 subscriber\n"
+            "   whose handler sleeps 1 ms; anybus inbox bounded to"
+            f" max_buffer={W4_MAX_BUFFER:,} (block: the publisher runs\n"
+            f"   {W4_BLOCK_WINDOW:g} s instead), pipecat's unbounded; counts at the last send;"
+            " RSS growth from the first send\n"
+            "   to the last (MB = 10^6 bytes)"
+        )
+    if workload == "W5":
+        return (
+            f"W5 churn: {W5_CYCLES:,} x (subscribe -> send {W5_MESSAGES_PER_CYCLE} -> wait until"
+            f" handled -> unsubscribe),\n   then {W5_RESTARTS} x (stop -> start -> send 1 -> wait)"
+            " with one subscriber; wall time"
+        )
+    raise ValueError(workload)
 
 
 @dataclass(frozen=True)
@@ -71,7 +109,19 @@ class Impl:
     extra_args: tuple[str, ...] = ()
 
 
-ANYBUS = Impl("anybus", "anybus MemoryBus", "workloads.py", BACKENDS, WORKLOADS)
+ANYBUS = Impl("anybus", "anybus MemoryBus", "workloads.py", BACKENDS, ("W1", "W2", "W3", "W5"))
+#: W4 measures anybus once per overflow policy.
+ANYBUS_W4 = tuple(
+    Impl(
+        f"anybus-{policy}",
+        f"anybus {policy}",
+        "workloads.py",
+        BACKENDS,
+        ("W4",),
+        ("--policy", policy),
+    )
+    for policy in W4_POLICIES
+)
 PIPECAT = Impl("pipecat", "pipecat AsyncQueueBus", "pipecat_reference.py", ("asyncio",), WORKLOADS)
 RAW_ANYIO = Impl(
     "raw-anyio", "raw anyio stream", "raw.py", BACKENDS, ("W1", "W2"), ("--primitive", "anyio")
@@ -84,7 +134,7 @@ RAW_QUEUE = Impl(
     ("W1", "W2"),
     ("--primitive", "asyncio-queue"),
 )
-IMPLS = (ANYBUS, PIPECAT, RAW_ANYIO, RAW_QUEUE)
+IMPLS = (ANYBUS, *ANYBUS_W4, PIPECAT, RAW_ANYIO, RAW_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -127,6 +177,12 @@ class Outcome:
     def by_round(self, field: str = "value") -> list[float | None]:
         return [None if r is None else number(r[field]) for r in self.results]
 
+    def succeeded(self) -> list[dict[str, object]]:
+        return [r for r in self.results if r is not None]
+
+    def failed(self) -> int:
+        return sum(r is None for r in self.results)
+
 
 # --- running workers ------------------------------------------------------------------------
 
@@ -153,7 +209,7 @@ def worker_env() -> dict[str, str]:
 
 
 def run_worker(
-    job: Job, python: Path, env: dict[str, str] | None
+    job: Job, python: Path, env: dict[str, str] | None, extra_args: Sequence[str] = ()
 ) -> tuple[dict[str, object] | None, str]:
     """Run one measurement in a fresh process; return its result line, or ``None`` and why."""
     command = [
@@ -164,6 +220,7 @@ def run_worker(
         "--backend",
         job.backend,
         *job.impl.extra_args,
+        *extra_args,
     ]
     try:
         proc = subprocess.run(
@@ -213,6 +270,10 @@ def fmt_value(workload: str, value: float | None) -> str:
         return "-"
     if workload == "W3":
         return f"{value:.3f} ms"
+    if workload == "W4":
+        return f"{value:,.1f} MB"
+    if workload == "W5":
+        return f"{value * 1e3:,.0f} ms"
     return f"{value / 1e3:,.0f}k/s"
 
 
@@ -222,7 +283,21 @@ def fmt_spread(workload: str, values: Sequence[float]) -> str:
     low, high = min(values), max(values)
     if workload == "W3":
         return f"{low:.3f} - {high:.3f}"
+    if workload == "W4":
+        return f"{low:,.1f} - {high:,.1f}"
+    if workload == "W5":
+        return f"{low * 1e3:,.0f} - {high * 1e3:,.0f}"
     return f"{low / 1e3:,.0f}k - {high / 1e3:,.0f}k"
+
+
+def fmt_count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def optional_median(outcome: Outcome, field: str) -> float | None:
+    """The median of ``field`` over the runs where it is set (``None`` if it never is)."""
+    values = [number(r[field]) for r in outcome.succeeded() if r.get(field) is not None]
+    return statistics.median(values) if values else None
 
 
 def paired_ratios(numerator: Outcome, denominator: Outcome) -> list[float]:
@@ -284,22 +359,103 @@ def print_latency_table(outcomes: dict[tuple[str, str, str], Outcome]) -> None:
         )
 
 
-def check_targets(outcomes: dict[tuple[str, str, str], Outcome]) -> list[dict[str, object]]:
-    """Check each WORKLOADS.md target that was measured; print and return the verdicts."""
+def print_memory_table(outcomes: dict[tuple[str, str, str], Outcome]) -> None:
+    """W4: one row per (implementation or policy, backend); every figure a median over runs."""
+    print(
+        f"  {'implementation':<22} {'backend':<8} {'sent':>9} {'handled':>8} {'handled/s':>9}"
+        f" {'dropped':>9} {'queued':>9} {'publisher':>9} {'in send()':>9}"
+        f" {'RSS peak growth':>15}  {'min - max':<15} {'at end':>8}"
+    )
+    for (_, backend, workload), outcome in outcomes.items():
+        if workload != "W4":
+            continue
+        in_send = optional_median(outcome, "in_send_fraction")
+        publisher = optional_median(outcome, "publisher_seconds")
+        unaccounted = sum(number(r["unaccounted"]) != 0 for r in outcome.succeeded())
+        failed = outcome.failed()
+        print(
+            f"  {outcome.job.impl.label:<22} {backend:<8}"
+            f" {fmt_count(optional_median(outcome, 'sent')):>9}"
+            f" {fmt_count(optional_median(outcome, 'handled')):>8}"
+            f" {fmt_count(optional_median(outcome, 'handled_per_s')):>9}"
+            f" {fmt_count(optional_median(outcome, 'dropped')):>9}"
+            f" {fmt_count(optional_median(outcome, 'queued')):>9}"
+            f" {'-' if publisher is None else f'{publisher:.2f} s':>9}"
+            f" {'-' if in_send is None else f'{in_send:.1%}':>9}"
+            f" {fmt_value('W4', outcome.median()):>15}"
+            f"  {fmt_spread('W4', outcome.values()):<15}"
+            f" {fmt_value('W4', optional_median(outcome, 'rss_end_growth_mb')):>8}"
+            + (f"  ({failed} failed)" if failed else "")
+            + (
+                f"  ({unaccounted} run(s) where sent != handled + dropped + queued)"
+                if unaccounted
+                else ""
+            )
+        )
+
+
+def print_churn_table(outcomes: dict[tuple[str, str, str], Outcome]) -> None:
+    """W5: wall time, its two parts, the speed against pipecat, and what was left behind."""
+    pipecat = outcomes.get(("pipecat", "asyncio", "W5"))
+    print(
+        f"  {'implementation':<22} {'backend':<8} {'median':>8}  {'min - max':<11}"
+        f" {'cycles':>7} {'restarts':>8} {'vs pipecat':>10}  {'tasks b/o/s/a/c':<15}"
+        f" {'back':>5} {'objects':>7} {'alive':>5} {'RSS end':>8} {'peak':>7}"
+    )
+    for (_, backend, workload), outcome in outcomes.items():
+        if workload != "W5":
+            continue
+        runs = outcome.succeeded()
+        # pipecat's time over this cell's: above 1 means faster than pipecat.
+        speed = None if outcome.job.impl is PIPECAT else ratio_of_medians(pipecat, outcome)
+        task_counts = sorted(
+            {
+                "/".join(
+                    str(r[f"tasks_{when}"])
+                    for when in ("before", "open", "subscribed", "after_cycles", "closed")
+                )
+                for r in runs
+            }
+        )
+        back = sum(r["tasks_back_to_baseline"] is True for r in runs)
+        objects = max((number(r["objects_growth"]) for r in runs), default=None)
+        alive = max((number(r["subscribers_alive"]) for r in runs), default=None)
+        cycles = optional_median(outcome, "cycles_seconds")
+        restarts = optional_median(outcome, "restarts_seconds")
+        failed = outcome.failed()
+        print(
+            f"  {outcome.job.impl.label:<22} {backend:<8}"
+            f" {fmt_value('W5', outcome.median()):>8}  {fmt_spread('W5', outcome.values()):<11}"
+            f" {fmt_value('W5', cycles):>7} {fmt_value('W5', restarts):>8}"
+            f" {'-' if speed is None else f'{speed:.2f}x':>10}"
+            f"  {' or '.join(task_counts) or '-':<15}"
+            f" {f'{back}/{len(runs)}':>5} {fmt_count(objects):>7} {fmt_count(alive):>5}"
+            f" {fmt_value('W4', optional_median(outcome, 'rss_end_growth_mb')):>8}"
+            f" {fmt_value('W4', optional_median(outcome, 'rss_peak_growth_mb')):>7}"
+            + (f"  ({failed} failed)" if failed else "")
+        )
+
+
+def check_targets(
+    outcomes: dict[tuple[str, str, str], Outcome], workloads: Sequence[str]
+) -> list[dict[str, object]]:
+    """Check the WORKLOADS.md targets of ``workloads``; print and return the verdicts."""
     verdicts: list[dict[str, object]] = []
     for workload, backend, minimum in RATIO_TARGETS:
+        if workload not in workloads:
+            continue
         anybus = outcomes.get(("anybus", backend, workload))
         pipecat = outcomes.get(("pipecat", "asyncio", workload))
         name = f"{workload} anybus on {backend} >= {minimum:g}x pipecat on asyncio"
         ratio = ratio_of_medians(anybus, pipecat)
         if anybus is None or pipecat is None or ratio is None:
-            print(f"  {name:<46} not measured")
+            print(f"  {name:<50} not measured")
             continue
         paired = paired_ratios(anybus, pipecat)
         held = sum(r >= minimum for r in paired)
         met = ratio >= minimum
         print(
-            f"  {name:<46} {ratio:5.2f}x  (per round {min(paired):.2f}x - {max(paired):.2f}x,"
+            f"  {name:<50} {ratio:5.2f}x  (per round {min(paired):.2f}x - {max(paired):.2f}x,"
             f" held in {held}/{len(paired)})  {'MET' if met else 'MISSED'}"
         )
         verdicts.append(
@@ -313,18 +469,18 @@ def check_targets(outcomes: dict[tuple[str, str, str], Outcome]) -> list[dict[st
                 "met": met,
             }
         )
-    for backend in BACKENDS:
+    for backend in BACKENDS if "W3" in workloads else ():
         anybus = outcomes.get(("anybus", backend, "W3"))
         name = f"W3 anybus on {backend} p99 < {W3_P99_TARGET_MS:g} ms"
         p99 = None if anybus is None else anybus.median("p99_ms")
         if anybus is None or p99 is None:
-            print(f"  {name:<46} not measured")
+            print(f"  {name:<50} not measured")
             continue
         runs = anybus.values("p99_ms")
         held = sum(v < W3_P99_TARGET_MS for v in runs)
         met = p99 < W3_P99_TARGET_MS
         print(
-            f"  {name:<46} {p99:.3f} ms  (per run {min(runs):.3f} - {max(runs):.3f},"
+            f"  {name:<50} {p99:.3f} ms  (per run {min(runs):.3f} - {max(runs):.3f},"
             f" held in {held}/{len(runs)})  {'MET' if met else 'MISSED'}"
         )
         verdicts.append(
@@ -335,6 +491,98 @@ def check_targets(outcomes: dict[tuple[str, str, str], Outcome]) -> list[dict[st
                 "maximum_p99_ms": W3_P99_TARGET_MS,
                 "median_p99_ms": p99,
                 "per_run_p99_ms": runs,
+                "met": met,
+            }
+        )
+    if "W4" in workloads:
+        verdicts.extend(check_memory_targets(outcomes))
+    if "W5" in workloads:
+        verdicts.extend(check_churn_targets(outcomes))
+    return verdicts
+
+
+def check_memory_targets(
+    outcomes: dict[tuple[str, str, str], Outcome],
+) -> list[dict[str, object]]:
+    """W4: anybus's peak RSS growth under each overflow policy stays under the target."""
+    verdicts: list[dict[str, object]] = []
+    for impl in ANYBUS_W4:
+        for backend in BACKENDS:
+            outcome = outcomes.get((impl.key, backend, "W4"))
+            name = f"W4 {impl.label} on {backend} growth < {W4_GROWTH_TARGET_MB:g} MB"
+            growth = None if outcome is None else outcome.median()
+            if outcome is None or growth is None:
+                print(f"  {name:<50} not measured")
+                continue
+            runs = outcome.values()
+            held = sum(v < W4_GROWTH_TARGET_MB for v in runs)
+            met = growth < W4_GROWTH_TARGET_MB
+            print(
+                f"  {name:<50} {growth:.1f} MB  (per run {min(runs):.1f} - {max(runs):.1f},"
+                f" held in {held}/{len(runs)})  {'MET' if met else 'MISSED'}"
+            )
+            verdicts.append(
+                {
+                    "target": name,
+                    "workload": "W4",
+                    "backend": backend,
+                    "policy": impl.extra_args[-1],
+                    "maximum_growth_mb": W4_GROWTH_TARGET_MB,
+                    "median_growth_mb": growth,
+                    "per_run_growth_mb": runs,
+                    "met": met,
+                }
+            )
+    pipecat = outcomes.get(("pipecat", "asyncio", "W4"))
+    if pipecat is not None and pipecat.median() is not None:
+        growth = pipecat.median()
+        queued = optional_median(pipecat, "queued")
+        per_message = (
+            f", ~{growth * 1e6 / queued:,.0f} bytes per queued message"
+            if growth is not None and queued
+            else ""
+        )
+        print(
+            f"  {'(for reference) W4 pipecat, unbounded':<50} grew {fmt_value('W4', growth)}"
+            f" with {fmt_count(queued)} messages queued{per_message}"
+        )
+    return verdicts
+
+
+def check_churn_targets(
+    outcomes: dict[tuple[str, str, str], Outcome],
+) -> list[dict[str, object]]:
+    """W5: after the churn, anybus is back to its live tasks, with no subscriber left alive.
+
+    Checked on every run, not on a median: a task left behind once is a leak.
+    """
+    verdicts: list[dict[str, object]] = []
+    for backend in BACKENDS:
+        outcome = outcomes.get(("anybus", backend, "W5"))
+        name = f"W5 anybus on {backend} nothing left behind"
+        runs = [] if outcome is None else outcome.succeeded()
+        if not runs:
+            print(f"  {name:<50} not measured")
+            continue
+        tasks_held = sum(r["tasks_back_to_baseline"] is True for r in runs)
+        alive_held = sum(number(r["subscribers_alive"]) == 0 for r in runs)
+        met = tasks_held == alive_held == len(runs)
+        retained = [number(r["rss_end_growth_mb"]) for r in runs]
+        print(
+            f"  {name:<50} tasks back to baseline in {tasks_held}/{len(runs)},"
+            f" no subscriber alive in {alive_held}/{len(runs)}"
+            f" (RSS at end {min(retained):+.1f} - {max(retained):+.1f} MB)"
+            f"  {'MET' if met else 'MISSED'}"
+        )
+        verdicts.append(
+            {
+                "target": name,
+                "workload": "W5",
+                "backend": backend,
+                "runs": len(runs),
+                "tasks_back_to_baseline": tasks_held,
+                "no_subscriber_alive": alive_held,
+                "rss_end_growth_mb": retained,
                 "met": met,
             }
         )
@@ -364,8 +612,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         type=lambda v: parse_list(v, WORKLOADS, "workload"),
-        default=list(WORKLOADS),
-        help="comma-separated, from W1,W2,W3 (default: all)",
+        default=list(DEFAULT_WORKLOADS),
+        help=(
+            "comma-separated, from W1,W2,W3,W4,W5 (default: W1,W2,W3,W5; W4 takes about"
+            " 30 s a round)"
+        ),
     )
     parser.add_argument(
         "--backends",
@@ -373,11 +624,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(BACKENDS),
         help="anybus backends, comma-separated, from asyncio,trio (default: both)",
     )
+    parser.add_argument(
+        "--w4-messages",
+        type=int,
+        default=W4_MESSAGES,
+        metavar="N",
+        help=f"W4: data messages the publisher sends (default: {W4_MESSAGES:,})",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results here")
     parser.add_argument("--no-pipecat", action="store_true", help="skip the pipecat reference")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, not {args.runs!r}")
+    if args.w4_messages < 1:
+        parser.error(f"--w4-messages must be at least 1, not {args.w4_messages!r}")
     return args
 
 
@@ -429,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job.key: Outcome(job, []) for jobs in rounds.values() for job in jobs
     }
     env = worker_env()
+    workload_args = {"W4": ["--messages", str(args.w4_messages)]}
     total = args.runs * len(outcomes)
     done = 0
     for round_index in range(args.runs):
@@ -436,11 +697,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             shift = round_index % len(jobs)
             for job in jobs[shift:] + jobs[:shift]:
                 done += 1
+                extra = workload_args.get(workload, [])
                 if job.impl is PIPECAT:
                     assert pipecat_python is not None
-                    result, error = run_worker(job, pipecat_python, None)
+                    result, error = run_worker(job, pipecat_python, None, extra)
                 else:
-                    result, error = run_worker(job, Path(sys.executable), env)
+                    result, error = run_worker(job, Path(sys.executable), env, extra)
                 outcomes[job.key].results.append(result)
                 shown = (
                     fmt_value(workload, number(result["value"]))
@@ -461,17 +723,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {os.cpu_count()} CPUs, anybus {git_revision()}"
     )
     print("'vs pipecat': against pipecat AsyncQueueBus on asyncio (its only backend);")
-    print("'of raw': fraction of the raw anyio memory stream ceiling on the same backend.")
+    if {"W1", "W2"} & set(args.workloads):
+        print("'of raw': fraction of the raw anyio memory stream ceiling on the same backend.")
     for workload in args.workloads:
         print()
-        print(DESCRIPTIONS[workload])
+        print(description(workload, args.w4_messages))
         if workload == "W3":
             print_latency_table(outcomes)
+        elif workload == "W4":
+            print_memory_table(outcomes)
+        elif workload == "W5":
+            print(
+                "   ('vs pipecat': pipecat's time / this time, above 1 = faster; tasks: live"
+                " before the bus,\n   once open, with one subscriber, after the cycles, after"
+                " closing; back: runs back to baseline;\n   objects: most gc-tracked objects"
+                " gained; alive: most churn subscribers not collected)"
+            )
+            print_churn_table(outcomes)
         else:
             print_throughput_table(workload, outcomes)
     print()
     print("Targets (WORKLOADS.md), on medians:")
-    verdicts = check_targets(outcomes)
+    verdicts = check_targets(outcomes, args.workloads)
     print()
     print(f"harness wall time: {wall:.1f} s for {total} worker processes")
 
@@ -483,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "runs": args.runs,
                 "workloads": args.workloads,
                 "backends": backends,
+                "w4_messages": args.w4_messages,
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),

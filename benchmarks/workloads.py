@@ -1,12 +1,15 @@
-"""anybus ``MemoryBus`` on workloads W1-W3, on asyncio or trio; prints one JSON result line.
+"""anybus ``MemoryBus`` on workloads W1-W5, on asyncio or trio; prints one JSON result line.
 
-Usage: ``python benchmarks/workloads.py --workload W1 --backend trio``. ``benchmarks/run.py``
-runs this in a fresh process per measurement; see ``benchmarks/README.md`` for the method.
+Usage: ``python benchmarks/workloads.py --workload W1 --backend trio``; W4 also takes
+``--policy drop_oldest|drop_newest|block`` and ``--messages N``. ``benchmarks/run.py`` runs this
+in a fresh process per measurement; see ``benchmarks/README.md`` for the method.
 """
 
 from __future__ import annotations
 
 import gc
+import weakref
+from collections.abc import Iterator
 from functools import partial
 from time import perf_counter
 
@@ -16,10 +19,21 @@ from _common import (
     W3_HANDLER_SLEEP,
     W3_QUEUED,
     W3_REPETITIONS,
+    W4_BLOCK_WINDOW,
+    W4_HANDLER_SLEEP,
+    W4_MAX_BUFFER,
+    W4_POLICIES,
+    W5_CYCLES,
+    W5_MESSAGES_PER_CYCLE,
+    W5_RESTARTS,
+    PeakRss,
     Result,
     Tally,
+    churn_result,
     emit,
+    gc_objects,
     latency_result,
+    slow_subscriber_result,
     throughput_result,
     worker_args,
 )
@@ -158,10 +172,203 @@ async def priority_latency(workload: str, backend: str) -> Result:
     return latency_result(IMPL, backend, workload, samples)
 
 
+class SlowSubscriber(BusSubscriber):
+    """W4's subscriber: counts each data message as its handler starts, then sleeps 1 ms."""
+
+    def __init__(self) -> None:
+        self.name = "slow"
+        self.handled = 0
+        self.primed = anyio.Event()  # set once the primer message was handled
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        self.handled += 1
+        await anyio.sleep(W4_HANDLER_SLEEP)
+        self.primed.set()
+
+
+def _fresh_messages() -> Iterator[BusDataMessage]:
+    """W4's messages, each created as it is sent (1,000,000 made up front would dominate RSS)."""
+    while True:
+        yield BusDataMessage(source="bench")
+
+
+async def slow_subscriber(backend: str, policy: str, n_messages: int) -> Result:
+    """W4: a publisher sending back to back to one subscriber that handles 1 message per ms.
+
+    The inbox is bounded to ``W4_MAX_BUFFER`` data messages under ``policy``. With
+    ``drop_oldest`` and ``drop_newest`` every one of ``n_messages`` is sent; with ``block`` the
+    publisher runs for ``W4_BLOCK_WINDOW`` seconds, as it can only go at the subscriber's pace,
+    and the time it spends inside ``send()`` is summed. The clock and the memory window run
+    from just before the first send to just after the last one returns; the bus's statistics
+    are read then, and the bus is stopped without draining.
+    """
+    subscriber = SlowSubscriber()
+    async with MemoryBus(max_buffer=W4_MAX_BUFFER, overflow=policy, exit_drain=None) as bus:
+        await bus.subscribe(subscriber)
+        await bus.send(BusDataMessage(source="primer"))
+        await subscriber.primed.wait()
+        subscriber.handled = 0
+        dropped_before = bus.statistics().subscriptions[0].dropped
+        messages = _fresh_messages()
+        gc.collect()
+        memory = PeakRss()
+        memory.start()
+
+        in_send = 0.0  # seconds inside send(): measured under "block" only
+        started_at = perf_counter()
+        if policy == "block":
+            sent = 0
+            deadline = started_at + W4_BLOCK_WINDOW
+            while perf_counter() < deadline:
+                message = next(messages)
+                before_send = perf_counter()
+                await bus.send(message)
+                in_send += perf_counter() - before_send
+                sent += 1
+        else:
+            for _, message in zip(range(n_messages), messages, strict=False):
+                await bus.send(message)
+            sent = n_messages
+        seconds = perf_counter() - started_at
+
+        rss = memory.stop()
+        handled = subscriber.handled
+        stats = bus.statistics().subscriptions[0]
+        await bus.stop()
+    return slow_subscriber_result(
+        IMPL,
+        backend,
+        policy=policy,
+        max_buffer=W4_MAX_BUFFER,
+        sent=sent,
+        seconds=seconds,
+        in_send_seconds=in_send if policy == "block" else None,
+        handled=handled,
+        dropped=stats.dropped - dropped_before,
+        queued=stats.queued_data,
+        high_water_mark=stats.high_water_mark,
+        memory=rss,
+    )
+
+
+class ChurnSubscriber(BusSubscriber):
+    """W5's subscriber: counts what it handles."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handled = 0
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        self.handled += 1
+
+
+def _task_count() -> int:
+    return len(anyio.get_running_tasks())
+
+
+async def _churn_cycle(
+    bus: MemoryBus,
+    name: str,
+    batch: list[BusDataMessage],
+    alive: weakref.WeakSet[ChurnSubscriber],
+) -> int:
+    """One W5 cycle: subscribe, send the batch, wait until it is handled, unsubscribe.
+
+    Returns the number of live tasks while the subscriber was subscribed.
+    """
+    subscriber = ChurnSubscriber(name)
+    alive.add(subscriber)
+    await bus.subscribe(subscriber)
+    for message in batch:
+        await bus.send(message)
+    await bus.wait_idle()
+    tasks = _task_count()
+    if subscriber.handled != len(batch):
+        raise RuntimeError(f"{name} handled {subscriber.handled} of {len(batch)} messages")
+    await bus.unsubscribe(subscriber)
+    return tasks
+
+
+async def _restart_cycles(bus: MemoryBus, name: str, messages: list[BusDataMessage]) -> None:
+    """W5's restarts: with one subscriber, per message: stop, start, send it, wait until idle."""
+    subscriber = ChurnSubscriber(name)
+    await bus.subscribe(subscriber)
+    for message in messages:
+        await bus.stop()
+        await bus.start()
+        await bus.send(message)
+        await bus.wait_idle()
+    if subscriber.handled != len(messages):
+        raise RuntimeError(f"{name} handled {subscriber.handled} of {len(messages)} messages")
+    await bus.unsubscribe(subscriber)
+
+
+async def churn(workload: str, backend: str) -> Result:
+    """W5: 1,000 subscribe -> send 10 -> wait until handled -> unsubscribe cycles, then 100
+    stop -> start cycles of a bus with one subscriber (each followed by one message, waited
+    for, so that every restart is shown to dispatch again).
+
+    Counts live tasks before the bus is opened, once it is open, after the cycles and after
+    it is closed; counts the garbage collector's objects and the subscribers still alive
+    after the cycles; measures RSS across the cycles. One warm-up cycle of each kind runs
+    before the baseline, so that one-time allocations (caches filled on first use) do not
+    count as growth.
+    """
+    batches = [
+        [BusDataMessage(source="bench") for _ in range(W5_MESSAGES_PER_CYCLE)]
+        for _ in range(W5_CYCLES + 1)
+    ]
+    restart_messages = [BusDataMessage(source="bench") for _ in range(W5_RESTARTS + 1)]
+    alive: weakref.WeakSet[ChurnSubscriber] = weakref.WeakSet()
+    tasks = {"before": _task_count()}
+    async with MemoryBus() as bus:
+        tasks["open"] = _task_count()
+        await _churn_cycle(bus, "warm-up", batches.pop(), alive)
+        await _restart_cycles(bus, "warm-up-steady", [restart_messages.pop()])
+        memory = PeakRss()
+        objects_before = gc_objects()
+        memory.start()
+
+        started_at = perf_counter()
+        for i, batch in enumerate(batches):
+            tasks["subscribed"] = await _churn_cycle(bus, f"churn-{i}", batch, alive)
+        cycles_done_at = perf_counter()
+
+        await _restart_cycles(bus, "steady", restart_messages)
+        finished_at = perf_counter()
+
+        tasks["after_cycles"] = _task_count()
+        objects_growth = gc_objects() - objects_before
+        rss = memory.stop()
+    tasks["closed"] = _task_count()
+    return churn_result(
+        IMPL,
+        backend,
+        cycles_seconds=cycles_done_at - started_at,
+        restarts_seconds=finished_at - cycles_done_at,
+        tasks=tasks,
+        objects_growth=objects_growth,
+        subscribers_alive=len(alive),
+        memory=rss,
+    )
+
+
 def main() -> None:
-    args = worker_args(__doc__ or "", workloads=["W1", "W2", "W3"], backends=["asyncio", "trio"])
-    run = priority_latency if args.workload == "W3" else throughput
-    emit(anyio.run(partial(run, args.workload, args.backend), backend=args.backend))
+    args = worker_args(
+        __doc__ or "",
+        workloads=["W1", "W2", "W3", "W4", "W5"],
+        backends=["asyncio", "trio"],
+        policies=W4_POLICIES,
+    )
+    if args.workload == "W4":
+        run = partial(slow_subscriber, args.backend, args.policy, args.messages)
+    elif args.workload == "W5":
+        run = partial(churn, args.workload, args.backend)
+    elif args.workload == "W3":
+        run = partial(priority_latency, args.workload, args.backend)
+    else:
+        run = partial(throughput, args.workload, args.backend)
+    emit(anyio.run(run, backend=args.backend))
 
 
 if __name__ == "__main__":
