@@ -120,11 +120,12 @@ class WorkerBus(SubscriptionRegistry):
         self._host = task_group
         self._hosted_by_run = False
         try:
-            await self.start()
-        except BaseException as exc:
+            await self._open(task_group)
+        except BaseException:
             self._host = None
             self._cancel_dispatch()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            task_group.cancel_scope.cancel(reason="anybus: the bus failed to start")
+            await task_group.__aexit__(None, None, None)
             raise
         return self
 
@@ -170,13 +171,32 @@ class WorkerBus(SubscriptionRegistry):
             async with task_group:
                 self._host = task_group
                 self._hosted_by_run = True
-                await self.start()
+                await self._open(task_group)
                 task_status.started()
         finally:
             # A later run() may already own the bus if stop() was called; leave it alone.
             if self._host is task_group:
                 self._host = None
                 self._cancel_dispatch()
+
+    #: Whether the subclass has a transport to run (see :meth:`_serve_transport`).
+    _has_transport = False
+
+    async def _open(self, task_group: TaskGroup) -> None:
+        if self._has_transport:
+            await task_group.start(self._serve_transport, name=f"anybus transport {self!r}")
+        await self.start()
+
+    async def _serve_transport(self, *, task_status: TaskStatus[None]) -> None:
+        """Run the transport (connect, subscribe, read) until cancelled.
+
+        A hook for network buses (which set ``_has_transport = True``): it runs in the bus's
+        host task group, alongside dispatch, for as long as the bus runs (across
+        ``stop()``/``start()`` inside ``async with bus:``), and calls
+        ``task_status.started()`` once messages can flow both ways. An exception before that
+        fails ``async with bus:`` (or ``bus.run``).
+        """
+        task_status.started()
 
     async def start(self) -> None:
         """Start dispatching messages to subscribers; a no-op if dispatch already runs.
@@ -222,7 +242,9 @@ class WorkerBus(SubscriptionRegistry):
                     undelivered = self._take_undelivered()
             finally:
                 if self._dispatch is not None:
-                    if self._hosted_by_run:
+                    if self._hosted_by_run and self._host is not None:
+                        # The run form ends here: its transport goes with it.
+                        self._host.cancel_scope.cancel(reason="anybus: the bus was stopped")
                         self._host = None
                     self._cancel_dispatch()
         while self._stopping is not None:
