@@ -4,9 +4,15 @@ from ._bus import WorkerBus as WorkerBus
 from ._exceptions import AnybusError as AnybusError
 from ._exceptions import BusOverflowError as BusOverflowError
 from ._exceptions import BusStateError as BusStateError
+from ._exceptions import MessageRejected as MessageRejected
+from ._exceptions import SerializationError as SerializationError
+from ._exceptions import TransportError as TransportError
 from ._listen import FunctionSubscriber as FunctionSubscriber
 from ._listen import MessageStream as MessageStream
 from ._memory import MemoryBus as MemoryBus
+from ._message_types import MessageRegistry as MessageRegistry
+from ._message_types import default_registry as default_registry
+from ._message_types import register_message as register_message
 from ._messages import BusActivateWorkerMessage as BusActivateWorkerMessage
 from ._messages import BusCancelMessage as BusCancelMessage
 from ._messages import BusCancelWorkerMessage as BusCancelWorkerMessage
@@ -31,12 +37,18 @@ from ._messages import BusWorkerErrorMessage as BusWorkerErrorMessage
 from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
+from ._serializers import JSONSerializer as JSONSerializer
+from ._serializers import MsgpackSerializer as MsgpackSerializer
+from ._serializers import Serializer as Serializer
 from ._statistics import BusStatistics as BusStatistics
 from ._statistics import OverflowPolicy as OverflowPolicy
 from ._statistics import SubscriptionStatistics as SubscriptionStatistics
 from ._statistics import Undelivered as Undelivered
 from ._subscriber import BusSubscriber as BusSubscriber
 from ._version import __version__ as __version__
+from ._wire import Envelope as Envelope
+from ._wire import RejectionCounter as RejectionCounter
+from ._wire import WireCodec as WireCodec
 
 __all__ = [
     "AnybusError",
@@ -67,15 +79,27 @@ __all__ = [
     "BusWorkerErrorMessage",
     "BusWorkerLocalErrorMessage",
     "BusWorkerReadyMessage",
+    "Envelope",
     "FunctionSubscriber",
+    "JSONSerializer",
     "JobStatus",
     "MemoryBus",
+    "MessageRegistry",
+    "MessageRejected",
     "MessageStream",
+    "MsgpackSerializer",
     "OverflowPolicy",
+    "RejectionCounter",
+    "SerializationError",
+    "Serializer",
     "SubscriptionStatistics",
+    "TransportError",
     "Undelivered",
+    "WireCodec",
     "WorkerBus",
     "__version__",
+    "default_registry",
+    "register_message",
 ]
 
 # Show public names as anybus.X in tracebacks, reprs and docs, not as anybus._module.X.

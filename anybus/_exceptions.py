@@ -3,15 +3,32 @@
 ::
 
     AnybusError
-     ├── BusStateError      an operation does not fit the bus's lifecycle
-     └── BusOverflowError   a bounded inbox is full under the "error" overflow policy
+     ├── BusStateError        an operation does not fit the bus's lifecycle
+     ├── BusOverflowError     a bounded inbox is full under the "error" overflow policy
+     ├── TransportError       a network transport failed (unreachable, timed out, refused)
+     ├── SerializationError   a message cannot be encoded for the wire (sending side)
+     └── MessageRejected      bytes from the wire are refused (receiving side); .reason says why
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
-__all__ = ["AnybusError", "BusOverflowError", "BusStateError"]
+__all__ = [
+    "AnybusError",
+    "BusOverflowError",
+    "BusStateError",
+    "MessageRejected",
+    "RejectionReason",
+    "SerializationError",
+    "TransportError",
+]
+
+#: Why :class:`MessageRejected` refused some bytes; transports count rejections by reason.
+RejectionReason = Literal[
+    "malformed", "oversized", "unknown-type", "forged", "unsigned", "version", "invalid-fields"
+]
 
 
 class AnybusError(Exception):
@@ -38,3 +55,54 @@ class BusOverflowError(AnybusError):
             f"inbox full for subscriber(s) {names}: {message_name} was not queued for them; "
             f"raise their max_buffer, or choose another overflow policy"
         )
+
+
+class TransportError(AnybusError):
+    """Raised when a network transport cannot do what was asked: the server is unreachable,
+    did not answer in time, or refused the command (chained from the client's own error)."""
+
+
+class SerializationError(AnybusError):
+    """Raised on the sending side when a message cannot be encoded for the wire: a field holds a
+    value of an unsupported type, the message type is not registered (or is local-only), or the
+    encoded message is larger than the size limit.
+
+    Attributes:
+        message_type: the name of the message class, or ``None`` when not about one message.
+        field: the path of the offending value (``payload['items'][2]``), or ``None``.
+    """
+
+    def __init__(
+        self, text: str, *, message_type: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(text)
+        self.message_type = message_type
+        self.field = field
+
+
+class MessageRejected(AnybusError):
+    """Raised on the receiving side when bytes from the wire are refused; nothing from them was
+    imported, instantiated or delivered.
+
+    Attributes:
+        reason: one of :attr:`REASONS` — ``malformed`` (not an anybus envelope, or its body does
+            not parse), ``oversized`` (larger than the size limit; not parsed at all),
+            ``unknown-type`` (the type name is not registered), ``forged`` (bad signature, or
+            signed with a key id this side does not know), ``unsigned`` (no signature where
+            keys are configured), ``version`` (an envelope format this side does not read) or
+            ``invalid-fields`` (the fields do not fit the registered class).
+        detail: what was wrong, for the log line.
+    """
+
+    #: Every possible :attr:`reason`.
+    REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
+
+    def __init__(self, reason: RejectionReason, detail: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"reason must be one of {self.REASONS!r}, got {reason!r}")
+        super().__init__(reason, detail)
+        self.reason: RejectionReason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"message rejected ({self.reason}): {self.detail}"

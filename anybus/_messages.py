@@ -8,8 +8,6 @@ Every message is a keyword-only dataclass. Its class decides how it travels:
 * :class:`BusLocalMessage` (a mixin) — never leaves the process.
 """
 
-from __future__ import annotations
-
 import itertools
 import os
 import secrets
@@ -48,7 +46,7 @@ __all__ = [
 # forked child, so ids stay unique across processes without paying for a uuid4 per message.
 _id_prefix = secrets.token_hex(8)
 _id_counter = itertools.count(1)
-_name_counters: dict[type[Any], itertools.count[int]] = {}
+_name_counters: "dict[type[Any], itertools.count[int]]" = {}
 
 
 def _reseed_after_fork() -> None:
@@ -84,10 +82,13 @@ class BusMessage:
             (for example in :meth:`~anybus.BusSubscriber.accepts_bus_message`).
         id: identifier unique across processes, assigned on creation.
         name: readable name, the class name and a per-class count (``BusDataMessage#3``).
+
+    Two messages are equal when all their fields are, ``id`` included: a message equals its
+    own copy after a trip over the network, never another message with the same content.
     """
 
-    id: str = field(init=False, compare=False)
-    name: str = field(init=False, compare=False)
+    id: str = field(init=False)
+    name: str = field(init=False)
     source: str
     target: str | None = None
 

@@ -1,0 +1,384 @@
+"""The wire format: a signed envelope around a serialized message, and the counter of rejects.
+
+Layout of one encoded message (every length is one unsigned byte)::
+
+    +------+---+---+------------+---+--------+------------------+-------------------------+
+    | "AB" | V | S | serializer | K | key id | HMAC-SHA256      | body                    |
+    |  2   | 1 | 1 |  S bytes   | 1 | K bytes| 32 bytes, if K>0 | serializer-encoded dict |
+    +------+---+---+------------+---+--------+------------------+-------------------------+
+
+``V`` is the format version (1), ``K`` is 0 for an unsigned message. The HMAC is computed over
+every other byte of the message (the header without the HMAC, then the body), so everything
+that is decoded is covered. The body is ``{"type", "sender", "seq", "id", "name", "fields"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+from ._exceptions import MessageRejected, SerializationError
+from ._fields import decode_fields, encode_fields
+from ._hints import short
+from ._message_types import MessageRegistry, default_registry
+from ._messages import BusMessage
+from ._serializers import JSONSerializer, Serializer
+
+__all__ = ["Envelope", "RejectionCounter", "WireCodec"]
+
+MAGIC: Final = b"AB"
+FORMAT_VERSION: Final = 1
+MAC_SIZE: Final = 32
+_BODY_KEYS: Final = frozenset({"type", "sender", "seq", "id", "name", "fields"})
+_MAX_SEQ: Final = 2**64 - 1
+
+
+def _check_label(label: object, what: str) -> bytes:
+    """A serializer name or key id as it appears in the header: 1 to 255 printable ASCII bytes."""
+    if isinstance(label, str) and label.isascii() and label.isprintable() and 0 < len(label) < 256:
+        return label.encode("ascii")
+    raise ValueError(f"{what} must be 1 to 255 printable ASCII characters, got {label!r}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message decoded from the wire, with what its envelope said.
+
+    Attributes:
+        message: the message, with the sender's ``id`` and ``name``.
+        sender: the bus instance id of the sending bus.
+        seq: the sender's sequence number.
+        type_name: the registered type name the message was sent under.
+        key_id: the id of the key whose signature was verified, or ``None`` when the decoding
+            codec has no signing keys.
+    """
+
+    message: BusMessage
+    sender: str
+    seq: int
+    type_name: str
+    key_id: str | None
+
+
+@final
+class WireCodec:
+    """Turns messages into signed, size-checked bytes for a transport, and back.
+
+    Args:
+        serializer: turns plain data into bytes; :class:`~anybus.JSONSerializer` by default.
+            Both ends must use the same one.
+        registry: the message types that may be encoded and decoded; only names registered
+            here are ever decoded. ``anybus.default_registry`` by default.
+        max_size: the largest encoded message in bytes, checked by ``encode`` and by
+            ``decode`` (before any parsing).
+        signing_keys: key id to secret. When given, ``encode`` signs with HMAC-SHA256 and
+            ``decode`` only accepts messages signed with one of these keys. List the old key
+            next to the new one while rotating.
+        signing_key_id: the key ``encode`` signs with; may be left out when there is one key.
+
+    Raises:
+        ValueError: ``max_size`` is below 64, a key id is not 1 to 255 printable ASCII
+            characters, a secret is empty, or ``signing_key_id`` names no key.
+        TypeError: a secret is not ``bytes``.
+    """
+
+    def __init__(
+        self,
+        serializer: Serializer | None = None,
+        registry: MessageRegistry = default_registry,
+        *,
+        max_size: int = 1_048_576,
+        signing_keys: Mapping[str, bytes] | None = None,
+        signing_key_id: str | None = None,
+    ) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
+            raise ValueError(f"max_size must be an int of at least 64 bytes, got {max_size!r}")
+        self._serializer: Serializer = JSONSerializer() if serializer is None else serializer
+        self._registry = registry
+        self._max_size = max_size
+        self._binary = bool(getattr(self._serializer, "binary", False))
+        serializer_name = _check_label(self._serializer.name, "serializer name")
+        self._keys: dict[str, bytes] = {}
+        for key_id, secret in (signing_keys or {}).items():
+            _check_label(key_id, "signing key id")
+            if not isinstance(secret, bytes):
+                raise TypeError(f"signing key {key_id!r} must be bytes, got {type(secret)!r}")
+            if not secret:
+                raise ValueError(f"signing key {key_id!r} must not be empty")
+            self._keys[key_id] = secret
+        if signing_key_id is None and len(self._keys) == 1:
+            signing_key_id = next(iter(self._keys))
+        if self._keys and signing_key_id not in self._keys:
+            raise ValueError(
+                f"signing_key_id must name one of the signing_keys {sorted(self._keys)!r}, "
+                f"got {signing_key_id!r}"
+            )
+        if not self._keys and signing_key_id is not None:
+            raise ValueError(f"signing_key_id {signing_key_id!r} given without signing_keys")
+        self._signing_key_id = signing_key_id
+        key_bytes = b"" if signing_key_id is None else signing_key_id.encode("ascii")
+        self._header_start = MAGIC + bytes([FORMAT_VERSION, len(serializer_name)])
+        self._header_start += serializer_name
+        self._header = self._header_start + bytes([len(key_bytes)]) + key_bytes
+
+    @property
+    def serializer(self) -> Serializer:
+        """The serializer of the message bodies."""
+        return self._serializer
+
+    @property
+    def registry(self) -> MessageRegistry:
+        """The registry of the message types this codec encodes and decodes."""
+        return self._registry
+
+    @property
+    def max_size(self) -> int:
+        """The largest encoded message, in bytes."""
+        return self._max_size
+
+    @property
+    def signing_key_id(self) -> str | None:
+        """The id of the key ``encode`` signs with, or ``None`` when not signing."""
+        return self._signing_key_id
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """The ids of the keys ``decode`` accepts (empty: signatures are not checked)."""
+        return frozenset(self._keys)
+
+    def encode(self, message: BusMessage, *, sender: str, seq: int) -> bytes:
+        """Encode ``message`` in an envelope from bus instance ``sender`` with number ``seq``.
+
+        Raises:
+            SerializationError: the message's type is not registered (local messages never
+                are), a field holds a value that cannot be encoded (the error names the
+                field and its type), or the result is larger than ``max_size``.
+            TypeError: ``message`` is not a :class:`~anybus.BusMessage`.
+            ValueError: ``sender`` is not a non-empty str, or ``seq`` is not an int in
+                ``0..2**64-1``.
+        """
+        if not isinstance(message, BusMessage):
+            raise TypeError(f"message must be a BusMessage, got {message!r}")
+        if not isinstance(sender, str) or not sender:
+            raise ValueError(f"sender must be a non-empty str, got {sender!r}")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
+            raise ValueError(f"seq must be an int in 0..2**64-1, got {seq!r}")
+        cls_name = type(message).__qualname__
+        try:
+            type_name = self._registry.name_of(type(message))
+        except LookupError as exc:
+            raise SerializationError(f"cannot encode {exc}", message_type=cls_name) from None
+        body: dict[str, Any] = {
+            "type": type_name,
+            "sender": sender,
+            "seq": seq,
+            "id": message.id,
+            "name": message.name,
+            "fields": encode_fields(message, binary=self._binary),
+        }
+        try:
+            data = self._serializer.encode(body)
+            if not isinstance(data, bytes):
+                raise TypeError(f"encode() returned {type(data).__qualname__}, not bytes")
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot encode {cls_name}: the {self._serializer.name} serializer "
+                f"failed with {exc!r}",
+                message_type=cls_name,
+            ) from exc
+        size = len(self._header) + (MAC_SIZE if self._signing_key_id else 0) + len(data)
+        if size > self._max_size:
+            raise SerializationError(
+                f"encoded {cls_name} is {size} bytes, over the max_size of {self._max_size} "
+                f"bytes; send less data per message, or raise max_size on every bus",
+                message_type=cls_name,
+            )
+        if self._signing_key_id is None:
+            return self._header + data
+        mac = self._mac(self._keys[self._signing_key_id], self._header, data)
+        return self._header + mac + data
+
+    def decode(self, data: bytes) -> Envelope:
+        """Check, verify and decode bytes from the wire; nothing unregistered is imported.
+
+        Raises:
+            MessageRejected: the bytes are refused; ``.reason`` is ``oversized`` (checked
+                before parsing), ``malformed``, ``version``, ``unsigned``, ``forged``,
+                ``unknown-type`` or ``invalid-fields``.
+        """
+        if len(data) > self._max_size:
+            raise MessageRejected(
+                "oversized", f"{len(data)} bytes, over the max_size of {self._max_size} bytes"
+            )
+        data = bytes(data)
+        if data[:2] != MAGIC:
+            raise MessageRejected("malformed", f"not an anybus envelope: starts {data[:8]!r}")
+        if len(data) < 5:
+            raise MessageRejected("malformed", f"truncated header: {len(data)} bytes")
+        if data[2] != FORMAT_VERSION:
+            raise MessageRejected(
+                "version", f"envelope format version {data[2]}, this side reads {FORMAT_VERSION}"
+            )
+        end = 4 + data[3]
+        name, key_length = data[4:end], data[end : end + 1]
+        if not key_length:
+            raise MessageRejected("malformed", f"truncated header: {len(data)} bytes")
+        if name != self._header_start[4:]:
+            raise MessageRejected(
+                "malformed",
+                f"encoded with serializer {short(name)[1:]}, this side reads "
+                f"{self._serializer.name!r}",
+            )
+        key_end = end + 1 + key_length[0]
+        header, mac, body = data[:key_end], b"", data[key_end:]
+        if len(header) < key_end:
+            raise MessageRejected("malformed", f"truncated header: {len(data)} bytes")
+        key_id: str | None = None
+        if key_length[0]:
+            mac, body = body[:MAC_SIZE], body[MAC_SIZE:]
+            if len(mac) < MAC_SIZE:
+                raise MessageRejected("malformed", f"truncated signature: {len(data)} bytes")
+            if self._keys:
+                key_id = self._verify(header[end + 1 :], mac, header, body)
+        elif self._keys:
+            raise MessageRejected("unsigned", "no signature, and signing keys are configured")
+        return self._decode_body(body, key_id)
+
+    def _verify(self, raw_key_id: bytes, mac: bytes, header: bytes, body: bytes) -> str:
+        key_id = raw_key_id.decode("ascii", errors="replace")
+        secret = self._keys.get(key_id)
+        if secret is None:
+            raise MessageRejected("forged", f"signed with unknown key id {short(key_id)}")
+        if not hmac.compare_digest(mac, self._mac(secret, header, body)):
+            raise MessageRejected("forged", f"bad signature for key id {key_id!r}")
+        return key_id
+
+    @staticmethod
+    def _mac(secret: bytes, header: bytes, body: bytes) -> bytes:
+        digest = hmac.new(secret, header, hashlib.sha256)
+        digest.update(body)
+        return digest.digest()
+
+    def _decode_body(self, body: bytes, key_id: str | None) -> Envelope:
+        try:
+            parsed = self._serializer.decode(body)
+        except Exception as exc:
+            raise MessageRejected(
+                "malformed", f"{self._serializer.name} body does not parse: {short(exc)}"
+            ) from None
+        if type(parsed) is not dict or parsed.keys() != _BODY_KEYS:
+            shown = sorted(map(str, parsed))[:8] if type(parsed) is dict else type(parsed)
+            raise MessageRejected("malformed", f"body is not an envelope body: {short(shown)}")
+        type_name, sender, seq = parsed["type"], parsed["sender"], parsed["seq"]
+        message_id, name = parsed["id"], parsed["name"]
+        if not (
+            type(type_name) is str
+            and type(sender) is str
+            and sender
+            and type(seq) is int
+            and 0 <= seq <= _MAX_SEQ
+            and type(message_id) is str
+            and type(name) is str
+        ):
+            raise MessageRejected(
+                "malformed",
+                f"bad envelope values: type={short(type_name, 40)} sender={short(sender, 40)} "
+                f"seq={short(seq, 30)} id={short(message_id, 40)} name={short(name, 40)}",
+            )
+        try:
+            cls = self._registry.lookup(type_name)
+        except LookupError as exc:
+            raise MessageRejected("unknown-type", str(exc)) from None
+        message = decode_fields(cls, parsed["fields"], message_id=message_id, name=name)
+        return Envelope(message, sender, seq, type_name, key_id)
+
+    def __repr__(self) -> str:
+        signing = f"signing_key_id={self._signing_key_id!r}" if self._keys else "unsigned"
+        return (
+            f"<WireCodec [{self._serializer.name}, max_size={self._max_size}, {signing}, "
+            f"{len(self._keys)} key(s), {len(self._registry)} types]>"
+        )
+
+
+@final
+class RejectionCounter:
+    """Counts messages refused by :meth:`WireCodec.decode`, per reason, and logs them politely.
+
+    The first rejection for a reason is logged at WARNING on ``anybus.wire`` at once; after
+    that at most one line per ``interval`` seconds per reason, carrying the running count and
+    the latest detail, so a flood of bad input cannot flood the log. Typical use in a
+    transport's reader::
+
+        try:
+            envelope = codec.decode(data)
+        except MessageRejected as exc:
+            rejections.record(exc, origin=stream_name)
+            continue
+
+    Raises:
+        ValueError: ``interval`` is negative.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float = 60.0,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval < 0:
+            raise ValueError(f"interval cannot be negative, got {interval!r}")
+        self._interval = interval
+        self._logger = logger if logger is not None else logging.getLogger("anybus.wire")
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._unreported: dict[str, int] = {}
+        self._last_report: dict[str, float] = {}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rejections so far per reason (a copy; reasons never seen are absent)."""
+        return dict(self._counts)
+
+    @property
+    def total(self) -> int:
+        """Rejections so far, all reasons together."""
+        return sum(self._counts.values())
+
+    def record(self, rejection: MessageRejected | str, *, origin: str | None = None) -> None:
+        """Count ``rejection``, and log it unless its reason was logged under ``interval`` ago.
+
+        ``rejection`` is a :class:`~anybus.MessageRejected`, or a reason of the transport's
+        own (such as ``"inbound-overflow"``) as a str. ``origin`` (a stream or channel name,
+        say) is added to the log line.
+        """
+        if isinstance(rejection, str):
+            reason, detail = rejection, "-"
+        else:
+            reason, detail = rejection.reason, rejection.detail
+        self._counts[reason] = self._counts.get(reason, 0) + 1
+        self._unreported[reason] = self._unreported.get(reason, 0) + 1
+        now = self._clock()
+        last = self._last_report.get(reason)
+        if last is not None and now - last < self._interval:
+            return
+        self._last_report[reason] = now
+        unreported, self._unreported[reason] = self._unreported[reason], 0
+        self._logger.warning(
+            "rejected %d message(s) as %s%s so far (%d since the last report); latest: %s",
+            self._counts[reason],
+            reason,
+            f" from {origin}" if origin else "",
+            unreported,
+            detail,
+        )
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(self._counts.items()))
+        return f"<RejectionCounter [{counts or 'no rejections'}]>"
