@@ -56,6 +56,19 @@ async def test_repr_tells_the_state() -> None:
         assert repr(bus) == "<MemoryBus running, 1 subscriber, 0 queued>"
 
 
+async def test_messages_sent_before_the_first_run_are_dispatched_system_first() -> None:
+    bus = MemoryBus()
+    recorder = await bus.subscribe(RecordingSubscriber("r"))
+    data = [BusDataMessage(source="t") for _ in range(3)]
+    cancel = BusCancelMessage(source="t")
+    for message in [data[0], cancel, *data[1:]]:
+        await bus.send(message)
+    assert "4 queued" in repr(bus)
+    async with bus:
+        await bus.wait_idle()
+    assert recorder.messages == [cancel, *data]
+
+
 async def test_back_to_back_system_message_overtakes_data_not_yet_started() -> None:
     recorder = RecordingSubscriber("r")
     data = [BusDataMessage(source="t") for _ in range(3)]

@@ -1,0 +1,33 @@
+"""Redis transports for anybus (the ``redis`` extra: ``pip install 'anybus[redis]'``).
+
+:class:`RedisBus` carries messages over a Redis pub/sub channel (at-most-once, low latency);
+:class:`RedisStreamBus` over a Redis stream (durable, at-least-once). The client is
+valkey-glide, behind a thin adapter.
+"""
+
+try:
+    import glide  # noqa: F401
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+    raise ModuleNotFoundError(
+        "anybus.redis needs valkey-glide: pip install 'anybus[redis]'", name=exc.name
+    ) from exc
+
+from ._base import RedisStatistics as RedisStatistics
+from ._client import RedisSettings as RedisSettings
+from ._client import configure_glide_logging as configure_glide_logging
+from ._pubsub import RedisBus as RedisBus
+from ._streams import RedisStreamBus as RedisStreamBus
+
+__all__ = [
+    "RedisBus",
+    "RedisSettings",
+    "RedisStatistics",
+    "RedisStreamBus",
+    "configure_glide_logging",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("anybus.redis._"):
+        _obj.__module__ = __name__
+del _name, _obj

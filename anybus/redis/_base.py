@@ -1,0 +1,193 @@
+"""What the Redis buses share: identity, encoding, sequence tracking, counters, health."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections import OrderedDict
+from contextlib import suppress
+from dataclasses import dataclass
+
+from .._bus import WorkerBus
+from .._dispatch import ErrorHook
+from .._exceptions import BusOverflowError, MessageRejected
+from .._messages import BusMessage
+from .._statistics import OverflowPolicy
+from .._wire import Envelope, RejectionCounter, WireCodec
+from ._client import RedisSettings
+from ._monitor import Health
+
+__all__ = ["RedisStatistics", "RedisTransportBus"]
+
+logger = logging.getLogger("anybus.redis")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisStatistics:
+    """A snapshot of a Redis bus's transport.
+
+    Attributes:
+        connected: whether the last health check reached the server.
+        outages: how many times the server became unreachable.
+        published: messages stored in (or published to) Redis by this bus.
+        publish_failures: sends that reached local subscribers but not Redis.
+        unheard: pub/sub publishes that Redis reported nobody received (a resubscribe gap).
+        received: messages read from Redis, this bus's own included.
+        rejected: input dropped, by reason (``malformed``, ``forged``, ...).
+        inbound_overflow: pub/sub messages dropped because the reader fell behind.
+        gaps: times a sender's sequence numbers jumped (messages lost on the way).
+        missed: messages lost in those gaps.
+        duplicates: messages received again (redelivered after a crash, or retried sends);
+            dropped when ``dedupe`` is on.
+        groups_recreated: stream consumer groups recreated after Redis lost them.
+    """
+
+    connected: bool
+    outages: int
+    published: int
+    publish_failures: int
+    unheard: int
+    received: int
+    rejected: dict[str, int]
+    inbound_overflow: int
+    gaps: int
+    missed: int
+    duplicates: int
+    groups_recreated: int
+
+
+def instance_id(name: str | None, *, incarnation: bool) -> str:
+    """This bus's identity: its name (default: host and pid), and optionally a token that
+    tells two runs of the same name apart."""
+    base = name or f"{socket.gethostname()}-{os.getpid()}"
+    return f"{base}/{secrets.token_hex(4)}" if incarnation else base
+
+
+class RedisTransportBus(WorkerBus):
+    """The common part of :class:`RedisBus` and :class:`RedisStreamBus`."""
+
+    _has_transport = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        codec: WireCodec | None,
+        connect_timeout: float | None,
+        request_timeout: float,
+        health_interval: float,
+        dedupe: int,
+        max_buffer: int | None,
+        overflow: OverflowPolicy | str,
+        exit_drain: float | None,
+        on_handler_error: ErrorHook | None,
+    ) -> None:
+        super().__init__(
+            max_buffer=max_buffer,
+            overflow=overflow,
+            exit_drain=exit_drain,
+            on_handler_error=on_handler_error,
+        )
+        if dedupe < 0:
+            raise ValueError(f"dedupe cannot be negative, got {dedupe!r}")
+        self._settings = RedisSettings.from_url(url, request_timeout=request_timeout)
+        self._instance = instance
+        self._codec = codec if codec is not None else WireCodec()
+        self._connect_timeout = connect_timeout
+        self._health = Health(self._settings, health_interval)
+        self._rejections = RejectionCounter(logger=logger)
+        self._seq = 0
+        self._last_seq: dict[str, int] = {}
+        self._dedupe = dedupe
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._published = self._publish_failures = self._unheard = 0
+        self._received = self._inbound_overflow = self._gaps = self._missed = 0
+        self._duplicates = self._groups_recreated = 0
+
+    @property
+    def instance(self) -> str:
+        """This bus's identity among the buses it talks to."""
+        return self._instance
+
+    def _encode(self, message: BusMessage) -> bytes:
+        self._seq += 1
+        return self._codec.encode(message, sender=self._instance, seq=self._seq)
+
+    def _decode(self, payload: bytes, origin: str) -> Envelope | None:
+        """Decode what came from Redis; count and drop what is refused."""
+        try:
+            envelope = self._codec.decode(payload)
+        except MessageRejected as exc:
+            self._rejections.record(exc, origin=origin)
+            return None
+        self._received += 1
+        return envelope
+
+    def _is_new(self, envelope: Envelope) -> bool:
+        """Track the sender's sequence numbers: report gaps; spot (and maybe drop) repeats."""
+        sender, seq = envelope.sender, envelope.seq
+        last = self._last_seq.get(sender)
+        if last is None or seq > last:
+            self._last_seq[sender] = seq
+        if last is not None and seq > last + 1:
+            missed = seq - last - 1
+            self._gaps += 1
+            self._missed += missed
+            logger.warning(
+                "%r: missed %d message(s) from %s (they were lost on the way: redis was "
+                "unreachable, a subscription lapsed, or a stream lost them)",
+                self,
+                missed,
+                sender,
+            )
+        if not self._dedupe:
+            if last is not None and seq <= last:
+                self._duplicates += 1
+            return True
+        message_id = envelope.message.id
+        if message_id in self._seen:
+            self._duplicates += 1
+            logger.debug("%r: dropped a repeat of %s", self, envelope.message)
+            return False
+        self._seen[message_id] = None
+        if len(self._seen) > self._dedupe:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _deliver_received(self, message: BusMessage) -> None:
+        with suppress(BusOverflowError):  # counted by the subscriptions that refused it
+            await self.deliver(message)
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Wait until the health checks find Redis reachable (or, with ``False``, unreachable).
+
+        Outages are detected by a ping every ``health_interval`` seconds. Cancelling the wait
+        changes nothing.
+        """
+        await self._health.wait_until(connected)
+
+    def transport_statistics(self) -> RedisStatistics:
+        """A snapshot of the transport's counters."""
+        return RedisStatistics(
+            connected=self._health.connected,
+            outages=self._health.outages,
+            published=self._published,
+            publish_failures=self._publish_failures,
+            unheard=self._unheard,
+            received=self._received,
+            rejected=self._rejections.counts,
+            inbound_overflow=self._inbound_overflow,
+            gaps=self._gaps,
+            missed=self._missed,
+            duplicates=self._duplicates,
+            groups_recreated=self._groups_recreated,
+        )
+
+    def _where(self) -> str:
+        return self._settings.address
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, {self._instance!r} on {self._where()}>"

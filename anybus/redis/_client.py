@@ -1,0 +1,324 @@
+"""A thin adapter over valkey-glide: the only module that imports it.
+
+Everything the Redis buses need from a client goes through :class:`RedisClient`, and every
+glide exception is translated here, at one boundary, into :class:`~anybus.TransportError`. A
+second client library could sit behind the same few methods.
+
+Facts about glide this adapter handles:
+
+* ``GlideClient.create()`` without ``lazy_connect`` blocks the event loop until it connects
+  and cannot be cancelled: clients are always created lazily, then pinged.
+* Pub/sub messages are taken with the callback form (``get_pubsub_message()`` is not
+  cancel-safe); glide calls it on the event loop's thread.
+* glide's Rust core logs to stderr unless told otherwise: it is switched off by default
+  (:func:`configure_glide_logging` turns it back on, to a file).
+* A client carries at most ~1,000 requests in flight before failing them: callers cap
+  their concurrency (``MAX_IN_FLIGHT``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from glide import (
+    AdvancedGlideClientConfiguration,
+    BackoffStrategy,
+    GlideClient,
+    GlideClientConfiguration,
+    Logger,
+    LogLevel,
+    NodeAddress,
+    ServerCredentials,
+)
+from glide import ClosingError as GlideClosingError
+from glide import ConnectionError as GlideConnectionError
+from glide import RequestError as GlideRequestError
+from glide import TimeoutError as GlideTimeoutError
+
+from .._exceptions import TransportError
+
+__all__ = [
+    "MAX_IN_FLIGHT",
+    "NoGroupError",
+    "RedisClient",
+    "RedisSettings",
+    "configure_glide_logging",
+]
+
+logger = logging.getLogger("anybus.redis")
+
+#: Requests one client may have in flight; glide fails requests beyond ~1,000.
+MAX_IN_FLIGHT = 500
+
+_glide_logging_configured = False
+
+
+def configure_glide_logging(level: str = "off", file_name: str | None = None) -> None:
+    """Set the log level of glide's Rust core (``"off"``, ``"error"``, ``"warn"``, ``"info"``,
+    ``"debug"``), logging to ``file_name`` (by default, glide's own choice).
+
+    anybus switches it off on first use unless this was called before.
+    """
+    global _glide_logging_configured
+    levels = {
+        "off": LogLevel.OFF,
+        "error": LogLevel.ERROR,
+        "warn": LogLevel.WARN,
+        "info": LogLevel.INFO,
+        "debug": LogLevel.DEBUG,
+    }
+    try:
+        chosen = levels[level]
+    except KeyError:
+        raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}") from None
+    Logger.set_logger_config(chosen, file_name)
+    _glide_logging_configured = True
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where and how to connect, parsed from a ``redis://`` or ``rediss://`` URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    database: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    #: Seconds a request may take before glide gives up on it (it may still have happened).
+    request_timeout: float = 1.0
+    #: Reconnection backoff: the first delay, its growth per attempt, how many attempts grow
+    #: it, and the jitter (percent) applied to each delay.
+    reconnect_first_delay: float = 0.05
+    reconnect_growth: int = 2
+    reconnect_steps: int = 6
+    reconnect_jitter: int = 20
+    #: How often glide re-checks its pub/sub subscriptions after a reconnect, in seconds.
+    resubscribe_interval: float = 0.25
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisSettings:
+        """Parse ``redis://[user[:password]@]host[:port][/db]`` (``rediss://`` for TLS).
+
+        Raises:
+            ValueError: if the URL is not a redis URL.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"url must start with redis:// or rediss://, got {url!r}")
+        database = parts.path.lstrip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"the database in the url must be a number, got {database!r}")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            database=int(database or 0),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "rediss",
+            **options,
+        )
+
+    @property
+    def address(self) -> str:
+        """``host:port``, for messages."""
+        return f"{self.host}:{self.port}"
+
+
+class NoGroupError(TransportError):
+    """Raised when a stream or its consumer group does not exist (any more): a server that
+    restarted without persistence lost them."""
+
+
+class _GroupExistsError(TransportError):
+    """The consumer group to create exists already."""
+
+
+@contextmanager
+def map_errors(action: str, settings: RedisSettings) -> Iterator[None]:
+    """Translate glide's exceptions raised inside the block into :class:`TransportError`."""
+    try:
+        yield
+    except GlideTimeoutError as exc:
+        raise TransportError(
+            f"redis at {settings.address} did not answer {action} within "
+            f"{settings.request_timeout} s (it may still have happened)"
+        ) from exc
+    except GlideConnectionError as exc:
+        raise TransportError(
+            f"cannot reach redis at {settings.address} for {action}: is the server running?"
+        ) from exc
+    except GlideClosingError as exc:
+        raise TransportError(f"the redis client was closed during {action}") from exc
+    except GlideRequestError as exc:
+        text = str(exc)
+        if "NOGROUP" in text:
+            raise NoGroupError(f"redis at {settings.address}: {text}") from exc
+        if "BUSYGROUP" in text:
+            raise _GroupExistsError(text) from exc
+        raise TransportError(f"redis at {settings.address} refused {action}: {exc}") from exc
+
+
+class RedisClient:
+    """One glide client: commands, and optionally a pub/sub subscription with a callback."""
+
+    def __init__(self, settings: RedisSettings, glide_client: GlideClient) -> None:
+        self.settings = settings
+        self._client = glide_client
+
+    @classmethod
+    async def create(
+        cls,
+        settings: RedisSettings,
+        *,
+        name: str,
+        channels: Sequence[str] = (),
+        on_message: Callable[[bytes], None] | None = None,
+    ) -> RedisClient:
+        """Create a client lazily (no I/O yet: glide connects on the first command).
+
+        With ``channels``, the client subscribes to them and calls ``on_message(payload)``
+        for each message, on the event loop's thread; glide resubscribes after reconnects.
+        """
+        if not _glide_logging_configured:
+            configure_glide_logging("off")
+        subscriptions = None
+        if channels:
+            assert on_message is not None
+            callback = on_message
+
+            def deliver(message: Any, context: Any) -> None:
+                callback(message.message)
+
+            subscriptions = GlideClientConfiguration.PubSubSubscriptions(
+                channels_and_patterns={
+                    GlideClientConfiguration.PubSubChannelModes.Exact: set(channels)
+                },
+                callback=deliver,
+                context=None,
+            )
+        credentials = None
+        if settings.password is not None:
+            credentials = ServerCredentials(password=settings.password, username=settings.username)
+        configuration = GlideClientConfiguration(
+            [NodeAddress(settings.host, settings.port)],
+            use_tls=settings.tls,
+            credentials=credentials,
+            database_id=settings.database or None,
+            client_name=name,
+            request_timeout=int(settings.request_timeout * 1000),
+            reconnect_strategy=BackoffStrategy(
+                num_of_retries=settings.reconnect_steps,
+                factor=max(1, int(settings.reconnect_first_delay * 1000)),
+                exponent_base=settings.reconnect_growth,
+                jitter_percent=settings.reconnect_jitter,
+            ),
+            pubsub_subscriptions=subscriptions,
+            lazy_connect=True,
+            advanced_config=AdvancedGlideClientConfiguration(
+                pubsub_reconciliation_interval=max(1, int(settings.resubscribe_interval * 1000))
+            ),
+        )
+        with map_errors("the connection", settings):
+            client = await GlideClient.create(configuration)
+        return cls(settings, client)
+
+    async def ping(self) -> None:
+        """Round trip to the server.
+
+        Raises:
+            TransportError: if it is unreachable or does not answer in time.
+        """
+        with map_errors("PING", self.settings):
+            await self._client.ping()
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """PUBLISH; return how many subscribers received it (0 during a resubscribe gap)."""
+        with map_errors("PUBLISH", self.settings):
+            return int(await self._client.publish(payload, channel))
+
+    async def command(self, *args: str | bytes) -> Any:
+        """Run any command (``XADD``, ``XREADGROUP``, ...) and return glide's answer."""
+        with map_errors(str(args[0]) if args else "a command", self.settings):
+            return await self._client.custom_command(list(args))
+
+    async def add(self, stream: str, payload: bytes, *, max_len: int) -> str:
+        """XADD ``payload`` to ``stream``, trimming it to about ``max_len`` entries; return
+        the entry id."""
+        reply = await self.command("XADD", stream, "MAXLEN", "~", str(max_len), "*", "m", payload)
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    async def create_group(self, stream: str, group: str, start: str) -> bool:
+        """Create the consumer group (and the stream) unless it exists; return whether it
+        was created."""
+        try:
+            await self.command("XGROUP", "CREATE", stream, group, start, "MKSTREAM")
+        except _GroupExistsError:
+            return False
+        return True
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        pending: bool,
+        count: int,
+        block: float,
+    ) -> list[tuple[str, bytes | None]]:
+        """XREADGROUP: new entries (``pending=False``), or the ones delivered to
+        ``consumer`` before and not yet acknowledged. Blocks up to ``block`` seconds for new
+        ones. An entry trimmed since it was delivered comes back with ``None``.
+
+        Raises:
+            NoGroupError: if the stream or the group is gone.
+        """
+        reply = await self.command(
+            "XREADGROUP",
+            "GROUP",
+            group,
+            consumer,
+            "COUNT",
+            str(count),
+            "BLOCK",
+            str(max(1, int(block * 1000))),
+            "STREAMS",
+            stream,
+            "0" if pending else ">",
+        )
+        entries: list[tuple[str, bytes | None]] = []
+        if not reply:
+            return entries
+        streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
+        for stream_entries in streams:
+            items = stream_entries.items() if isinstance(stream_entries, dict) else stream_entries
+            for entry_id, fields in items:
+                payload = None
+                if fields:
+                    flat = (
+                        [value for pair in fields for value in pair]
+                        if isinstance(fields[0], list)
+                        else list(fields)
+                    )
+                    payload = flat[1] if len(flat) >= 2 else None
+                key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                entries.append((key, payload))
+        return entries
+
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
+        """XACK the entries."""
+        if entry_ids:
+            await self.command("XACK", stream, group, *entry_ids)
+
+    async def close(self) -> None:
+        """Close the client; errors on the way are logged, not raised."""
+        try:
+            await self._client.close()
+        except Exception as exc:  # closing is best effort
+            logger.debug("closing the redis client failed: %r", exc)

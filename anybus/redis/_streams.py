@@ -1,0 +1,264 @@
+"""RedisStreamBus: the bus carried over a Redis stream (durable, at-least-once)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from typing import final
+
+from anyio import CancelScope, CapacityLimiter, create_task_group, fail_after, move_on_after, sleep
+from anyio.abc import TaskStatus
+
+from .._dispatch import ErrorHook
+from .._exceptions import TransportError
+from .._messages import BusMessage
+from .._statistics import OverflowPolicy
+from .._wire import WireCodec
+from ._base import RedisTransportBus, instance_id
+from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient
+
+__all__ = ["RedisStreamBus"]
+
+logger = logging.getLogger("anybus.redis")
+
+#: Longest pause between two tries of a send or a read while Redis is away, in seconds.
+MAX_RETRY_DELAY = 1.0
+
+
+@final
+class RedisStreamBus(RedisTransportBus):
+    """A bus carried over a Redis stream: durable and at-least-once.
+
+    Every message is added to the stream (``XADD``). Each bus instance reads it through a
+    consumer group of its own, named after the instance, so every instance receives every
+    message, and acknowledges an entry only once the message is in its subscribers' inboxes.
+    An instance that disconnects, or whose process restarts under the same ``name``, resumes
+    where it left off: entries it had been given but not acknowledged are given again.
+
+    ``send()`` returns only once Redis has stored the message; while Redis is away it retries
+    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`. A retry
+    after a timeout may store a message twice, and a crash may deliver one twice: with
+    ``dedupe`` (on by default) a bus drops messages whose id it has seen recently.
+
+    The stream is trimmed to about ``max_len`` entries as messages are added, so Redis memory
+    stays bounded; an instance that falls further behind than that loses the oldest entries,
+    which its peers' sequence numbers reveal as gaps (counted and logged). Messages sent by
+    this bus reach its own subscribers directly, as with :class:`RedisBus`.
+
+    Args:
+        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS.
+        stream: the stream's key.
+        name: this instance's name, which names its consumer group: keep it stable across
+            restarts to resume (default: host and process id).
+        max_len: the approximate length the stream is trimmed to.
+        send_deadline: seconds a send may keep retrying while Redis is away.
+        dedupe: remember the ids of this many recent messages and drop repeats (0: off).
+        read_batch: entries read at a time.
+        codec, connect_timeout, request_timeout, health_interval: as for :class:`RedisBus`.
+        max_buffer, overflow, exit_drain, on_handler_error: as for :class:`~anybus.WorkerBus`.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379",
+        *,
+        stream: str = "anybus",
+        name: str | None = None,
+        codec: WireCodec | None = None,
+        connect_timeout: float | None = 5.0,
+        request_timeout: float = 1.0,
+        health_interval: float = 0.5,
+        max_len: int = 100_000,
+        send_deadline: float = 10.0,
+        dedupe: int = 10_000,
+        read_batch: int = 100,
+        max_buffer: int | None = None,
+        overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        exit_drain: float | None = 5.0,
+        on_handler_error: ErrorHook | None = None,
+    ) -> None:
+        group = name or f"{socket.gethostname()}-{os.getpid()}"
+        super().__init__(
+            url,
+            # The sender id carries an incarnation token, so a restarted instance's sequence
+            # numbers start afresh without looking like repeats to its peers.
+            instance=instance_id(group, incarnation=True),
+            codec=codec,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            health_interval=health_interval,
+            dedupe=dedupe,
+            max_buffer=max_buffer,
+            overflow=overflow,
+            exit_drain=exit_drain,
+            on_handler_error=on_handler_error,
+        )
+        if max_len < 1:
+            raise ValueError(f"max_len must be at least 1, got {max_len!r}")
+        if send_deadline < 0:
+            raise ValueError(f"send_deadline cannot be negative, got {send_deadline!r}")
+        if read_batch < 1:
+            raise ValueError(f"read_batch must be at least 1, got {read_batch!r}")
+        self._stream = stream
+        self._group = group
+        self._max_len = max_len
+        self._send_deadline = send_deadline
+        self._read_batch = read_batch
+        self._writer: RedisClient | None = None
+        self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
+
+    @property
+    def stream(self) -> str:
+        """The stream's key."""
+        return self._stream
+
+    @property
+    def group(self) -> str:
+        """This instance's consumer group (and consumer) name."""
+        return self._group
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def publish(self, message: BusMessage) -> None:
+        """Deliver ``message`` to this bus's subscribers, then store it in the stream.
+
+        Returns once Redis has stored it. Cancel-safe in the sense that matters: a cancelled
+        send may or may not have been stored, and is never reported as stored.
+
+        Raises:
+            SerializationError: if the message cannot be encoded (nothing was delivered).
+            TransportError: if Redis did not store it within ``send_deadline`` seconds; the
+                local subscribers have it, the other buses do not.
+        """
+        payload = self._encode(message)
+        await self.deliver(message)
+        await self._store(payload)
+
+    async def _store(self, payload: bytes) -> None:
+        writer = self._writer
+        if writer is None:
+            self._publish_failures += 1
+            raise TransportError(
+                f"{self!r} is not connected (run it first): delivered to local subscribers only"
+            )
+        delay = 0.05
+        last_error: TransportError | None = None
+        with move_on_after(self._send_deadline):
+            while True:
+                try:
+                    async with self._limiter:
+                        await writer.add(self._stream, payload, max_len=self._max_len)
+                except TransportError as exc:
+                    last_error = exc
+                    await sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+                    continue
+                self._published += 1
+                return
+        self._publish_failures += 1
+        raise TransportError(
+            f"redis did not store the message within {self._send_deadline} s; delivered to "
+            f"local subscribers only"
+        ) from last_error
+
+    # --- the transport ----------------------------------------------------------------------
+
+    async def _serve_transport(self, *, task_status: TaskStatus[None]) -> None:
+        name = self._instance.replace("/", "-")
+        writer = await RedisClient.create(self._settings, name=f"anybus-write-{name}")
+        # A blocking XREADGROUP holds its connection: the reader has a client of its own.
+        reader = await RedisClient.create(self._settings, name=f"anybus-read-{name}")
+        try:
+            await self._health.wait_for_server(writer, self._connect_timeout)
+            created = await self._ensure_group(reader)
+            logger.debug(
+                "%r: consumer group %r %s", self, self._group, "created" if created else "resumed"
+            )
+            async with create_task_group() as task_group:
+                task_group.start_soon(self._read, reader, name="anybus redis stream reader")
+                task_group.start_soon(self._health.watch, writer, name="anybus redis health")
+                self._writer = writer
+                task_status.started()
+        finally:
+            self._writer = None
+            with CancelScope(shield=True), move_on_after(2):
+                await writer.close()
+                # Also ends a read the cancellation left blocked on the server.
+                await reader.close()
+
+    async def _ensure_group(self, client: RedisClient) -> bool:
+        timeout = math.inf if self._connect_timeout is None else self._connect_timeout
+        with fail_after(timeout):
+            while True:
+                try:
+                    return await client.create_group(self._stream, self._group, "$")
+                except TransportError:
+                    await sleep(0.05)
+
+    async def _read(self, client: RedisClient) -> None:
+        pending = True  # first, what was given to this consumer before and never acknowledged
+        delay = 0.05
+        while True:
+            try:
+                entries = await client.read_group(
+                    self._stream,
+                    self._group,
+                    self._group,
+                    pending=pending,
+                    count=self._read_batch,
+                    block=min(1.0, max(0.05, self._settings.request_timeout / 2)),
+                )
+            except NoGroupError:
+                await self._recreate_group(client)
+                pending = False
+                continue
+            except TransportError as exc:
+                logger.debug("%r: reading the stream failed: %s", self, exc)
+                # A read whose answer was lost still gave its entries to this consumer: read
+                # what is pending first when the connection is back.
+                pending = True
+                await sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            delay = 0.05
+            if pending and not entries:
+                pending = False
+                continue
+            done: list[str] = []
+            for entry_id, payload in entries:
+                if payload is not None:
+                    envelope = self._decode(payload, self._stream)
+                    if (
+                        envelope is not None
+                        and envelope.sender != self._instance
+                        and self._is_new(envelope)
+                    ):
+                        await self._deliver_received(envelope.message)
+                done.append(entry_id)
+            try:
+                await client.ack(self._stream, self._group, done)
+            except TransportError as exc:
+                # Not acknowledged: they will be given again, and dropped as repeats.
+                logger.debug("%r: acknowledging failed: %s", self, exc)
+                pending = True
+
+    async def _recreate_group(self, client: RedisClient) -> None:
+        while True:
+            try:
+                await client.create_group(self._stream, self._group, "0")
+            except TransportError:
+                await sleep(0.05)
+                continue
+            break
+        self._groups_recreated += 1
+        logger.warning(
+            "%r: redis lost the stream %r or its consumer group (a restart without "
+            "persistence?): recreated it; what was lost shows up as gaps",
+            self,
+            self._stream,
+        )
+
+    def _where(self) -> str:
+        return f"stream {self._stream!r} on {self._settings.address}"

@@ -1,0 +1,164 @@
+"""Real Redis servers for the tests: the shared one, and private ones a test may kill.
+
+The shared server (``ANYBUS_REDIS_URL``, default ``redis://127.0.0.1:6379``) is never stopped
+by a test. Tests that kill or restart Redis start their own ``redis-server`` on a free port.
+Without a reachable server the Redis tests skip with the reason, except under CI (``CI`` set),
+where a skipped Redis test would hide a broken set-up, so they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+
+SHARED_URL = os.environ.get("ANYBUS_REDIS_URL", "redis://127.0.0.1:6379")
+READY_LINE = "Ready to accept connections"
+
+
+def ping(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether a Redis server answers PING at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip with ``reason`` if not ``condition``; under CI, fail instead."""
+    if condition:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI runs every Redis test: a skip would hide a broken set-up)")
+    pytest.skip(reason)
+
+
+def shared_redis_url() -> str:
+    parts = urlsplit(SHARED_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    require(ping(host, port), f"no Redis server answers at {host}:{port}")
+    return SHARED_URL
+
+
+def _drain(stream: IO[str]) -> None:
+    with stream:
+        for _ in stream:
+            pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port, which a test may kill and restart.
+
+    With ``persistent=True`` it writes an append-only file synced on every write, so a
+    restart keeps what was acknowledged.
+    """
+
+    def __init__(self, *, persistent: bool = False) -> None:
+        binary = shutil.which("redis-server")
+        require(binary is not None, "redis-server is not installed")
+        assert binary is not None
+        self.binary = binary
+        self.port = free_port()
+        self.persistent = persistent
+        self.directory = Path(tempfile.mkdtemp(prefix="anybus-redis-"))
+        self.process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the server and return once it accepts connections."""
+        assert self.process is None
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--appendonly", "no"]
+        )
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                "",
+                *persistence,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        stdout = self.process.stdout
+        assert stdout is not None
+        # Synchronise on the server's own word rather than polling or sleeping.
+        for line in stdout:
+            if READY_LINE in line:
+                # Keep reading its output so that the pipe never fills up and blocks it.
+                self._reader = threading.Thread(target=_drain, args=(stdout,), daemon=True)
+                self._reader.start()
+                return
+        raise RuntimeError(f"redis-server on port {self.port} exited before it was ready")
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): nothing is flushed that was not already."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            if self._reader is not None:
+                self._reader.join(timeout=30)
+                self._reader = None
+            elif self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def private_server(persistent: bool = False) -> Iterator[RedisServer]:
+    server = RedisServer(persistent=persistent)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def wait_until(predicate: Callable[[], bool], *, interval: float = 0.01) -> None:
+    """Wait until ``predicate()`` holds, checking every ``interval`` seconds.
+
+    Only for state that nothing signals: what a Redis server or another process does is seen
+    through counters alone. Bound it with ``anyio.fail_after``.
+    """
+    while not predicate():  # noqa: ASYNC110 - nothing signals it: polling is the only way
+        await anyio.sleep(interval)

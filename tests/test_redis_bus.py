@@ -1,0 +1,309 @@
+"""RedisBus against real Redis servers: the conformance suite, hostile input, and faults."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio import to_thread
+
+from anybus import (
+    BusCancelMessage,
+    BusCancelWorkerMessage,
+    BusDataMessage,
+    BusEndWorkerMessage,
+    BusJobRequestMessage,
+    BusJobResponseMessage,
+    BusJobUpdateMessage,
+    BusMessage,
+    BusWorkerReadyMessage,
+    SerializationError,
+    TransportError,
+    WireCodec,
+)
+from anybus.redis import RedisBus
+from anybus.redis._client import RedisClient, RedisSettings
+from anybus.testing import RecordingSubscriber
+from anybus.testing.conformance import BusFactory, NetworkBusConformance
+
+from .redis_support import RedisServer, free_port, private_server, shared_redis_url, wait_until
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 15
+
+
+def channel_name() -> str:
+    return f"anybus-test-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url: str = shared_redis_url()
+    return url
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    yield from private_server()
+
+
+class TestRedisBusConformance(NetworkBusConformance):
+    @pytest.fixture
+    def bus_factory(self, redis_url: str) -> BusFactory:
+        channel = channel_name()
+        return lambda: RedisBus(redis_url, channel=channel)
+
+
+async def raw_publish(url: str, channel: str, payload: bytes) -> None:
+    client = await RedisClient.create(RedisSettings.from_url(url), name="anybus-test-raw")
+    try:
+        await client.publish(channel, payload)
+    finally:
+        await client.close()
+
+
+async def test_hostile_input_is_counted_and_dropped(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anybus")
+    channel = channel_name()
+    recorder = RecordingSubscriber("r")
+    async with (
+        RedisBus(redis_url, channel=channel) as receiver,
+        RedisBus(redis_url, channel=channel) as sender,
+    ):
+        await receiver.subscribe(recorder)
+        for payload in (b"", b"\x00\xff garbage", b'{"v": 1, "type": "os.system"}', b"{" * 10):
+            await raw_publish(redis_url, channel, payload)
+        await sender.send(after := BusDataMessage(source="t"))
+        with anyio.fail_after(TIMEOUT):
+            await recorder.wait_for(lambda seen: after in seen)
+        rejected = receiver.transport_statistics().rejected
+        assert sum(rejected.values()) == 4
+    assert [m.id for m in recorder.messages] == [after.id]
+    assert "rejected 1 message(s) as malformed" in caplog.text
+
+
+async def test_forged_messages_are_rejected_when_signing(redis_url: str) -> None:
+    channel = channel_name()
+    recorder = RecordingSubscriber("r")
+    trusted = WireCodec(signing_keys={"k1": b"s" * 32}, signing_key_id="k1")
+    forger = WireCodec(signing_keys={"k1": b"x" * 32}, signing_key_id="k1")
+    unsigned = WireCodec()
+    async with RedisBus(redis_url, channel=channel, codec=trusted) as receiver:
+        await receiver.subscribe(recorder)
+        for codec in (forger, unsigned):
+            payload = codec.encode(BusDataMessage(source="evil"), sender="evil/1", seq=1)
+            await raw_publish(redis_url, channel, payload)
+        async with RedisBus(redis_url, channel=channel, codec=trusted) as sender:
+            await sender.send(good := BusDataMessage(source="t"))
+            with anyio.fail_after(TIMEOUT):
+                await recorder.wait_for(lambda seen: good in seen)
+        rejected = receiver.transport_statistics().rejected
+    assert [m.id for m in recorder.messages] == [good.id]
+    assert rejected == {"forged": 1, "unsigned": 1}
+
+
+async def test_a_message_that_cannot_be_encoded_is_refused_before_delivery(
+    redis_url: str,
+) -> None:
+    class Unregistered(BusDataMessage):
+        pass
+
+    recorder = RecordingSubscriber("r")
+    async with RedisBus(redis_url, channel=channel_name()) as bus:
+        await bus.subscribe(recorder)
+        with pytest.raises(SerializationError):
+            await bus.send(Unregistered(source="t"))
+        await bus.wait_idle()
+    assert recorder.messages == []
+
+
+async def test_a_server_absent_at_start_is_a_clear_error() -> None:
+    port = free_port()
+    bus = RedisBus(f"redis://127.0.0.1:{port}", channel=channel_name(), connect_timeout=0.5)
+    with pytest.raises(TransportError, match=f"redis at 127.0.0.1:{port} is unreachable after"):
+        async with bus:
+            pass  # pragma: no cover
+    assert not bus.running
+
+
+async def test_the_bus_can_wait_for_a_server_that_comes_later() -> None:
+    server = RedisServer()
+    try:
+        bus = RedisBus(server.url, channel=channel_name(), connect_timeout=None)
+        recorder = RecordingSubscriber("r")
+        await bus.subscribe(recorder)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(to_thread.run_sync, server.start)
+            with anyio.fail_after(TIMEOUT):
+                async with bus:
+                    await bus.send(message := BusDataMessage(source="t"))
+                    await bus.wait_idle()
+        assert recorder.messages == [message]
+    finally:
+        server.close()
+
+
+async def test_local_delivery_survives_an_outage_and_the_gap_is_reported(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = channel_name()
+    near, far = RecordingSubscriber("near"), RecordingSubscriber("far")
+    async with (
+        RedisBus(server.url, channel=channel, health_interval=0.05) as sender,
+        RedisBus(server.url, channel=channel, health_interval=0.05) as receiver,
+    ):
+        await sender.subscribe(near)
+        await receiver.subscribe(far)
+        await sender.send(before := BusDataMessage(source="t"))
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for(lambda seen: before in seen)
+
+        await to_thread.run_sync(server.kill)
+        lost = BusDataMessage(source="t")
+        with pytest.raises(TransportError, match="delivered to local subscribers only"):
+            await sender.send(lost)
+        await sender.wait_idle()
+        assert lost in near.messages  # local delivery does not need Redis
+
+        await to_thread.run_sync(server.start)
+        with anyio.fail_after(TIMEOUT):
+            # Keep sending until the receiver hears again (its subscription comes back).
+            while True:
+                with contextlib.suppress(TransportError):
+                    await sender.send(after := BusDataMessage(source="t"))
+                with anyio.move_on_after(0.2):
+                    await far.wait_for(lambda seen: after in seen)
+                    break
+        stats = receiver.transport_statistics()
+        assert stats.gaps >= 1
+        assert stats.missed >= 1
+        assert sender.transport_statistics().publish_failures >= 1
+    assert lost not in far.messages
+    assert "missed" in caplog.text
+
+
+async def test_outages_are_detected_and_counted(server: RedisServer) -> None:
+    async with RedisBus(server.url, channel=channel_name(), health_interval=0.05) as bus:
+        assert bus.transport_statistics().connected
+        await to_thread.run_sync(server.kill)
+        with anyio.fail_after(TIMEOUT):
+            await bus.wait_connected(False)
+        await to_thread.run_sync(server.start)
+        with anyio.fail_after(TIMEOUT):
+            await bus.wait_connected()
+        assert bus.transport_statistics().outages == 1
+
+
+async def test_a_killed_client_reconnects_and_resubscribes(redis_url: str) -> None:
+    channel = channel_name()
+    far = RecordingSubscriber("far")
+    async with (
+        RedisBus(redis_url, channel=channel) as receiver,
+        RedisBus(redis_url, channel=channel) as sender,
+    ):
+        await receiver.subscribe(far)
+        admin = await RedisClient.create(RedisSettings.from_url(redis_url), name="anybus-admin")
+        try:
+            # Every client of the receiver (its publisher and its subscriber) is cut off.
+            suffix = receiver.instance.replace("/", "-")
+            listing = await admin.command("CLIENT", "LIST")
+            text = listing.decode() if isinstance(listing, bytes) else str(listing)
+            ids = [
+                fields["id"]
+                for fields in (
+                    dict(item.split("=", 1) for item in line.split() if "=" in item)
+                    for line in text.splitlines()
+                )
+                if fields.get("name", "").endswith(suffix)
+            ]
+            assert len(ids) == 2
+            for client_id in ids:
+                assert await admin.command("CLIENT", "KILL", "ID", client_id) == 1
+        finally:
+            await admin.close()
+        with anyio.fail_after(TIMEOUT):
+            while True:
+                with contextlib.suppress(TransportError):
+                    await sender.send(message := BusDataMessage(source="t"))
+                with anyio.move_on_after(0.2):
+                    await far.wait_for(lambda seen: message in seen)
+                    break
+
+
+async def test_a_slow_receiver_drops_what_overflows_its_reader(redis_url: str) -> None:
+    channel = channel_name()
+    release = anyio.Event()
+
+    async def stuck(message: BusMessage) -> None:
+        await release.wait()
+
+    far = RecordingSubscriber("far", handler=stuck)
+    async with (
+        RedisBus(redis_url, channel=channel, inbound_buffer=5, max_buffer=1) as receiver,
+        RedisBus(redis_url, channel=channel) as sender,
+    ):
+        await receiver.subscribe(far)
+        for _ in range(50):
+            await sender.send(BusDataMessage(source="t"))
+        await sender.send(last := BusCancelMessage(source="t"))
+        with anyio.fail_after(TIMEOUT):
+            await wait_until(lambda: receiver.transport_statistics().inbound_overflow > 0)
+        release.set()
+        await receiver.stop(drain=TIMEOUT)
+    stats = receiver.transport_statistics()
+    assert stats.inbound_overflow > 0
+    assert len(far.messages) + stats.inbound_overflow <= 51
+    del last
+
+
+PEER = Path(__file__).with_name("peer_worker.py")
+
+
+async def test_two_processes_on_different_backends(redis_url: str, anyio_backend: str) -> None:
+    other = "trio" if anyio_backend == "asyncio" else "asyncio"
+    channel = channel_name()
+    runner = RecordingSubscriber("runner", accepts=lambda m: m.target == "runner")
+
+    def responses(seen: Sequence[BusMessage]) -> list[BusJobResponseMessage]:
+        return [m for m in seen if isinstance(m, BusJobResponseMessage)]
+
+    async with RedisBus(redis_url, channel=channel, name="runner") as bus:
+        await bus.subscribe(runner)
+        process = await anyio.open_process([sys.executable, str(PEER), other, redis_url, channel])
+        try:
+            with anyio.fail_after(60):
+                await runner.wait_for(
+                    lambda seen: any(isinstance(m, BusWorkerReadyMessage) for m in seen)
+                )
+                first = BusJobRequestMessage(source="runner", target="peer", job_id="job-1")
+                await bus.send(first)
+                await runner.wait_for(
+                    lambda seen: any(isinstance(m, BusJobUpdateMessage) for m in seen)
+                )
+                # job-1 is blocked in the peer; queue two more behind it, then the cancel.
+                for job_id in ("job-2", "job-3"):
+                    await bus.send(
+                        BusJobRequestMessage(source="runner", target="peer", job_id=job_id)
+                    )
+                await bus.send(BusCancelWorkerMessage(source="runner", target="peer"))
+                await runner.wait_for(lambda seen: len(responses(seen)) == 3)
+                await bus.send(BusEndWorkerMessage(source="runner", target="peer"))
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
+    final = {m.job_id: m.response for m in responses(runner.messages)}
+    assert final["job-3"] == {
+        "order": ["job-1", "cancel", "job-2", "job-3"],  # the cancel overtook job-2 and job-3
+        "backend": other,
+    }
