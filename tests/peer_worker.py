@@ -1,5 +1,5 @@
 """A worker in another process, for the cross-process tests: ``python peer_worker.py BACKEND URL
-CHANNEL``.
+CHANNEL [pubsub|stream]``.
 
 It announces itself with ``BusWorkerReadyMessage``, then handles jobs addressed to ``peer``:
 the first job blocks until a ``BusCancelWorkerMessage`` (a system message) arrives, which must
@@ -25,11 +25,11 @@ from anybus import (
     BusWorkerReadyMessage,
     JobStatus,
 )
-from anybus.redis import RedisBus
+from anybus.redis import RedisBus, RedisStreamBus
 
 
 class Peer(BusSubscriber):
-    def __init__(self, bus: RedisBus) -> None:
+    def __init__(self, bus: RedisBus | RedisStreamBus) -> None:
         self.name = "peer"
         self.bus = bus
         self.order: list[str] = []
@@ -65,8 +65,13 @@ class Peer(BusSubscriber):
             self.done.set()
 
 
-async def main(url: str, channel: str) -> None:
-    async with RedisBus(url, channel=channel, name="peer") as bus:
+async def main(url: str, channel: str, kind: str) -> None:
+    bus: RedisBus | RedisStreamBus
+    if kind == "stream":
+        bus = RedisStreamBus(url, stream=channel, name="peer")
+    else:
+        bus = RedisBus(url, channel=channel, name="peer")
+    async with bus:
         peer = Peer(bus)
         await bus.subscribe(peer)
         await bus.send(BusWorkerReadyMessage(source="peer", target="runner", runner="test"))
@@ -76,4 +81,5 @@ async def main(url: str, channel: str) -> None:
 
 if __name__ == "__main__":
     backend, url, channel = sys.argv[1:4]
-    anyio.run(partial(main, url, channel), backend=backend)
+    kind = sys.argv[4] if len(sys.argv) > 4 else "pubsub"
+    anyio.run(partial(main, url, channel, kind), backend=backend)

@@ -27,7 +27,7 @@ from anybus import (
     TransportError,
     WireCodec,
 )
-from anybus.redis import RedisBus
+from anybus.redis import RedisBus, RedisStreamBus
 from anybus.redis._client import RedisClient, RedisSettings
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
@@ -268,17 +268,27 @@ async def test_a_slow_receiver_drops_what_overflows_its_reader(redis_url: str) -
 PEER = Path(__file__).with_name("peer_worker.py")
 
 
-async def test_two_processes_on_different_backends(redis_url: str, anyio_backend: str) -> None:
+@pytest.mark.parametrize("kind", ["pubsub", "stream"])
+async def test_two_processes_on_different_backends(
+    redis_url: str, anyio_backend: str, kind: str
+) -> None:
     other = "trio" if anyio_backend == "asyncio" else "asyncio"
     channel = channel_name()
+    bus: RedisBus | RedisStreamBus
+    if kind == "stream":
+        bus = RedisStreamBus(redis_url, stream=channel, name="runner")
+    else:
+        bus = RedisBus(redis_url, channel=channel, name="runner")
     runner = RecordingSubscriber("runner", accepts=lambda m: m.target == "runner")
 
     def responses(seen: Sequence[BusMessage]) -> list[BusJobResponseMessage]:
         return [m for m in seen if isinstance(m, BusJobResponseMessage)]
 
-    async with RedisBus(redis_url, channel=channel, name="runner") as bus:
+    async with bus:
         await bus.subscribe(runner)
-        process = await anyio.open_process([sys.executable, str(PEER), other, redis_url, channel])
+        process = await anyio.open_process(
+            [sys.executable, str(PEER), other, redis_url, channel, kind]
+        )
         try:
             with anyio.fail_after(60):
                 await runner.wait_for(
