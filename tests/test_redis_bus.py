@@ -317,3 +317,15 @@ async def test_two_processes_on_different_backends(
         "order": ["job-1", "cancel", "job-2", "job-3"],  # the cancel overtook job-2 and job-3
         "backend": other,
     }
+
+
+async def test_a_ready_configuration_can_replace_the_url(redis_url: str) -> None:
+    settings = RedisSettings.from_url(redis_url, request_timeout=2.0)
+    recorder = RecordingSubscriber("r")
+    async with RedisBus(settings, channel=channel_name()) as bus:
+        await bus.subscribe(recorder)
+        await bus.send(message := BusDataMessage(source="t"))
+        await bus.wait_idle()
+    assert recorder.messages == [message]
+    with pytest.raises(ValueError, match="url must start with redis:// or rediss://"):
+        RedisBus("http://127.0.0.1:6379")

@@ -72,7 +72,7 @@ class RedisTransportBus(WorkerBus):
 
     def __init__(
         self,
-        url: str,
+        url: str | RedisSettings,
         *,
         instance: str,
         codec: WireCodec | None,
@@ -93,7 +93,10 @@ class RedisTransportBus(WorkerBus):
         )
         if dedupe < 0:
             raise ValueError(f"dedupe cannot be negative, got {dedupe!r}")
-        self._settings = RedisSettings.from_url(url, request_timeout=request_timeout)
+        if isinstance(url, RedisSettings):
+            self._settings = url
+        else:
+            self._settings = RedisSettings.from_url(url, request_timeout=request_timeout)
         self._instance = instance
         self._codec = codec if codec is not None else WireCodec()
         self._connect_timeout = connect_timeout

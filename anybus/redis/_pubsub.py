@@ -27,7 +27,7 @@ from .._messages import BusMessage, BusSystemMessage
 from .._statistics import OverflowPolicy
 from .._wire import WireCodec
 from ._base import RedisTransportBus, instance_id
-from ._client import MAX_IN_FLIGHT, RedisClient
+from ._client import MAX_IN_FLIGHT, RedisClient, RedisSettings
 
 __all__ = ["RedisBus"]
 
@@ -51,7 +51,8 @@ class RedisBus(RedisTransportBus):
     Redis is away.
 
     Args:
-        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS.
+        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS; or a
+            ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
         channel: the pub/sub channel the buses share.
         name: this bus instance's name on the channel (default: host and process id).
         codec: how messages are encoded (serializer, registry, size limit, signing).
@@ -67,7 +68,7 @@ class RedisBus(RedisTransportBus):
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379",
+        url: str | RedisSettings = "redis://127.0.0.1:6379",
         *,
         channel: str = "anybus",
         name: str | None = None,

@@ -17,7 +17,7 @@ from .._messages import BusMessage
 from .._statistics import OverflowPolicy
 from .._wire import WireCodec
 from ._base import RedisTransportBus, instance_id
-from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient
+from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
 
 __all__ = ["RedisStreamBus"]
 
@@ -48,7 +48,8 @@ class RedisStreamBus(RedisTransportBus):
     this bus reach its own subscribers directly, as with :class:`RedisBus`.
 
     Args:
-        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS.
+        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS; or a
+            ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
         stream: the stream's key.
         name: this instance's name, which names its consumer group: keep it stable across
             restarts to resume (default: host and process id).
@@ -62,7 +63,7 @@ class RedisStreamBus(RedisTransportBus):
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379",
+        url: str | RedisSettings = "redis://127.0.0.1:6379",
         *,
         stream: str = "anybus",
         name: str | None = None,
