@@ -9,11 +9,13 @@ where a skipped Redis test would hide a broken set-up, so they fail instead.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -58,10 +60,26 @@ def _drain(stream: IO[str]) -> None:
             pass
 
 
-def free_port() -> int:
+def free_port(*, cluster: bool = False) -> int:
+    """A port nothing listens on; for a cluster node, port + 10000 (its bus) is free too."""
+    if not cluster:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(100):
+        port = random.randrange(20000, 30000)
+        if all(_bindable(candidate) for candidate in (port, port + 10000)):
+            return port
+    raise RuntimeError("found no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class RedisServer:
@@ -71,13 +89,14 @@ class RedisServer:
     restart keeps what was acknowledged.
     """
 
-    def __init__(self, *, persistent: bool = False) -> None:
+    def __init__(self, *, persistent: bool = False, cluster: bool = False) -> None:
         binary = shutil.which("redis-server")
         require(binary is not None, "redis-server is not installed")
         assert binary is not None
         self.binary = binary
-        self.port = free_port()
+        self.port = free_port(cluster=cluster)
         self.persistent = persistent
+        self.cluster = cluster
         self.directory = Path(tempfile.mkdtemp(prefix="anybus-redis-"))
         self.process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -108,6 +127,11 @@ class RedisServer:
                 "--logfile",
                 "",
                 *persistence,
+                *(
+                    ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                    if self.cluster
+                    else []
+                ),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -162,3 +186,58 @@ async def wait_until(predicate: Callable[[], bool], *, interval: float = 0.01) -
     """
     while not predicate():  # noqa: ASYNC110 - nothing signals it: polling is the only way
         await anyio.sleep(interval)
+
+
+class RedisCluster:
+    """Three private ``redis-server`` nodes joined into a Redis Cluster (no replicas)."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        require(cli is not None, "redis-cli is not installed (needed to form a cluster)")
+        assert cli is not None
+        self.cli = cli
+        self.servers = [RedisServer(cluster=True) for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return f"{self.servers[0].url}?cluster=true"
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        addresses = [f"127.0.0.1:{server.port}" for server in self.servers]
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        # The nodes agree on the slots a moment after the command returns: wait for it,
+        # polling the cluster's own state (bounded; nothing signals it).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [self.cli, "-p", str(server.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
+                for server in self.servers
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the test cluster did not reach cluster_state:ok in 30 s")
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()

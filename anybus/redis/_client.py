@@ -23,13 +23,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from glide import (
     AdvancedGlideClientConfiguration,
+    AdvancedGlideClusterClientConfiguration,
     BackoffStrategy,
     GlideClient,
     GlideClientConfiguration,
+    GlideClusterClient,
+    GlideClusterClientConfiguration,
     Logger,
     LogLevel,
     NodeAddress,
@@ -90,6 +93,9 @@ class RedisSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: bool = False
+    #: Whether the server is a Redis (or Valkey) Cluster: the address is one seed node, the
+    #: client discovers the others and follows slot moves.
+    cluster: bool = False
     #: Seconds a request may take before glide gives up on it (it may still have happened).
     request_timeout: float = 1.0
     #: Reconnection backoff: the first delay, its growth per attempt, how many attempts grow
@@ -103,10 +109,11 @@ class RedisSettings:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSettings:
-        """Parse ``redis://[user[:password]@]host[:port][/db]`` (``rediss://`` for TLS).
+        """Parse ``redis://[user[:password]@]host[:port][/db][?cluster=true]`` (``rediss://``
+        for TLS; with ``cluster=true``, host:port is a seed node of a cluster).
 
         Raises:
-            ValueError: if the URL is not a redis URL.
+            ValueError: if the URL is not a redis URL, or asks for a database on a cluster.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
@@ -114,6 +121,11 @@ class RedisSettings:
         database = parts.path.lstrip("/")
         if database and not database.isdigit():
             raise ValueError(f"the database in the url must be a number, got {database!r}")
+        query = parse_qs(parts.query)
+        cluster = query.get("cluster", ["false"])[-1].lower() in ("1", "true", "yes")
+        if cluster and int(database or 0):
+            raise ValueError(f"a cluster has only database 0, got {database!r} in {url!r}")
+        options.setdefault("cluster", cluster)
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 6379,
@@ -167,7 +179,9 @@ def map_errors(action: str, settings: RedisSettings) -> Iterator[None]:
 class RedisClient:
     """One glide client: commands, and optionally a pub/sub subscription with a callback."""
 
-    def __init__(self, settings: RedisSettings, glide_client: GlideClient) -> None:
+    def __init__(
+        self, settings: RedisSettings, glide_client: GlideClient | GlideClusterClient
+    ) -> None:
         self.settings = settings
         self._client = glide_client
 
@@ -187,45 +201,74 @@ class RedisClient:
         """
         if not _glide_logging_configured:
             configure_glide_logging("off")
-        subscriptions = None
-        if channels:
-            assert on_message is not None
-            callback = on_message
-
-            def deliver(message: Any, context: Any) -> None:
-                callback(message.message)
-
-            subscriptions = GlideClientConfiguration.PubSubSubscriptions(
-                channels_and_patterns={
-                    GlideClientConfiguration.PubSubChannelModes.Exact: set(channels)
-                },
-                callback=deliver,
-                context=None,
-            )
+        callback = on_message
         credentials = None
         if settings.password is not None:
             credentials = ServerCredentials(password=settings.password, username=settings.username)
-        configuration = GlideClientConfiguration(
-            [NodeAddress(settings.host, settings.port)],
-            use_tls=settings.tls,
-            credentials=credentials,
-            database_id=settings.database or None,
-            client_name=name,
-            request_timeout=int(settings.request_timeout * 1000),
-            reconnect_strategy=BackoffStrategy(
+        common: dict[str, Any] = {
+            "use_tls": settings.tls,
+            "credentials": credentials,
+            "client_name": name,
+            "request_timeout": int(settings.request_timeout * 1000),
+            "reconnect_strategy": BackoffStrategy(
                 num_of_retries=settings.reconnect_steps,
                 factor=max(1, int(settings.reconnect_first_delay * 1000)),
                 exponent_base=settings.reconnect_growth,
                 jitter_percent=settings.reconnect_jitter,
             ),
-            pubsub_subscriptions=subscriptions,
-            lazy_connect=True,
-            advanced_config=AdvancedGlideClientConfiguration(
-                pubsub_reconciliation_interval=max(1, int(settings.resubscribe_interval * 1000))
-            ),
-        )
+            "lazy_connect": True,
+        }
+        reconcile = max(1, int(settings.resubscribe_interval * 1000))
+        address = [NodeAddress(settings.host, settings.port)]
+
+        def deliver(message: Any, context: Any) -> None:
+            assert callback is not None
+            callback(message.message)
+
+        client: GlideClient | GlideClusterClient
         with map_errors("the connection", settings):
-            client = await GlideClient.create(configuration)
+            if settings.cluster:
+                cluster_config = GlideClusterClientConfiguration
+                cluster_subscriptions = None
+                if channels:
+                    cluster_subscriptions = cluster_config.PubSubSubscriptions(
+                        channels_and_patterns={
+                            cluster_config.PubSubChannelModes.Exact: set(channels)
+                        },
+                        callback=deliver,
+                        context=None,
+                    )
+                client = await GlideClusterClient.create(
+                    cluster_config(
+                        address,
+                        pubsub_subscriptions=cluster_subscriptions,
+                        advanced_config=AdvancedGlideClusterClientConfiguration(
+                            pubsub_reconciliation_interval=reconcile
+                        ),
+                        **common,
+                    )
+                )
+            else:
+                standalone_subscriptions = None
+                if channels:
+                    standalone_subscriptions = GlideClientConfiguration.PubSubSubscriptions(
+                        channels_and_patterns={
+                            GlideClientConfiguration.PubSubChannelModes.Exact: set(channels)
+                        },
+                        callback=deliver,
+                        context=None,
+                    )
+                client = await GlideClient.create(
+                    GlideClientConfiguration(
+                        address,
+                        database_id=settings.database or None,
+                        pubsub_subscriptions=standalone_subscriptions,
+                        advanced_config=AdvancedGlideClientConfiguration(
+                            pubsub_reconciliation_interval=reconcile
+                        ),
+                        **common,
+                    )
+                )
         return cls(settings, client)
 
     async def ping(self) -> None:

@@ -137,7 +137,7 @@ class RedisBus(RedisTransportBus):
             self._publish_failures += 1
             raise TransportError(f"{exc}; delivered to local subscribers only") from exc
         self._published += 1
-        if receivers == 0:
+        if receivers == 0 and not self._settings.cluster:  # a cluster counts per node
             # Our own subscription should have heard it: it is being re-established.
             self._unheard += 1
             logger.warning(
