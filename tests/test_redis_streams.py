@@ -10,11 +10,12 @@ import pytest
 from anyio import to_thread
 
 from anybus import BusCancelMessage, BusDataMessage, BusMessage, TransportError
-from anybus.redis import RedisStreamBus
+from anybus.redis import RedisSettings, RedisStreamBus
+from anybus.redis._client import RedisClient
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
-from .redis_support import RedisServer, private_server, shared_redis_url
+from .redis_support import RedisServer, free_port, private_server, shared_redis_url
 
 pytestmark = pytest.mark.anyio
 
@@ -83,8 +84,6 @@ async def test_the_stream_is_trimmed(redis_url: str) -> None:
     async with RedisStreamBus(redis_url, stream=stream, name="s", max_len=50) as bus:
         for _ in range(500):
             await bus.send(BusDataMessage(source="t"))
-        from anybus.redis._client import RedisClient, RedisSettings
-
         admin = await RedisClient.create(RedisSettings.from_url(redis_url), name="anybus-admin")
         try:
             length = int(await admin.command("XLEN", stream))
@@ -174,3 +173,68 @@ async def test_a_restart_without_persistence_recreates_the_group_and_reports_the
     # The failed send was numbered: either the receiver reports it missing, or glide still
     # stored it when the server came back (a timed-out command may have happened), late.
     assert stats.missed == 1 or lost.id in received_ids
+
+
+async def test_a_server_absent_at_start_is_a_clear_error() -> None:
+    port = free_port()
+    bus = RedisStreamBus(f"redis://127.0.0.1:{port}", stream=stream_name(), connect_timeout=0.3)
+    with pytest.raises(TransportError, match=f"redis at 127.0.0.1:{port} is unreachable after"):
+        async with bus:
+            pass  # pragma: no cover
+
+
+async def test_a_slow_receiver_holds_messages_back_in_the_stream(redis_url: str) -> None:
+    # The reader waits for room in the bounded inbox, so the rest waits in Redis, not in
+    # memory, and nothing is dropped.
+    release = anyio.Event()
+
+    async def stuck(message: BusMessage) -> None:
+        await release.wait()
+
+    stream = stream_name()
+    far = RecordingSubscriber("far", handler=stuck)
+    sent = numbered(50)
+    async with (
+        RedisStreamBus(redis_url, stream=stream, name="receiver", max_buffer=2) as receiver,
+        RedisStreamBus(redis_url, stream=stream, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        for message in sent:
+            await sender.send(message)
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(1)
+        assert receiver.statistics().subscriptions[0].queued_data <= 2
+        release.set()
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(len(sent))
+    assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
+
+
+async def test_a_killed_reader_resumes_without_losing_anything(redis_url: str) -> None:
+    stream = stream_name()
+    far = RecordingSubscriber("far")
+    sent = numbered(40)
+    async with (
+        RedisStreamBus(redis_url, stream=stream, name="receiver") as receiver,
+        RedisStreamBus(redis_url, stream=stream, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        for message in sent[:20]:
+            await sender.send(message)
+        admin = await RedisClient.create(RedisSettings.from_url(redis_url), name="anybus-admin")
+        try:
+            listing = await admin.command("CLIENT", "LIST")
+            text = listing.decode() if isinstance(listing, bytes) else str(listing)
+            suffix = receiver.instance.replace("/", "-")
+            for line in text.splitlines():
+                fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+                if fields.get("name", "").endswith(suffix):
+                    await admin.command("CLIENT", "KILL", "ID", fields["id"])
+        finally:
+            await admin.close()
+        for message in sent[20:]:
+            await sender.send(message)
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(len(sent))
+            await receiver.wait_idle()
+    assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
