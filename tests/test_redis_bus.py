@@ -168,6 +168,8 @@ async def test_local_delivery_survives_an_outage_and_the_gap_is_reported(
             await far.wait_for(lambda seen: before in seen)
 
         await to_thread.run_sync(server.kill)
+        with anyio.fail_after(TIMEOUT):
+            await sender.wait_connected(False)  # a known outage: send() says so at once
         lost = BusDataMessage(source="t")
         with pytest.raises(TransportError, match="delivered to local subscribers only"):
             await sender.send(lost)

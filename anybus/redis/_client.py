@@ -29,6 +29,8 @@ from glide import (
     AdvancedGlideClientConfiguration,
     AdvancedGlideClusterClientConfiguration,
     BackoffStrategy,
+    Batch,
+    ClusterBatch,
     GlideClient,
     GlideClientConfiguration,
     GlideClusterClient,
@@ -284,6 +286,22 @@ class RedisClient:
         """PUBLISH; return how many subscribers received it (0 during a resubscribe gap)."""
         with map_errors("PUBLISH", self.settings):
             return int(await self._client.publish(payload, channel))
+
+    async def publish_many(self, channel: str, payloads: Sequence[bytes]) -> list[int | None]:
+        """PUBLISH each payload, in one pipelined round trip (a non-atomic batch).
+
+        Returns, per payload, how many subscribers received it, or ``None`` where that
+        publish failed.
+        """
+        kind = ClusterBatch if self.settings.cluster else Batch
+        batch = kind(is_atomic=False)
+        for payload in payloads:
+            batch.publish(payload, channel)
+        with map_errors("PUBLISH", self.settings):
+            replies = await self._client.exec(batch, raise_on_error=False)
+        if replies is None:
+            return [None] * len(payloads)
+        return [reply if isinstance(reply, int) else None for reply in replies]
 
     async def command(self, *args: str | bytes) -> Any:
         """Run any command (``XADD``, ``XREADGROUP``, ...) and return glide's answer."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from functools import partial
 from typing import final
 
 from anyio import (
     CancelScope,
     CapacityLimiter,
+    ClosedResourceError,
+    EndOfStream,
     Event,
     WouldBlock,
     create_memory_object_stream,
@@ -19,7 +22,7 @@ from anyio import (
     sleep,
 )
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._dispatch import ErrorHook
 from .._exceptions import TransportError
@@ -33,6 +36,9 @@ __all__ = ["RedisBus"]
 
 logger = logging.getLogger("anybus.redis")
 
+
+#: Most messages the writer publishes in one pipelined round trip.
+WRITE_BATCH = 256
 
 #: The target of the probes a bus publishes to itself, to prove its subscription is in
 #: place. Messages with this target are never delivered to subscribers.
@@ -50,6 +56,13 @@ class RedisBus(RedisTransportBus):
     without a duplicate when the copy comes back), so local delivery keeps working while
     Redis is away.
 
+    ``send()`` does not wait for Redis: it queues the message in an outbox (waiting only when
+    ``outbox`` messages are already queued), and a writer task publishes what has queued up
+    in one pipelined round trip. A publish that fails is counted (``publish_failures``) and
+    logged, and shows as a gap at the receivers. While an outage is known (the health checks
+    found Redis unreachable), ``send()`` raises :class:`~anybus.TransportError` instead,
+    after delivering locally.
+
     Args:
         url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS; or a
             ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
@@ -61,6 +74,7 @@ class RedisBus(RedisTransportBus):
         request_timeout: seconds a Redis request may take.
         inbound_buffer: messages read from Redis that may wait for the reader; beyond it
             they are dropped and counted.
+        outbox: messages that may wait to be published; beyond it ``send()`` waits.
         health_interval: seconds between health checks (outages are detected by them).
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
         max_buffer, overflow, exit_drain, on_handler_error: as for :class:`~anybus.WorkerBus`.
@@ -76,6 +90,7 @@ class RedisBus(RedisTransportBus):
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
         inbound_buffer: int = 10_000,
+        outbox: int = 10_000,
         health_interval: float = 0.5,
         dedupe: int = 0,
         max_buffer: int | None = None,
@@ -98,9 +113,12 @@ class RedisBus(RedisTransportBus):
         )
         if inbound_buffer < 1:
             raise ValueError(f"inbound_buffer must be at least 1, got {inbound_buffer!r}")
+        if outbox < 1:
+            raise ValueError(f"outbox must be at least 1, got {outbox!r}")
         self._channel = channel
         self._inbound_buffer = inbound_buffer
-        self._publisher: RedisClient | None = None
+        self._outbox_size = outbox
+        self._outbox: MemoryObjectSendStream[bytes] | None = None
         self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
         self._probe_heard: Event | None = None
 
@@ -112,45 +130,71 @@ class RedisBus(RedisTransportBus):
     # --- sending ----------------------------------------------------------------------------
 
     async def publish(self, message: BusMessage) -> None:
-        """Deliver ``message`` to this bus's subscribers, then publish it on the channel.
+        """Deliver ``message`` to this bus's subscribers, then queue it for publishing.
+
+        Waits only when the outbox is full. Under cancellation, the message may have been
+        delivered locally and not queued for Redis.
 
         Raises:
             SerializationError: if the message cannot be encoded (nothing was delivered).
-            TransportError: if Redis could not be reached; the local subscribers have the
-                message, the other buses do not.
+            TransportError: if the bus is not connected, or an outage is known; the local
+                subscribers have the message, the other buses do not.
         """
         payload = self._encode(message)
         await self.deliver(message)
-        await self._publish_payload(payload)
-
-    async def _publish_payload(self, payload: bytes) -> None:
-        publisher = self._publisher
-        if publisher is None:
+        outbox = self._outbox
+        if outbox is None or not self._health.connected:
             self._publish_failures += 1
-            raise TransportError(
-                f"{self!r} is not connected (run it first): delivered to local subscribers only"
-            )
+            state = "is not connected (run it first)" if outbox is None else "has lost redis"
+            raise TransportError(f"{self!r} {state}: delivered to local subscribers only")
+        try:
+            outbox.send_nowait(payload)
+        except WouldBlock:
+            await outbox.send(payload)
+
+    async def _write(
+        self, publisher: RedisClient, outbox: MemoryObjectReceiveStream[bytes]
+    ) -> None:
+        """Publish what queues up in the outbox, a pipelined batch at a time."""
+        async for first in outbox:
+            batch = [first]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    batch.append(outbox.receive_nowait())
+                except WouldBlock:
+                    break
+            await self._publish_batch(publisher, batch)
+
+    async def _publish_batch(self, publisher: RedisClient, batch: list[bytes]) -> None:
         try:
             async with self._limiter:
-                receivers = await publisher.publish(self._channel, payload)
+                receivers = await publisher.publish_many(self._channel, batch)
         except TransportError as exc:
-            self._publish_failures += 1
-            raise TransportError(f"{exc}; delivered to local subscribers only") from exc
-        self._published += 1
-        if receivers == 0 and not self._settings.cluster:  # a cluster counts per node
+            receivers = [None] * len(batch)
+            error: str = str(exc)
+        else:
+            error = "redis refused it"
+        failed = receivers.count(None)
+        self._published += len(batch) - failed
+        if failed:
+            self._publish_failures += failed
+            self._rejections.record("publish-failed", origin=f"{failed} message(s): {error}")
+        if 0 in receivers and not self._settings.cluster:  # a cluster counts per node
             # Our own subscription should have heard it: it is being re-established.
-            self._unheard += 1
+            self._unheard += receivers.count(0)
             logger.warning(
-                "%r: redis reports no subscriber on %r (resubscribing?): the message reached "
-                "local subscribers only",
+                "%r: redis reports no subscriber on %r (resubscribing?): %d message(s) "
+                "reached local subscribers only",
                 self,
                 self._channel,
+                receivers.count(0),
             )
 
     # --- the transport ----------------------------------------------------------------------
 
     async def _serve_transport(self, *, task_status: TaskStatus[None]) -> None:
         inbound_send, inbound_receive = create_memory_object_stream[bytes](self._inbound_buffer)
+        outbox_send, outbox_receive = create_memory_object_stream[bytes](self._outbox_size)
 
         def on_message(payload: bytes) -> None:  # called by glide on the event loop's thread
             try:
@@ -175,20 +219,37 @@ class RedisBus(RedisTransportBus):
                 await self._health.wait_for_server(subscriber, self._connect_timeout)
                 async with create_task_group() as task_group:
                     task_group.start_soon(self._read, inbound_receive, name="anybus redis reader")
-                    self._publisher = publisher
-                    await self._probe()
+                    await self._probe(publisher)
                     task_group.start_soon(
-                        self._health.watch, publisher, self._probe, name="anybus redis health"
+                        self._write, publisher, outbox_receive, name="anybus redis writer"
+                    )
+                    self._outbox = outbox_send
+                    task_group.start_soon(
+                        self._health.watch,
+                        publisher,
+                        partial(self._probe, publisher),
+                        name="anybus redis health",
                     )
                     logger.debug("%r: subscribed to %r", self, self._channel)
                     task_status.started()
         finally:
-            self._publisher = None
+            self._outbox = None
             with CancelScope(shield=True), move_on_after(2):
+                # What send() queued before the bus stopped is still published.
+                left = []
+                while True:
+                    try:
+                        left.append(outbox_receive.receive_nowait())
+                    except (WouldBlock, ClosedResourceError, EndOfStream):
+                        break
+                if left:
+                    await self._publish_batch(publisher, left)
                 await publisher.close()
                 await subscriber.close()
+            outbox_send.close()
+            outbox_receive.close()
 
-    async def _probe(self) -> None:
+    async def _probe(self, publisher: RedisClient) -> None:
         """Publish a probe and wait for our own subscription to hear it."""
         timeout = self._connect_timeout if self._connect_timeout is not None else math.inf
         try:
@@ -198,7 +259,7 @@ class RedisBus(RedisTransportBus):
                     probe = BusSystemMessage(source=self._instance, target=PROBE_TARGET)
                     payload = self._encode(probe)
                     with contextlib.suppress(TransportError):
-                        await self._publish_payload(payload)
+                        await publisher.publish(self._channel, payload)
                     with move_on_after(0.5):
                         await heard.wait()
                         return
