@@ -12,3 +12,12 @@ import pytest
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run every async test on asyncio and on trio."""
     return str(request.param)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis server's URL; skips (fails under CI) when none answers."""
+    from .redis_support import shared_redis_url
+
+    url: str = shared_redis_url()
+    return url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -241,3 +242,27 @@ class RedisCluster:
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+
+def unique_name() -> str:
+    """A channel or stream name no other test uses."""
+    return f"anybus-test-{secrets.token_hex(6)}"
+
+
+async def kill_clients(url: str, instance: str) -> int:
+    """CLIENT KILL every connection of the bus ``instance``; return how many were killed."""
+    from anybus.redis._client import RedisClient, RedisSettings
+
+    suffix = instance.replace("/", "-")
+    admin = await RedisClient.create(RedisSettings.from_url(url), name="anybus-test-admin")
+    try:
+        listing = await admin.command("CLIENT", "LIST")
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        killed = 0
+        for line in text.splitlines():
+            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            if fields.get("name", "").endswith(suffix):
+                killed += int(await admin.command("CLIENT", "KILL", "ID", fields["id"]))
+        return killed
+    finally:
+        await admin.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,21 +31,18 @@ from anybus.redis._client import RedisClient, RedisSettings
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
-from .redis_support import RedisServer, free_port, private_server, shared_redis_url, wait_until
+from .redis_support import (
+    RedisServer,
+    free_port,
+    kill_clients,
+    private_server,
+    unique_name,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 15
-
-
-def channel_name() -> str:
-    return f"anybus-test-{secrets.token_hex(6)}"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url: str = shared_redis_url()
-    return url
 
 
 @pytest.fixture
@@ -57,7 +53,7 @@ def server() -> Iterator[RedisServer]:
 class TestRedisBusConformance(NetworkBusConformance):
     @pytest.fixture
     def bus_factory(self, redis_url: str) -> BusFactory:
-        channel = channel_name()
+        channel = unique_name()
         return lambda: RedisBus(redis_url, channel=channel)
 
 
@@ -73,7 +69,7 @@ async def test_hostile_input_is_counted_and_dropped(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="anybus")
-    channel = channel_name()
+    channel = unique_name()
     recorder = RecordingSubscriber("r")
     async with (
         RedisBus(redis_url, channel=channel) as receiver,
@@ -92,7 +88,7 @@ async def test_hostile_input_is_counted_and_dropped(
 
 
 async def test_forged_messages_are_rejected_when_signing(redis_url: str) -> None:
-    channel = channel_name()
+    channel = unique_name()
     recorder = RecordingSubscriber("r")
     trusted = WireCodec(signing_keys={"k1": b"s" * 32}, signing_key_id="k1")
     forger = WireCodec(signing_keys={"k1": b"x" * 32}, signing_key_id="k1")
@@ -118,7 +114,7 @@ async def test_a_message_that_cannot_be_encoded_is_refused_before_delivery(
         pass
 
     recorder = RecordingSubscriber("r")
-    async with RedisBus(redis_url, channel=channel_name()) as bus:
+    async with RedisBus(redis_url, channel=unique_name()) as bus:
         await bus.subscribe(recorder)
         with pytest.raises(SerializationError):
             await bus.send(Unregistered(source="t"))
@@ -128,7 +124,7 @@ async def test_a_message_that_cannot_be_encoded_is_refused_before_delivery(
 
 async def test_a_server_absent_at_start_is_a_clear_error() -> None:
     port = free_port()
-    bus = RedisBus(f"redis://127.0.0.1:{port}", channel=channel_name(), connect_timeout=0.5)
+    bus = RedisBus(f"redis://127.0.0.1:{port}", channel=unique_name(), connect_timeout=0.5)
     with pytest.raises(TransportError, match=f"redis at 127.0.0.1:{port} is unreachable after"):
         async with bus:
             pass  # pragma: no cover
@@ -138,7 +134,7 @@ async def test_a_server_absent_at_start_is_a_clear_error() -> None:
 async def test_the_bus_can_wait_for_a_server_that_comes_later() -> None:
     server = RedisServer()
     try:
-        bus = RedisBus(server.url, channel=channel_name(), connect_timeout=None)
+        bus = RedisBus(server.url, channel=unique_name(), connect_timeout=None)
         recorder = RecordingSubscriber("r")
         await bus.subscribe(recorder)
         async with anyio.create_task_group() as tg:
@@ -155,7 +151,7 @@ async def test_the_bus_can_wait_for_a_server_that_comes_later() -> None:
 async def test_local_delivery_survives_an_outage_and_the_gap_is_reported(
     server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    channel = channel_name()
+    channel = unique_name()
     near, far = RecordingSubscriber("near"), RecordingSubscriber("far")
     async with (
         RedisBus(server.url, channel=channel, health_interval=0.05) as sender,
@@ -194,7 +190,7 @@ async def test_local_delivery_survives_an_outage_and_the_gap_is_reported(
 
 
 async def test_outages_are_detected_and_counted(server: RedisServer) -> None:
-    async with RedisBus(server.url, channel=channel_name(), health_interval=0.05) as bus:
+    async with RedisBus(server.url, channel=unique_name(), health_interval=0.05) as bus:
         assert bus.transport_statistics().connected
         await to_thread.run_sync(server.kill)
         with anyio.fail_after(TIMEOUT):
@@ -206,32 +202,15 @@ async def test_outages_are_detected_and_counted(server: RedisServer) -> None:
 
 
 async def test_a_killed_client_reconnects_and_resubscribes(redis_url: str) -> None:
-    channel = channel_name()
+    channel = unique_name()
     far = RecordingSubscriber("far")
     async with (
         RedisBus(redis_url, channel=channel) as receiver,
         RedisBus(redis_url, channel=channel) as sender,
     ):
         await receiver.subscribe(far)
-        admin = await RedisClient.create(RedisSettings.from_url(redis_url), name="anybus-admin")
-        try:
-            # Every client of the receiver (its publisher and its subscriber) is cut off.
-            suffix = receiver.instance.replace("/", "-")
-            listing = await admin.command("CLIENT", "LIST")
-            text = listing.decode() if isinstance(listing, bytes) else str(listing)
-            ids = [
-                fields["id"]
-                for fields in (
-                    dict(item.split("=", 1) for item in line.split() if "=" in item)
-                    for line in text.splitlines()
-                )
-                if fields.get("name", "").endswith(suffix)
-            ]
-            assert len(ids) == 2
-            for client_id in ids:
-                assert await admin.command("CLIENT", "KILL", "ID", client_id) == 1
-        finally:
-            await admin.close()
+        # Every client of the receiver (its publisher and its subscriber) is cut off.
+        assert await kill_clients(redis_url, receiver.instance) == 2
         with anyio.fail_after(TIMEOUT):
             while True:
                 with contextlib.suppress(TransportError):
@@ -242,7 +221,7 @@ async def test_a_killed_client_reconnects_and_resubscribes(redis_url: str) -> No
 
 
 async def test_a_slow_receiver_drops_what_overflows_its_reader(redis_url: str) -> None:
-    channel = channel_name()
+    channel = unique_name()
     release = anyio.Event()
 
     async def stuck(message: BusMessage) -> None:
@@ -275,7 +254,7 @@ async def test_two_processes_on_different_backends(
     redis_url: str, anyio_backend: str, kind: str
 ) -> None:
     other = "trio" if anyio_backend == "asyncio" else "asyncio"
-    channel = channel_name()
+    channel = unique_name()
     bus: RedisBus | RedisStreamBus
     if kind == "stream":
         bus = RedisStreamBus(redis_url, stream=channel, name="runner")
@@ -324,7 +303,7 @@ async def test_two_processes_on_different_backends(
 async def test_a_ready_configuration_can_replace_the_url(redis_url: str) -> None:
     settings = RedisSettings.from_url(redis_url, request_timeout=2.0)
     recorder = RecordingSubscriber("r")
-    async with RedisBus(settings, channel=channel_name()) as bus:
+    async with RedisBus(settings, channel=unique_name()) as bus:
         await bus.subscribe(recorder)
         await bus.send(message := BusDataMessage(source="t"))
         await bus.wait_idle()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import anyio
@@ -15,21 +14,11 @@ from anybus.redis._client import RedisClient
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
-from .redis_support import RedisServer, free_port, private_server, shared_redis_url
+from .redis_support import RedisServer, free_port, kill_clients, private_server, unique_name
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 20
-
-
-def stream_name() -> str:
-    return f"anybus-test-{secrets.token_hex(6)}"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    url: str = shared_redis_url()
-    return url
 
 
 @pytest.fixture
@@ -45,7 +34,7 @@ def volatile_server() -> Iterator[RedisServer]:
 class TestRedisStreamBusConformance(NetworkBusConformance):
     @pytest.fixture
     def bus_factory(self, redis_url: str) -> BusFactory:
-        stream = stream_name()
+        stream = unique_name()
         names = iter(range(1000))
         return lambda: RedisStreamBus(redis_url, stream=stream, name=f"bus-{next(names)}")
 
@@ -58,7 +47,7 @@ def numbered(count: int) -> list[BusMessage]:
 
 
 async def test_a_restarted_instance_resumes_where_it_left_off(redis_url: str) -> None:
-    stream = stream_name()
+    stream = unique_name()
     first, second = RecordingSubscriber("r"), RecordingSubscriber("r")
     sent = numbered(30)
     async with RedisStreamBus(redis_url, stream=stream, name="sender") as sender:
@@ -80,7 +69,7 @@ async def test_a_restarted_instance_resumes_where_it_left_off(redis_url: str) ->
 
 
 async def test_the_stream_is_trimmed(redis_url: str) -> None:
-    stream = stream_name()
+    stream = unique_name()
     async with RedisStreamBus(redis_url, stream=stream, name="s", max_len=50) as bus:
         for _ in range(500):
             await bus.send(BusDataMessage(source="t"))
@@ -96,7 +85,7 @@ async def test_the_stream_is_trimmed(redis_url: str) -> None:
 async def test_nothing_is_lost_across_a_restart_with_persistence(
     persistent_server: RedisServer,
 ) -> None:
-    stream = stream_name()
+    stream = unique_name()
     received = RecordingSubscriber("r")
     sent = numbered(60)
     async with (
@@ -129,7 +118,7 @@ async def test_a_send_never_reports_success_for_what_redis_did_not_store(
     volatile_server: RedisServer,
 ) -> None:
     async with RedisStreamBus(
-        volatile_server.url, stream=stream_name(), name="s", send_deadline=0.3
+        volatile_server.url, stream=unique_name(), name="s", send_deadline=0.3
     ) as bus:
         local = RecordingSubscriber("local")
         await bus.subscribe(local)
@@ -145,7 +134,7 @@ async def test_a_send_never_reports_success_for_what_redis_did_not_store(
 async def test_a_restart_without_persistence_recreates_the_group_and_reports_the_loss(
     volatile_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stream = stream_name()
+    stream = unique_name()
     received = RecordingSubscriber("r")
     async with (
         RedisStreamBus(volatile_server.url, stream=stream, name="receiver") as receiver,
@@ -177,7 +166,7 @@ async def test_a_restart_without_persistence_recreates_the_group_and_reports_the
 
 async def test_a_server_absent_at_start_is_a_clear_error() -> None:
     port = free_port()
-    bus = RedisStreamBus(f"redis://127.0.0.1:{port}", stream=stream_name(), connect_timeout=0.3)
+    bus = RedisStreamBus(f"redis://127.0.0.1:{port}", stream=unique_name(), connect_timeout=0.3)
     with pytest.raises(TransportError, match=f"redis at 127.0.0.1:{port} is unreachable after"):
         async with bus:
             pass  # pragma: no cover
@@ -191,7 +180,7 @@ async def test_a_slow_receiver_holds_messages_back_in_the_stream(redis_url: str)
     async def stuck(message: BusMessage) -> None:
         await release.wait()
 
-    stream = stream_name()
+    stream = unique_name()
     far = RecordingSubscriber("far", handler=stuck)
     sent = numbered(50)
     async with (
@@ -211,7 +200,7 @@ async def test_a_slow_receiver_holds_messages_back_in_the_stream(redis_url: str)
 
 
 async def test_a_killed_reader_resumes_without_losing_anything(redis_url: str) -> None:
-    stream = stream_name()
+    stream = unique_name()
     far = RecordingSubscriber("far")
     sent = numbered(40)
     async with (
@@ -221,17 +210,7 @@ async def test_a_killed_reader_resumes_without_losing_anything(redis_url: str) -
         await receiver.subscribe(far)
         for message in sent[:20]:
             await sender.send(message)
-        admin = await RedisClient.create(RedisSettings.from_url(redis_url), name="anybus-admin")
-        try:
-            listing = await admin.command("CLIENT", "LIST")
-            text = listing.decode() if isinstance(listing, bytes) else str(listing)
-            suffix = receiver.instance.replace("/", "-")
-            for line in text.splitlines():
-                fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-                if fields.get("name", "").endswith(suffix):
-                    await admin.command("CLIENT", "KILL", "ID", fields["id"])
-        finally:
-            await admin.close()
+        assert await kill_clients(redis_url, receiver.instance) == 2
         for message in sent[20:]:
             await sender.send(message)
         with anyio.fail_after(TIMEOUT):

@@ -178,6 +178,19 @@ def map_errors(action: str, settings: RedisSettings) -> Iterator[None]:
         raise TransportError(f"redis at {settings.address} refused {action}: {exc}") from exc
 
 
+def _subscriptions(
+    configuration: Any, channels: Sequence[str], deliver: Callable[[Any, Any], None]
+) -> Any:
+    """Exact-channel subscriptions with a callback, for a standalone or a cluster client."""
+    if not channels:
+        return None
+    return configuration.PubSubSubscriptions(
+        channels_and_patterns={configuration.PubSubChannelModes.Exact: set(channels)},
+        callback=deliver,
+        context=None,
+    )
+
+
 class RedisClient:
     """One glide client: commands, and optionally a pub/sub subscription with a callback."""
 
@@ -230,20 +243,12 @@ class RedisClient:
         client: GlideClient | GlideClusterClient
         with map_errors("the connection", settings):
             if settings.cluster:
-                cluster_config = GlideClusterClientConfiguration
-                cluster_subscriptions = None
-                if channels:
-                    cluster_subscriptions = cluster_config.PubSubSubscriptions(
-                        channels_and_patterns={
-                            cluster_config.PubSubChannelModes.Exact: set(channels)
-                        },
-                        callback=deliver,
-                        context=None,
-                    )
                 client = await GlideClusterClient.create(
-                    cluster_config(
+                    GlideClusterClientConfiguration(
                         address,
-                        pubsub_subscriptions=cluster_subscriptions,
+                        pubsub_subscriptions=_subscriptions(
+                            GlideClusterClientConfiguration, channels, deliver
+                        ),
                         advanced_config=AdvancedGlideClusterClientConfiguration(
                             pubsub_reconciliation_interval=reconcile
                         ),
@@ -251,20 +256,13 @@ class RedisClient:
                     )
                 )
             else:
-                standalone_subscriptions = None
-                if channels:
-                    standalone_subscriptions = GlideClientConfiguration.PubSubSubscriptions(
-                        channels_and_patterns={
-                            GlideClientConfiguration.PubSubChannelModes.Exact: set(channels)
-                        },
-                        callback=deliver,
-                        context=None,
-                    )
                 client = await GlideClient.create(
                     GlideClientConfiguration(
                         address,
                         database_id=settings.database or None,
-                        pubsub_subscriptions=standalone_subscriptions,
+                        pubsub_subscriptions=_subscriptions(
+                            GlideClientConfiguration, channels, deliver
+                        ),
                         advanced_config=AdvancedGlideClientConfiguration(
                             pubsub_reconciliation_interval=reconcile
                         ),
