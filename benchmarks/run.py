@@ -3,10 +3,12 @@
 Usage::
 
     python benchmarks/run.py [--runs 5] [--workloads W1,W2,W3,W5] [--backends asyncio,trio]
-                             [--w4-messages 1000000] [--json FILE] [--no-pipecat]
+                             [--w4-messages 1000000] [--w6-messages N]
+                             [--redis-url redis://127.0.0.1:6379] [--json FILE] [--no-pipecat]
 
-W4 (slow-subscriber memory, about 30 s a round) runs only when asked for:
-``--workloads W4`` or ``--workloads W1,W2,W3,W4,W5``.
+W4 (slow-subscriber memory, about 30 s a round) and the network workloads W6 and W7 (a Redis
+server; see ``network_report.py``) run only when asked for: ``--workloads W4``,
+``--workloads W6,W7`` or ``--workloads W1,W2,W3,W4,W5``.
 
 Run it with the Python environment where anybus, anyio and trio are installed; the pipecat
 reference runs with the Python of its own virtual environment (``PIPECAT_VENV``, by default
@@ -34,6 +36,7 @@ from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 
+import network_report
 from _common import (
     W4_BLOCK_WINDOW,
     W4_MAX_BUFFER,
@@ -43,11 +46,16 @@ from _common import (
     W5_MESSAGES_PER_CYCLE,
     W5_RESTARTS,
 )
+from _network_common import DEFAULT_REDIS_URL
+from network_report import NETWORK_IMPLS, NETWORK_WORKLOADS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
-#: W4 takes about 30 s a round (seven cells of 2-5 s each): only when asked for.
+BUS_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+#: W6 (network throughput, two workloads) and W7 (cross-process latency) need a Redis server.
+WORKLOADS = (*BUS_WORKLOADS, "W6", "W7")
+#: W4 takes about 30 s a round (seven cells of 2-5 s each), W6 about a minute and W7 about
+#: 20 s a round, and they need a Redis server: only when asked for.
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W5")
 BACKENDS = ("asyncio", "trio")
 DEFAULT_PIPECAT_VENV = HERE / ".venv-pipecat"
@@ -107,6 +115,8 @@ class Impl:
     backends: tuple[str, ...]
     workloads: tuple[str, ...]
     extra_args: tuple[str, ...] = ()
+    #: The Python that runs the worker: anybus's (this one) or the pipecat venv's.
+    venv: str = "anybus"
 
 
 ANYBUS = Impl("anybus", "anybus MemoryBus", "workloads.py", BACKENDS, ("W1", "W2", "W3", "W5"))
@@ -122,7 +132,14 @@ ANYBUS_W4 = tuple(
     )
     for policy in W4_POLICIES
 )
-PIPECAT = Impl("pipecat", "pipecat AsyncQueueBus", "pipecat_reference.py", ("asyncio",), WORKLOADS)
+PIPECAT = Impl(
+    "pipecat",
+    "pipecat AsyncQueueBus",
+    "pipecat_reference.py",
+    ("asyncio",),
+    BUS_WORKLOADS,
+    venv="pipecat",
+)
 RAW_ANYIO = Impl(
     "raw-anyio", "raw anyio stream", "raw.py", BACKENDS, ("W1", "W2"), ("--primitive", "anyio")
 )
@@ -134,7 +151,14 @@ RAW_QUEUE = Impl(
     ("W1", "W2"),
     ("--primitive", "asyncio-queue"),
 )
-IMPLS = (ANYBUS, *ANYBUS_W4, PIPECAT, RAW_ANYIO, RAW_QUEUE)
+IMPLS = (
+    ANYBUS,
+    *ANYBUS_W4,
+    PIPECAT,
+    RAW_ANYIO,
+    RAW_QUEUE,
+    *(Impl(*spec) for spec in NETWORK_IMPLS),
+)
 
 
 @dataclass(frozen=True)
@@ -250,13 +274,14 @@ def plan(
     for workload in workloads:
         cells: list[Job] = []
         for impl in IMPLS:
-            if impl is PIPECAT and not with_pipecat:
+            if impl.venv == "pipecat" and not with_pipecat:
                 continue
             if workload not in impl.workloads:
                 continue
             for backend in impl.backends:
                 # pipecat runs on asyncio only; it is the reference for every anybus backend.
-                if impl is PIPECAT or backend in backends:
+                # (W7's backends are pairs, "asyncio+trio": both must be selected.)
+                if impl.venv == "pipecat" or set(backend.split("+")) <= set(backends):
                     cells.append(Job(impl, backend, workload))
         jobs[workload] = cells
     return jobs
@@ -266,6 +291,8 @@ def plan(
 
 
 def fmt_value(workload: str, value: float | None) -> str:
+    if workload in NETWORK_WORKLOADS:
+        return network_report.fmt_value(workload, value)
     if value is None:
         return "-"
     if workload == "W3":
@@ -498,6 +525,7 @@ def check_targets(
         verdicts.extend(check_memory_targets(outcomes))
     if "W5" in workloads:
         verdicts.extend(check_churn_targets(outcomes))
+    verdicts.extend(network_report.check_targets(outcomes, workloads))
     return verdicts
 
 
@@ -614,8 +642,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=lambda v: parse_list(v, WORKLOADS, "workload"),
         default=list(DEFAULT_WORKLOADS),
         help=(
-            "comma-separated, from W1,W2,W3,W4,W5 (default: W1,W2,W3,W5; W4 takes about"
-            " 30 s a round)"
+            "comma-separated, from W1,W2,W3,W4,W5,W6,W7 (default: W1,W2,W3,W5; W4 takes about"
+            " 30 s a round; W6 and W7 need a Redis server)"
         ),
     )
     parser.add_argument(
@@ -631,6 +659,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"W4: data messages the publisher sends (default: {W4_MESSAGES:,})",
     )
+    parser.add_argument(
+        "--w6-messages",
+        type=int,
+        metavar="N",
+        help="W6: data messages sent through Redis (default: W6-fanout 20,000, W6-single 10,000)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"W6/W7: the Redis server (default: {DEFAULT_REDIS_URL})",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write results here")
     parser.add_argument("--no-pipecat", action="store_true", help="skip the pipecat reference")
     args = parser.parse_args(argv)
@@ -638,6 +677,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--runs must be at least 1, not {args.runs!r}")
     if args.w4_messages < 1:
         parser.error(f"--w4-messages must be at least 1, not {args.w4_messages!r}")
+    if args.w6_messages is not None and args.w6_messages < 1:
+        parser.error(f"--w6-messages must be at least 1, not {args.w6_messages!r}")
     return args
 
 
@@ -684,12 +725,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
-    rounds = plan(args.workloads, backends, with_pipecat=pipecat_python is not None)
+    workloads, pipecat_network = network_report.preflight(
+        network_report.expand(args.workloads), args.redis_url, pipecat_python
+    )
+    rounds = plan(workloads, backends, with_pipecat=pipecat_python is not None)
+    if not pipecat_network:
+        rounds = {
+            workload: [job for job in jobs if job.impl.venv != "pipecat"]
+            if workload in NETWORK_WORKLOADS
+            else jobs
+            for workload, jobs in rounds.items()
+        }
+    rounds = {workload: jobs for workload, jobs in rounds.items() if jobs}
     outcomes: dict[tuple[str, str, str], Outcome] = {
         job.key: Outcome(job, []) for jobs in rounds.values() for job in jobs
     }
     env = worker_env()
-    workload_args = {"W4": ["--messages", str(args.w4_messages)]}
+    workload_args = {
+        "W4": ["--messages", str(args.w4_messages)],
+        **network_report.worker_args(args.redis_url, args.w6_messages),
+    }
     total = args.runs * len(outcomes)
     done = 0
     for round_index in range(args.runs):
@@ -698,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for job in jobs[shift:] + jobs[:shift]:
                 done += 1
                 extra = workload_args.get(workload, [])
-                if job.impl is PIPECAT:
+                if job.impl.venv == "pipecat":
                     assert pipecat_python is not None
                     result, error = run_worker(job, pipecat_python, None, extra)
                 else:
@@ -722,11 +777,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" python {platform.python_version()}, {platform.system()} {platform.machine()},"
         f" {os.cpu_count()} CPUs, anybus {git_revision()}"
     )
-    print("'vs pipecat': against pipecat AsyncQueueBus on asyncio (its only backend);")
-    if {"W1", "W2"} & set(args.workloads):
+    if set(BUS_WORKLOADS) & set(workloads):
+        print("'vs pipecat': against pipecat AsyncQueueBus on asyncio (its only backend);")
+    if {"W1", "W2"} & set(workloads):
         print("'of raw': fraction of the raw anyio memory stream ceiling on the same backend.")
-    for workload in args.workloads:
+    for workload in workloads:
         print()
+        if workload in NETWORK_WORKLOADS:
+            network_report.print_section(workload, outcomes, args.w6_messages)
+            continue
         print(description(workload, args.w4_messages))
         if workload == "W3":
             print_latency_table(outcomes)
@@ -744,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_throughput_table(workload, outcomes)
     print()
     print("Targets (WORKLOADS.md), on medians:")
-    verdicts = check_targets(outcomes, args.workloads)
+    verdicts = check_targets(outcomes, workloads)
     print()
     print(f"harness wall time: {wall:.1f} s for {total} worker processes")
 
@@ -754,9 +813,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "command": [Path(sys.executable).name, *sys.argv],
                 "runs": args.runs,
-                "workloads": args.workloads,
+                "workloads": workloads,
                 "backends": backends,
                 "w4_messages": args.w4_messages,
+                "w6_messages": args.w6_messages,
+                "redis_url": args.redis_url,
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
@@ -783,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"results written to {args.json}")
     failed = sum(r is None for outcome in outcomes.values() for r in outcome.results)
-    return 1 if failed else 0
+    return 1 if failed or len(workloads) < len(network_report.expand(args.workloads)) else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Create the virtual environment of the pipecat reference (pipecat's AsyncQueueBus).
+# Create the virtual environment of the pipecat reference (pipecat's AsyncQueueBus, and its
+# RedisBus for the network workloads W6/W7: pipecat-ai's `redis` extra, redis-py with hiredis).
 #
 # pipecat-ai is heavy, so it lives in its own venv, apart from anybus's. Idempotent: does
-# nothing if the venv already imports pipecat's bus at the pinned version.
+# nothing if the venv already imports both of pipecat's buses at the pinned version.
 #
 #   bash benchmarks/setup_pipecat.sh
 #
@@ -21,6 +22,7 @@ python="${PYTHON:-python3}"
 check='
 import importlib.metadata, sys
 import pipecat.bus.local.async_queue  # noqa: F401
+import pipecat.bus.network.redis  # noqa: F401
 sys.exit(importlib.metadata.version("pipecat-ai") != sys.argv[1])
 '
 
@@ -34,10 +36,10 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "pipecat-ai==$version"
+"$venv/bin/python" -m pip install --quiet "pipecat-ai[redis]==$version"
 
 if ! "$venv/bin/python" -c "$check" "$version" >/dev/null 2>&1; then
-    echo "error: $venv still cannot import pipecat's bus at pipecat-ai $version" >&2
+    echo "error: $venv still cannot import pipecat's buses at pipecat-ai $version" >&2
     "$venv/bin/python" -c "$check" "$version" >&2 || true
     exit 1
 fi

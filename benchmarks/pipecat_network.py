@@ -1,0 +1,390 @@
+"""The network reference: pipecat's ``RedisBus`` (redis-py) on W6 and W7, on asyncio.
+
+Run it with the pipecat virtual environment's Python, which needs redis-py
+(``benchmarks/setup_pipecat.sh`` installs ``pipecat-ai[redis]``)::
+
+    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W6-fanout
+    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W7
+    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W6-single \\
+        --impl raw-redis-py
+
+``--impl redis`` is pipecat's ``RedisBus``; ``raw-redis-py`` (W6 only) is redis-py alone, one
+client publishing back to back and one subscribed. It prints one JSON result line and does not
+import anybus: each measurement mirrors ``network.py`` step for step, with pipecat's bus and
+messages and plain asyncio in place of anyio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from _common import Result, Tally, emit
+from _network_common import (
+    PING_TARGET,
+    PONG_TARGET,
+    RAW_PAYLOAD_BYTES,
+    READY_LINE,
+    READY_TIMEOUT,
+    ROUND_TRIP_TIMEOUT,
+    STALL_TIMEOUT,
+    STOP_TARGET,
+    W6_SIZES,
+    W7_ROUND_TRIPS,
+    W7_WARMUP,
+    CpuClock,
+    network_args,
+    network_throughput_result,
+    round_trip_result,
+    unique_key,
+)
+from pipecat.bus.messages import BusDataMessage, BusMessage  # type: ignore[import-not-found]
+from pipecat.bus.network.redis import RedisBus  # type: ignore[import-not-found]
+from pipecat.bus.serializers import JSONMessageSerializer  # type: ignore[import-not-found]
+from pipecat.bus.subscriber import BusSubscriber  # type: ignore[import-not-found]
+from pipecat.utils.asyncio.task_manager import TaskManager  # type: ignore[import-not-found]
+from redis.asyncio import Redis  # type: ignore[import-not-found]
+
+IMPLS = ("redis", "raw-redis-py")
+BACKEND = "asyncio"
+IMPL_NAMES = {"redis": "pipecat-redis", "raw-redis-py": "raw-redis-py"}
+
+#: This file, which a W7 pinger runs again as its ponger.
+SCRIPT = str(Path(__file__).resolve())
+
+
+def _noop() -> None:
+    pass
+
+
+class OpenBus:
+    """One pipecat ``RedisBus`` with a redis-py client of its own, set up as pipecat's
+    ``WorkerRunner`` does (a task manager, then ``start()``); ``close()`` undoes it all."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.redis = Redis.from_url(url)
+        self.bus = RedisBus(redis=self.redis, channel=channel)
+
+    async def open(self) -> RedisBus:
+        await self.bus.setup(TaskManager(loop=asyncio.get_running_loop()))
+        await self.bus.start()
+        return self.bus
+
+    async def close(self) -> None:
+        await self.bus.stop()
+        await self.bus.cleanup()
+        await self.redis.aclose()
+
+
+async def wait_for_subscribers(redis: Redis, channel: str, count: int) -> None:
+    """Wait (round trip by round trip, no sleeping) until ``count`` clients subscribe.
+
+    pipecat's ``start()`` sends ``SUBSCRIBE`` but does not wait for Redis to confirm it, so
+    this is how a run knows that nothing it publishes next is lost.
+    """
+    async with asyncio.timeout(READY_TIMEOUT):
+        while True:
+            [(_, subscribed)] = await redis.pubsub_numsub(channel)
+            if int(subscribed) >= count:
+                return
+
+
+async def _wait_done(done: asyncio.Event, tally: Tally) -> None:
+    """Wait until every delivery arrived; fail (not measure) if none arrives for a while."""
+    while True:
+        remaining = tally.remaining
+        try:
+            async with asyncio.timeout(STALL_TIMEOUT):
+                await done.wait()
+        except TimeoutError:
+            if tally.remaining == remaining:
+                break
+        else:
+            return
+    raise RuntimeError(
+        f"{tally.remaining:,} deliveries still missing, none for {STALL_TIMEOUT:g} s"
+    )
+
+
+# --- W6: throughput through Redis ---------------------------------------------------------
+
+
+class CountingSubscriber(BusSubscriber):  # type: ignore[misc]
+    """The trivial handler: count the delivery, signal on the last one."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.tally = Tally(0, _noop)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        self.tally.hit()
+
+
+async def throughput(workload: str, url: str, n_messages: int) -> Result:
+    """W6, as in ``network.throughput``: a sender bus with no subscribers, the subscribers on
+    a second bus in the same process, every delivery through Redis."""
+    n_subscribers = W6_SIZES[workload][1]
+    key = unique_key(workload)
+    messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
+    subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
+    payload_bytes = len(JSONMessageSerializer().serialize(messages[0]))
+    receiving, sending = OpenBus(url, key), OpenBus(url, key)
+    try:
+        receiver = await receiving.open()
+        sender = await sending.open()
+        await wait_for_subscribers(sending.redis, key, 2)
+        for subscriber in subscribers:
+            await receiver.subscribe(subscriber)
+
+        primed = asyncio.Event()
+        primer = Tally(n_subscribers, primed.set)
+        for subscriber in subscribers:
+            subscriber.tally = primer
+        await sender.send(BusDataMessage(source="primer"))
+        await _wait_done(primed, primer)
+
+        done = asyncio.Event()
+        tally = Tally(n_messages * n_subscribers, done.set)
+        for subscriber in subscribers:
+            subscriber.tally = tally
+        gc.collect()
+
+        cpu = CpuClock()
+        cpu.start()
+        started_at = perf_counter()
+        for message in messages:
+            await sender.send(message)
+        sent_at = perf_counter()
+        await _wait_done(done, tally)
+        cpu_used = cpu.stop()
+        seconds = tally.finished_at - started_at
+    finally:
+        await sending.close()
+        await receiving.close()
+    return network_throughput_result(
+        IMPL_NAMES["redis"],
+        BACKEND,
+        workload,
+        messages=n_messages,
+        subscribers=n_subscribers,
+        seconds=seconds,
+        send_seconds=sent_at - started_at,
+        payload_bytes=payload_bytes,
+        cpu=cpu_used,
+    )
+
+
+async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
+    """W6's client ceiling, as in ``network.raw_throughput``, with redis-py: one client
+    publishes back to back, awaiting each ``PUBLISH``; a subscribed one counts."""
+    key = unique_key(f"{workload}-raw")
+    payload = b"x" * RAW_PAYLOAD_BYTES
+    publisher, subscriber = Redis.from_url(url), Redis.from_url(url)
+    pubsub = subscriber.pubsub()
+    tally = Tally(0, _noop)
+
+    async def read() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                tally.hit()
+
+    reader: asyncio.Task[None] | None = None
+    try:
+        await pubsub.subscribe(key)
+        reader = asyncio.create_task(read())
+        await wait_for_subscribers(publisher, key, 1)
+        primed = asyncio.Event()
+        tally = Tally(1, primed.set)
+        await publisher.publish(key, payload)
+        await _wait_done(primed, tally)
+
+        done = asyncio.Event()
+        tally = Tally(n_messages, done.set)
+        gc.collect()
+        cpu = CpuClock()
+        cpu.start()
+        started_at = perf_counter()
+        for _ in range(n_messages):
+            await publisher.publish(key, payload)
+        sent_at = perf_counter()
+        await _wait_done(done, tally)
+        cpu_used = cpu.stop()
+        seconds = tally.finished_at - started_at
+    finally:
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        await pubsub.aclose()
+        await publisher.aclose()
+        await subscriber.aclose()
+    return network_throughput_result(
+        IMPL_NAMES["raw-redis-py"],
+        BACKEND,
+        workload,
+        messages=n_messages,
+        subscribers=1,
+        seconds=seconds,
+        send_seconds=sent_at - started_at,
+        payload_bytes=RAW_PAYLOAD_BYTES,
+        cpu=cpu_used,
+    )
+
+
+# --- W7: round trips between two processes ------------------------------------------------
+
+
+class PongCatcher(BusSubscriber):  # type: ignore[misc]
+    """The pinger's subscriber, as in ``network.PongCatcher``."""
+
+    def __init__(self) -> None:
+        self.expected = ""
+        self.arrived = asyncio.Event()
+        self.arrived_at = 0.0
+        self.mismatched = 0
+
+    @property
+    def name(self) -> str:
+        return "pinger"
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        if message.target != PONG_TARGET:
+            return  # our own pings: pipecat's bus delivers them back through Redis
+        if message.source != self.expected:
+            self.mismatched += 1
+            return
+        self.arrived_at = perf_counter()
+        self.arrived.set()
+
+
+class Responder(BusSubscriber):  # type: ignore[misc]
+    """The ponger's subscriber, as in ``network.Responder``."""
+
+    def __init__(self, bus: RedisBus) -> None:
+        self.bus = bus
+        self.answered = 0
+        self.stop = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return "ponger"
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        if message.target == PING_TARGET:
+            await self.bus.send(BusDataMessage(source=str(message.id), target=PONG_TARGET))
+            self.answered += 1
+        elif message.target == STOP_TARGET:
+            self.stop.set()
+
+
+async def pinger(url: str) -> Result:
+    """W7, as in ``network.pinger``: both processes on asyncio (pipecat's only backend)."""
+    key = unique_key("W7")
+    pings = [
+        BusDataMessage(source="pinger", target=PING_TARGET)
+        for _ in range(W7_WARMUP + W7_ROUND_TRIPS)
+    ]
+    catcher = PongCatcher()
+    samples: list[float] = []
+    opened = OpenBus(url, key)
+    process: asyncio.subprocess.Process | None = None
+    try:
+        bus = await opened.open()
+        await wait_for_subscribers(opened.redis, key, 1)
+        await bus.subscribe(catcher)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            "--workload=W7",
+            f"--redis-url={url}",
+            "--role=ponger",
+            f"--channel={key}",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(READY_TIMEOUT):
+            ready = (await process.stdout.readline()).decode().strip()
+        if ready != READY_LINE:
+            raise RuntimeError(f"the ponger said {ready!r} instead of {READY_LINE!r}")
+        gc.collect()
+        for i, ping in enumerate(pings):
+            catcher.expected = str(ping.id)
+            catcher.arrived = arrived = asyncio.Event()
+            sent_at = perf_counter()
+            await bus.send(ping)
+            async with asyncio.timeout(ROUND_TRIP_TIMEOUT):
+                await arrived.wait()
+            if i >= W7_WARMUP:
+                samples.append(catcher.arrived_at - sent_at)
+        await bus.send(BusDataMessage(source="pinger", target=STOP_TARGET))
+        async with asyncio.timeout(READY_TIMEOUT):
+            peer: dict[str, Any] = json.loads(await process.stdout.readline())
+            await process.wait()
+        process = None
+    finally:
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await opened.close()
+    return round_trip_result(
+        IMPL_NAMES["redis"],
+        f"{BACKEND}+{BACKEND}",
+        samples,
+        mismatched=catcher.mismatched,
+        extra={
+            "pinger_backend": BACKEND,
+            "ponger_backend": BACKEND,
+            "answered": peer.get("answered"),
+        },
+    )
+
+
+async def ponger(url: str, key: str) -> Result:
+    """W7's other process: answer pings until told to stop, then report."""
+    opened = OpenBus(url, key)
+    try:
+        bus = await opened.open()
+        # The pinger's subscription and ours.
+        await wait_for_subscribers(opened.redis, key, 2)
+        responder = Responder(bus)
+        await bus.subscribe(responder)
+        print(READY_LINE, flush=True)
+        await responder.stop.wait()
+    finally:
+        await opened.close()
+    return {
+        "impl": IMPL_NAMES["redis"],
+        "backend": BACKEND,
+        "workload": "W7",
+        "role": "ponger",
+        "answered": responder.answered,
+    }
+
+
+def main() -> None:
+    args = network_args(__doc__ or "", impls=IMPLS, backends=[BACKEND])
+    if args.workload == "W7":
+        if args.impl != "redis":
+            raise SystemExit("W7 measures the bus: --impl redis")
+        if args.role == "ponger":
+            emit(asyncio.run(ponger(args.redis_url, args.channel)))
+        else:
+            emit(asyncio.run(pinger(args.redis_url)))
+    elif args.impl == "raw-redis-py":
+        emit(asyncio.run(raw_throughput(args.workload, args.redis_url, args.messages)))
+    else:
+        emit(asyncio.run(throughput(args.workload, args.redis_url, args.messages)))
+
+
+if __name__ == "__main__":
+    main()
