@@ -58,6 +58,34 @@ class RedisStatistics:
     groups_recreated: int
 
 
+class RecentPayloads:
+    """A bounded set of the payloads a bus sent, to know its own echoes without decoding.
+
+    Payloads are unique (each carries the sender and a sequence number), so a byte-for-byte
+    match is our own message. The oldest are forgotten past ``size``; an echo of one of those
+    is still recognised, by decoding it.
+    """
+
+    __slots__ = ("_payloads", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._payloads: OrderedDict[bytes, None] = OrderedDict()
+
+    def add(self, payload: bytes) -> None:
+        self._payloads[payload] = None
+        if len(self._payloads) > self._size:
+            self._payloads.popitem(last=False)
+
+    def discard_if_present(self, payload: bytes) -> bool:
+        """Forget ``payload`` and return True if it was one of ours."""
+        try:
+            del self._payloads[payload]
+        except KeyError:
+            return False
+        return True
+
+
 def instance_id(name: str | None, *, incarnation: bool) -> str:
     """This bus's identity: its name (default: host and pid), and optionally a token that
     tells two runs of the same name apart."""

@@ -22,6 +22,7 @@ from anyio import (
     sleep,
 )
 from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._dispatch import ErrorHook
@@ -29,7 +30,7 @@ from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._statistics import OverflowPolicy
 from .._wire import WireCodec
-from ._base import RedisTransportBus, instance_id
+from ._base import RecentPayloads, RedisTransportBus, instance_id
 from ._client import MAX_IN_FLIGHT, RedisClient, RedisSettings
 
 __all__ = ["RedisBus"]
@@ -39,6 +40,8 @@ logger = logging.getLogger("anybus.redis")
 
 #: Most messages the writer publishes in one pipelined round trip.
 WRITE_BATCH = 256
+#: The reader yields to the scheduler after this many messages in a row.
+READ_BATCH = 128
 
 #: The target of the probes a bus publishes to itself, to prove its subscription is in
 #: place. Messages with this target are never delivered to subscribers.
@@ -89,7 +92,7 @@ class RedisBus(RedisTransportBus):
         codec: WireCodec | None = None,
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
-        inbound_buffer: int = 10_000,
+        inbound_buffer: int = 100_000,
         outbox: int = 10_000,
         health_interval: float = 0.5,
         dedupe: int = 0,
@@ -119,6 +122,8 @@ class RedisBus(RedisTransportBus):
         self._inbound_buffer = inbound_buffer
         self._outbox_size = outbox
         self._outbox: MemoryObjectSendStream[bytes] | None = None
+        # Payloads this bus published, so that their echoes are dropped without decoding.
+        self._own = RecentPayloads(outbox * 2)
         self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
         self._probe_heard: Event | None = None
 
@@ -132,25 +137,32 @@ class RedisBus(RedisTransportBus):
     async def publish(self, message: BusMessage) -> None:
         """Deliver ``message`` to this bus's subscribers, then queue it for publishing.
 
-        Waits only when the outbox is full. Under cancellation, the message may have been
-        delivered locally and not queued for Redis.
+        Waits only when the outbox (or a bounded inbox) is full. A send cancelled while it
+        waits for room in the outbox has gone nowhere; one cancelled later is on its way to
+        Redis but may not have reached the local subscribers.
 
         Raises:
             SerializationError: if the message cannot be encoded (nothing was delivered).
             TransportError: if the bus is not connected, or an outage is known; the local
                 subscribers have the message, the other buses do not.
         """
-        payload = self._encode(message)
-        await self.deliver(message)
         outbox = self._outbox
         if outbox is None or not self._health.connected:
+            # Numbered all the same: the receivers see the gap it leaves and report it.
+            self._encode(message)
+            await self.deliver(message)
             self._publish_failures += 1
             state = "is not connected (run it first)" if outbox is None else "has lost redis"
             raise TransportError(f"{self!r} {state}: delivered to local subscribers only")
+        payload = self._encode(message)
+        # Queued before the local delivery (which may wait for room): the outbox is FIFO, so
+        # payloads go out in the order their sequence numbers were given.
         try:
             outbox.send_nowait(payload)
         except WouldBlock:
             await outbox.send(payload)
+        self._own.add(payload)
+        await self.deliver(message)
 
     async def _write(
         self, publisher: RedisClient, outbox: MemoryObjectReceiveStream[bytes]
@@ -271,19 +283,40 @@ class RedisBus(RedisTransportBus):
             ) from None
 
     async def _read(self, inbound: MemoryObjectReceiveStream[bytes]) -> None:
-        async for payload in inbound:
-            envelope = self._decode(payload, self._channel)
-            if envelope is None:
-                continue
-            message = envelope.message
-            probe = message.target == PROBE_TARGET
-            if envelope.sender == self._instance:
-                # Our own message, already delivered locally when it was sent.
-                if probe and self._probe_heard is not None:
-                    self._probe_heard.set()
-                continue
-            if self._is_new(envelope) and not probe:
-                await self._deliver_received(message)
+        # Take what has arrived without a scheduling round trip per message (as the workers
+        # do), so that the workers wake once per batch rather than once per message.
+        handled = 0
+        while True:
+            try:
+                payload = inbound.receive_nowait()
+            except WouldBlock:
+                handled = 0
+                try:
+                    payload = await inbound.receive()
+                except EndOfStream:
+                    return
+            except EndOfStream:
+                return
+            await self._take(payload)
+            handled += 1
+            if handled == READ_BATCH:
+                handled = 0
+                await checkpoint()
+
+    async def _take(self, payload: bytes) -> None:
+        if self._own.discard_if_present(payload):
+            return  # our own message, already delivered locally when it was sent
+        envelope = self._decode(payload, self._channel)
+        if envelope is None:
+            return
+        message = envelope.message
+        probe = message.target == PROBE_TARGET
+        if envelope.sender == self._instance:
+            if probe and self._probe_heard is not None:
+                self._probe_heard.set()
+            return
+        if self._is_new(envelope) and not probe:
+            await self._deliver_received(message)
 
     def _where(self) -> str:
         return f"{self._channel!r} on {self._settings.address}"

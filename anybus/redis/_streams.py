@@ -8,7 +8,15 @@ import os
 import socket
 from typing import final
 
-from anyio import CancelScope, CapacityLimiter, create_task_group, fail_after, move_on_after, sleep
+from anyio import (
+    CancelScope,
+    CapacityLimiter,
+    Lock,
+    create_task_group,
+    fail_after,
+    move_on_after,
+    sleep,
+)
 from anyio.abc import TaskStatus
 
 from .._dispatch import ErrorHook
@@ -16,7 +24,7 @@ from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._statistics import OverflowPolicy
 from .._wire import WireCodec
-from ._base import RedisTransportBus, instance_id
+from ._base import RecentPayloads, RedisTransportBus, instance_id
 from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
 
 __all__ = ["RedisStreamBus"]
@@ -38,7 +46,9 @@ class RedisStreamBus(RedisTransportBus):
     where it left off: entries it had been given but not acknowledged are given again.
 
     ``send()`` returns only once Redis has stored the message; while Redis is away it retries
-    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`. A retry
+    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`. Sends
+    on one bus reach Redis one at a time, in order (so a loop of sends pays one round trip
+    per message). A retry
     after a timeout may store a message twice, and a crash may deliver one twice: with
     ``dedupe`` (on by default) a bus drops messages whose id it has seen recently.
 
@@ -109,6 +119,9 @@ class RedisStreamBus(RedisTransportBus):
         self._read_batch = read_batch
         self._writer: RedisClient | None = None
         self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
+        self._send_lock = Lock()
+        # Payloads this bus stored, so that it drops them without decoding when it reads them.
+        self._own = RecentPayloads(10_000)
 
     @property
     def stream(self) -> str:
@@ -133,9 +146,16 @@ class RedisStreamBus(RedisTransportBus):
             TransportError: if Redis did not store it within ``send_deadline`` seconds; the
                 local subscribers have it, the other buses do not.
         """
-        payload = self._encode(message)
+        # Encoded once up front so that a message that cannot be encoded is refused before
+        # anything is delivered; encoded again, numbered, in turn below.
+        self._codec.encode(message, sender=self._instance, seq=0)
         await self.deliver(message)
-        await self._store(payload)
+        # One send at a time per bus: entries reach the stream in the order of their sequence
+        # numbers, so receivers never mistake a reordering for a loss.
+        async with self._send_lock:
+            payload = self._encode(message)
+            await self._store(payload)
+        self._own.add(payload)
 
     async def _store(self, payload: bytes) -> None:
         writer = self._writer
@@ -229,7 +249,7 @@ class RedisStreamBus(RedisTransportBus):
                 continue
             done: list[str] = []
             for entry_id, payload in entries:
-                if payload is not None:
+                if payload is not None and not self._own.discard_if_present(payload):
                     envelope = self._decode(payload, self._stream)
                     if (
                         envelope is not None
