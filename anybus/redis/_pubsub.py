@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from functools import partial
 from typing import final
 
@@ -42,6 +43,8 @@ logger = logging.getLogger("anybus.redis")
 WRITE_BATCH = 256
 #: The reader yields to the scheduler after this many messages in a row.
 READ_BATCH = 128
+#: Failed publishes are logged at most once per this many seconds (and all counted).
+FAILURE_LOG_INTERVAL = 10.0
 
 #: The target of the probes a bus publishes to itself, to prove its subscription is in
 #: place. Messages with this target are never delivered to subscribers.
@@ -124,6 +127,7 @@ class RedisBus(RedisTransportBus):
         self._outbox: MemoryObjectSendStream[bytes] | None = None
         # Payloads this bus published, so that their echoes are dropped without decoding.
         self._own = RecentPayloads(outbox * 2)
+        self._last_failure_log = -math.inf
         self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
         self._probe_heard: Event | None = None
 
@@ -190,7 +194,17 @@ class RedisBus(RedisTransportBus):
         self._published += len(batch) - failed
         if failed:
             self._publish_failures += failed
-            self._rejections.record("publish-failed", origin=f"{failed} message(s): {error}")
+            now = time.monotonic()
+            if now - self._last_failure_log >= FAILURE_LOG_INTERVAL:
+                self._last_failure_log = now
+                logger.warning(
+                    "%r: %d message(s) not published (%d so far): %s; they reached local "
+                    "subscribers only",
+                    self,
+                    failed,
+                    self._publish_failures,
+                    error,
+                )
         if 0 in receivers and not self._settings.cluster:  # a cluster counts per node
             # Our own subscription should have heard it: it is being re-established.
             self._unheard += receivers.count(0)
