@@ -10,6 +10,7 @@ from functools import partial
 from typing import final
 
 from anyio import (
+    BrokenResourceError,
     CancelScope,
     CapacityLimiter,
     ClosedResourceError,
@@ -162,9 +163,17 @@ class RedisBus(RedisTransportBus):
         # Queued before the local delivery (which may wait for room): the outbox is FIFO, so
         # payloads go out in the order their sequence numbers were given.
         try:
-            outbox.send_nowait(payload)
-        except WouldBlock:
-            await outbox.send(payload)
+            try:
+                outbox.send_nowait(payload)
+            except WouldBlock:
+                await outbox.send(payload)
+        except (BrokenResourceError, ClosedResourceError):
+            # The bus stopped while this send waited for room in the outbox.
+            await self.deliver(message)
+            self._publish_failures += 1
+            raise TransportError(
+                f"{self!r} stopped before it could publish: delivered to local subscribers only"
+            ) from None
         self._own.add(payload)
         await self.deliver(message)
 
