@@ -339,3 +339,20 @@ async def test_concurrent_senders_leave_no_false_gaps(redis_url: str, kind: str)
         stats = receiver.transport_statistics()
     assert (stats.gaps, stats.missed, stats.duplicates) == (0, 0, 0)
     assert len({m.id for m in far.messages}) == 200
+
+
+@pytest.mark.parametrize("count", [1, 50])
+async def test_what_was_sent_before_leaving_the_block_is_published(
+    redis_url: str, count: int
+) -> None:
+    channel = unique_name()
+    for _ in range(3):
+        recorder = RecordingSubscriber("r")
+        async with RedisBus(redis_url, channel=channel) as receiver:
+            await receiver.subscribe(recorder)
+            async with RedisBus(redis_url, channel=channel) as sender:
+                for _ in range(count):
+                    await sender.send(BusDataMessage(source="t"))
+            # The sender has left its block: its outbox, and any batch in flight, went out.
+            with anyio.fail_after(TIMEOUT):
+                await recorder.wait_for_count(count)

@@ -19,6 +19,7 @@ from anyio import (
     WouldBlock,
     create_memory_object_stream,
     create_task_group,
+    current_time,
     fail_after,
     move_on_after,
     sleep,
@@ -191,14 +192,19 @@ class RedisBus(RedisTransportBus):
             await self._publish_batch(publisher, batch)
 
     async def _publish_batch(self, publisher: RedisClient, batch: list[bytes]) -> None:
-        try:
-            async with self._limiter:
-                receivers = await publisher.publish_many(self._channel, batch)
-        except TransportError as exc:
-            receivers = [None] * len(batch)
-            error: str = str(exc)
-        else:
-            error = "redis refused it"
+        receivers: list[int | None] = [None] * len(batch)
+        error = "the bus stopped while they were being published"
+        # A batch taken out of the outbox is published even if the bus stops meanwhile: a
+        # send() that returned must not vanish in silence. The shield has a deadline.
+        with CancelScope(shield=True) as scope:
+            scope.deadline = current_time() + self._settings.request_timeout + 1
+            try:
+                async with self._limiter:
+                    receivers = await publisher.publish_many(self._channel, batch)
+            except TransportError as exc:
+                error = str(exc)
+            else:
+                error = "redis refused it"
         failed = receivers.count(None)
         self._published += len(batch) - failed
         if failed:
