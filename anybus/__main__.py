@@ -1,4 +1,9 @@
-"""``python -m anybus``: the demo of the in-memory bus, on asyncio, trio, or both."""
+"""``python -m anybus``: the ``anybus`` command.
+
+``python -m anybus demo`` runs the demo of the in-memory bus without the ``cli`` extra (on
+argparse); every other command needs it (``pip install 'anybus[cli]'``) and is handed to
+:mod:`anybus._cli`.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,33 @@ from ._demo import run_demo
 from ._version import __version__
 
 BACKENDS = ("asyncio", "trio")
+CLI_EXTRA_HINT = "error: the anybus command needs the cli extra: pip install 'anybus[cli]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m anybus`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit code of the argparse demo; the other commands raise ``SystemExit``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["demo"]:
+        return demo(args)
+    try:
+        from ._cli import cli
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("click", "rich"):
+            raise
+        if not args or args[0] in ("-h", "--help", "--version"):
+            return demo(args)
+        print(CLI_EXTRA_HINT, file=sys.stderr)
+        return 1
+    # click exits by itself (SystemExit with the command's exit code).
+    cli.main(args=args, prog_name="python -m anybus")
+    return 0  # pragma: no cover
+
+
+def demo(argv: Sequence[str]) -> int:
+    """The demo, on argparse: works without the ``cli`` extra."""
     parser = argparse.ArgumentParser(
         prog="python -m anybus", description="anybus, a pub/sub worker bus for asyncio and trio"
     )
