@@ -4,9 +4,19 @@ from ._bus import WorkerBus as WorkerBus
 from ._exceptions import AnybusError as AnybusError
 from ._exceptions import BusOverflowError as BusOverflowError
 from ._exceptions import BusStateError as BusStateError
+from ._exceptions import JobCancelled as JobCancelled
+from ._exceptions import JobError as JobError
+from ._exceptions import JobFailed as JobFailed
+from ._exceptions import JobTimeout as JobTimeout
 from ._exceptions import MessageRejected as MessageRejected
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TransportError as TransportError
+from ._job_worker import JobContext as JobContext
+from ._job_worker import JobHandler as JobHandler
+from ._job_worker import JobWorker as JobWorker
+from ._job_worker import job_handler as job_handler
+from ._jobs import Job as Job
+from ._jobs import JobResult as JobResult
 from ._listen import FunctionSubscriber as FunctionSubscriber
 from ._listen import MessageStream as MessageStream
 from ._memory import MemoryBus as MemoryBus
@@ -37,6 +47,7 @@ from ._messages import BusWorkerErrorMessage as BusWorkerErrorMessage
 from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
+from ._portal import BusPortal as BusPortal
 from ._serializers import JSONSerializer as JSONSerializer
 from ._serializers import MsgpackSerializer as MsgpackSerializer
 from ._serializers import Serializer as Serializer
@@ -72,6 +83,7 @@ __all__ = [
     "BusLocalMessage",
     "BusMessage",
     "BusOverflowError",
+    "BusPortal",
     "BusStateError",
     "BusStatistics",
     "BusSubscriber",
@@ -82,7 +94,16 @@ __all__ = [
     "Envelope",
     "FunctionSubscriber",
     "JSONSerializer",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobError",
+    "JobFailed",
+    "JobHandler",
+    "JobResult",
     "JobStatus",
+    "JobTimeout",
+    "JobWorker",
     "MemoryBus",
     "MessageRegistry",
     "MessageRejected",
@@ -99,6 +120,7 @@ __all__ = [
     "WorkerBus",
     "__version__",
     "default_registry",
+    "job_handler",
     "register_message",
 ]
 

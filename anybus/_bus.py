@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from anyio import (
     TASK_STATUS_IGNORED,
@@ -19,8 +21,10 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
 from ._dispatch import ErrorHook, Subscription, in_handler
-from ._exceptions import BusStateError
+from ._exceptions import BusStateError, JobTimeout
+from ._jobs import ANSWER_TYPES, CANCEL_TIMEOUT, Job, JobResult, _JobClient
 from ._messages import BusLocalMessage, BusMessage, BusSystemMessage
+from ._portal import BusPortal
 from ._registry import SubscriptionRegistry
 from ._statistics import BusStatistics, OverflowPolicy, Undelivered
 
@@ -100,6 +104,7 @@ class WorkerBus(SubscriptionRegistry):
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
         self._sent = 0
+        self._jobs: _JobClient | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -322,6 +327,10 @@ class WorkerBus(SubscriptionRegistry):
                 event = self._hub.idle_event = Event()
             await event.wait()
 
+    def _notify_idle(self) -> None:
+        """Wake ``wait_idle()`` to look again (a subscriber's own work has ended)."""
+        self._hub.notify_idle()
+
     # --- sending --------------------------------------------------------------------------
 
     async def send(self, message: BusMessage) -> None:
@@ -380,6 +389,92 @@ class WorkerBus(SubscriptionRegistry):
             else:
                 return
             await sub.wait_for_room()
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    def job(
+        self,
+        worker: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        job_name: str | None = None,
+        source: str | None = None,
+        job_id: str | None = None,
+        cancel_timeout: float = CANCEL_TIMEOUT,
+    ) -> Job:
+        """Send a job to ``worker`` and follow it: ``async with bus.job(...) as job:``.
+
+        Entering the block sends a :class:`~anybus.BusJobRequestMessage` (``payload``,
+        ``job_name``) addressed to ``worker``; inside it, read ``job.updates()``,
+        ``job.stream()`` and ``await job.result()`` (see :class:`Job`). Answers are addressed to
+        ``source`` (by default the name of the bus's job client, a subscriber the first job
+        adds) and matched by the job's id (``job_id``, by default a random one).
+
+        Leaving the block before the job has ended — cancelled, timed out, raised, or done
+        waiting — sends a :class:`~anybus.BusJobCancelMessage` to the worker, shielded from
+        the cancellation, for at most ``cancel_timeout`` seconds.
+        """
+        return Job(
+            self,
+            worker,
+            payload,
+            job_name=job_name,
+            source=source,
+            job_id=job_id,
+            cancel_timeout=cancel_timeout,
+        )
+
+    async def request(
+        self,
+        worker: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        job_name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's deadline, a part of the call
+        source: str | None = None,
+    ) -> JobResult:
+        """Send a job to ``worker``, wait for its response and return it.
+
+        Updates and stream chunks the worker sends are ignored (use :meth:`job` to read
+        them). If the call is cancelled, or ``timeout`` seconds pass without a response, a
+        :class:`~anybus.BusJobCancelMessage` is sent to the worker (see :meth:`job`).
+
+        Raises:
+            JobTimeout: if no response came within ``timeout`` seconds.
+            JobFailed: if the worker answered ``failed`` (the handler raised ``JobFailed``).
+            JobCancelled: if the worker answered ``cancelled``.
+            JobError: if the worker answered ``error``, or announced an error of its own
+                (``BusWorkerErrorMessage``) while the job was outstanding.
+        """
+        job = self.job(worker, payload, job_name=job_name, source=source)
+        with move_on_after(timeout):
+            async with job:
+                return await job.result()
+        raise JobTimeout(
+            f"job {job.id} at {worker!r} did not answer within {timeout} s; it was cancelled",
+            job_id=job.id,
+            worker=worker,
+        )
+
+    async def _job_client(self) -> _JobClient:
+        client = self._jobs
+        if client is None:
+            client = self._jobs = _JobClient()
+            await self.subscribe(client, types=ANSWER_TYPES, max_buffer=None)
+        return client
+
+    @asynccontextmanager
+    async def thread_portal(self) -> AsyncIterator[BusPortal]:
+        """Let threads use the bus: ``async with bus.thread_portal() as portal:``.
+
+        The :class:`~anybus.BusPortal` is thread-safe: a thread calls
+        ``portal.send(message)`` or ``portal.request(worker, payload)`` and blocks until the
+        call, run in this event loop, returns. Leaving the block cancels calls still running
+        (those threads get :class:`concurrent.futures.CancelledError`); calls made after it
+        raise :class:`RuntimeError`.
+        """
+        async with BusPortal._open(self) as portal:
+            yield portal
 
     # --- introspection --------------------------------------------------------------------
 

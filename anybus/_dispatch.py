@@ -84,6 +84,7 @@ class Subscription:
         "_close_lanes",
         "accepts",
         "bounded",
+        "bus",
         "data_base",
         "data_filtered",
         "data_pushed",
@@ -131,8 +132,11 @@ class Subscription:
         hub: Hub,
         on_error: ErrorHook | None,
         passive: bool = False,
+        bus: Any = None,
     ) -> None:
         self.subscriber = subscriber
+        # The bus, handed to the subscriber's run_in_bus() when it overrides it.
+        self.bus = bus if type(subscriber).run_in_bus is not BusSubscriber.run_in_bus else None
         self.name = name
         self.accepts = _make_filter(subscriber, types)
         self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
@@ -250,6 +254,8 @@ class Subscription:
         """Whether nothing is queued and, if dispatching, no handler is running."""
         if self.system_queued or self.data_backlog():
             return False
+        if self.bus is not None and self.subscriber._anybus_busy():
+            return False  # work of its own in run_in_bus(), such as a JobWorker's jobs
         if self.passive or not dispatching:
             return True
         return self.data_waiter is not None and self.system_waiter is not None
@@ -301,12 +307,23 @@ class Subscription:
         try:
             with scope:
                 async with create_task_group() as task_group:
+                    if self.bus is not None:
+                        task_group.start_soon(
+                            self._run_in_bus, name=f"anybus run_in_bus {self.name!r}"
+                        )
                     task_group.start_soon(
                         self._system_worker, name=f"anybus system worker {self.name!r}"
                     )
                     await self._data_worker()
         finally:
             done.set()
+
+    async def _run_in_bus(self) -> None:
+        assert self.bus is not None
+        try:
+            await self.subscriber.run_in_bus(self.bus)
+        except Exception as exc:
+            logger.error("run_in_bus() of subscriber %r failed", self.name, exc_info=exc)
 
     async def _system_worker(self) -> None:
         receive_nowait = self.system_receive.receive_nowait

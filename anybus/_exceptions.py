@@ -7,18 +7,28 @@
      ├── BusOverflowError     a bounded inbox is full under the "error" overflow policy
      ├── TransportError       a network transport failed (unreachable, timed out, refused)
      ├── SerializationError   a message cannot be encoded for the wire (sending side)
-     └── MessageRejected      bytes from the wire are refused (receiving side); .reason says why
+     ├── MessageRejected      bytes from the wire are refused (receiving side); .reason says why
+     └── JobError             a job did not complete: .status and .response say how it ended
+          ├── JobFailed       the handler raised JobFailed: a domain error (status "failed")
+          ├── JobCancelled    the job was cancelled where it ran (status "cancelled")
+          └── JobTimeout      no answer before the deadline (also a TimeoutError)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
+
+from ._messages import JobStatus
 
 __all__ = [
     "AnybusError",
     "BusOverflowError",
     "BusStateError",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobTimeout",
     "MessageRejected",
     "RejectionReason",
     "SerializationError",
@@ -106,3 +116,58 @@ class MessageRejected(AnybusError):
 
     def __str__(self) -> str:
         return f"message rejected ({self.reason}): {self.detail}"
+
+
+class JobError(AnybusError):
+    """Raised on the calling side when a job did not complete.
+
+    A plain ``JobError`` means the handler raised an unexpected exception (status ``error``) or
+    the worker announced an error of its own (a :class:`~anybus.BusWorkerErrorMessage`) while
+    the job was outstanding; the subclasses cover the other endings.
+
+    Attributes:
+        job_id: the job's id.
+        worker: the name of the worker the job was sent to.
+        status: how the worker said the job ended, or ``None`` when it never said (a timeout, a
+            worker error).
+        response: the response dict the worker sent (``{}`` if none); for ``failed`` and
+            ``error`` it holds ``"error"``, the worker's description of what went wrong.
+    """
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        job_id: str = "",
+        worker: str = "",
+        status: JobStatus | None = None,
+        response: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(text)
+        self.job_id = job_id
+        self.worker = worker
+        self.status = status
+        self.response: dict[str, Any] = dict(response or {})
+
+
+class JobFailed(JobError):
+    """A job ended with status ``failed``: its handler reported a domain error.
+
+    Raise it in a job handler to fail the job on purpose — ``raise JobFailed("no such
+    file", response={"path": path})`` — and the caller's ``request()`` or ``job.result()``
+    raises a ``JobFailed`` with the same text, ``status`` ``failed`` and the response (plus
+    ``"error"``: the text).
+    """
+
+
+class JobCancelled(JobError):
+    """A job ended with status ``cancelled``: it was cancelled where it ran — by a
+    :class:`~anybus.BusJobCancelMessage` from someone else, or because its worker stopped."""
+
+
+class JobTimeout(JobError, TimeoutError):
+    """No answer came before the deadline given to ``request(timeout=...)``.
+
+    The job was cancelled at the worker (a :class:`~anybus.BusJobCancelMessage` was sent);
+    ``status`` is ``None``.
+    """

@@ -100,6 +100,7 @@ class SubscriptionRegistry(ABC):
             hub=self._hub,
             on_error=self._on_handler_error,
             passive=passive,
+            bus=self,
         )
         self._subscriptions[name] = sub
         self._changed()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._bus import WorkerBus
     from ._messages import BusMessage
 
 __all__ = ["BusSubscriber"]
@@ -52,3 +53,24 @@ class BusSubscriber:
         raised here is logged with its traceback and delivery goes on. When the bus stops or
         this subscriber is unsubscribed, a handler still running is cancelled.
         """
+
+    async def run_in_bus(self, bus: WorkerBus) -> None:
+        """Run this subscriber's own tasks inside the bus's scope; override to use it.
+
+        The bus starts it, as a task next to the subscriber's workers, whenever those start
+        (on subscribing to a dispatching bus, and on every ``start()``), and cancels it with
+        them: on ``stop()``, on ``unsubscribe()`` and when the bus's scope ends. So any task
+        it runs in a task group of its own ends before the bus does. Messages may reach
+        :meth:`on_bus_message` before it has begun. An exception raised here is logged and the
+        subscriber's workers keep running. The default does nothing, and the bus starts no
+        task for a subscriber that does not override it.
+
+        :class:`~anybus.JobWorker` runs its jobs here.
+        """
+
+    def _anybus_busy(self) -> bool:
+        """Whether work of :meth:`run_in_bus` is outstanding: it keeps ``wait_idle()`` waiting.
+
+        A subscriber that overrides it must call ``bus._notify_idle()`` when it turns false.
+        """
+        return False

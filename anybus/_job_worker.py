@@ -1,0 +1,386 @@
+"""The worker side of jobs: :class:`JobWorker`, job handlers and their :class:`JobContext`.
+
+A job worker takes the :class:`~anybus.BusJobRequestMessage` addressed to it, queues it, and runs
+it — at most ``concurrency`` at a time, in arrival order — in a task of its own, inside a cancel
+scope of its own, in the task group that :meth:`JobWorker.run_in_bus` keeps in the bus's scope.
+Its data handler only queues, so the worker keeps reading its inbox while jobs run: a
+:class:`~anybus.BusJobCancelMessage` (a system message) cancels exactly one job's scope, and a
+:class:`~anybus.BusJobUpdateRequestMessage` is answered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
+from anyio.abc import TaskGroup
+
+from ._exceptions import JobFailed
+from ._messages import (
+    BusJobCancelMessage,
+    BusJobRequestMessage,
+    BusJobResponseMessage,
+    BusJobStreamDataMessage,
+    BusJobStreamEndMessage,
+    BusJobStreamStartMessage,
+    BusJobUpdateMessage,
+    BusJobUpdateRequestMessage,
+    BusJobUpdateUrgentMessage,
+    BusMessage,
+    JobStatus,
+)
+from ._subscriber import BusSubscriber
+
+if TYPE_CHECKING:
+    from ._bus import WorkerBus
+
+__all__ = ["JobContext", "JobHandler", "JobWorker", "job_handler"]
+
+logger = logging.getLogger("anybus.jobs")
+
+
+class JobHandler(Protocol):
+    """A job handler: ``async def handler(job: JobContext) -> dict | None``.
+
+    What it returns is the response of a completed job. It runs in the job's own cancel scope
+    (``job.cancel_scope``): a cancel for the job cancels it there, like any cancellation.
+    """
+
+    def __call__(self, job: JobContext, /) -> Awaitable[Mapping[str, Any] | None]: ...
+
+
+#: Seconds a job's final answer may take to send, shielded, when the worker is stopped.
+STOP_ANSWER_TIMEOUT: Final = 2.0
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_JOB_NAME_ATTRIBUTE = "_anybus_job_name"
+
+
+def job_handler(name: str | None = None) -> Callable[[_F], _F]:
+    """Mark a method of a :class:`JobWorker` subclass as the handler of jobs named ``name``.
+
+    ``name=None`` handles requests that name no job. The method is
+    ``async def method(self, job: JobContext) -> dict | None``::
+
+        class Transcriber(JobWorker):
+            @job_handler("transcribe")
+            async def transcribe(self, job: JobContext) -> dict[str, Any]:
+                ...
+    """
+
+    def mark(method: _F) -> _F:
+        setattr(method, _JOB_NAME_ATTRIBUTE, name)
+        return method
+
+    return mark
+
+
+class JobContext:
+    """What a job handler gets: the request, and the way to answer while it runs.
+
+    Attributes:
+        id: the job's id.
+        name: the job's name (``None`` if the request named none).
+        payload: the request's payload (``{}`` if none).
+        requester: the name the request came from; answers are addressed to it.
+        request: the request message itself.
+        cancel_scope: the job's own cancel scope; a :class:`~anybus.BusJobCancelMessage`
+            for this job cancels it.
+        last_update: the last update sent (``None`` before the first).
+    """
+
+    def __init__(self, worker: JobWorker, bus: WorkerBus, request: BusJobRequestMessage) -> None:
+        self.id = request.job_id
+        self.name = request.job_name
+        self.payload: dict[str, Any] = dict(request.payload or {})
+        self.requester = request.source
+        self.request = request
+        self.cancel_scope = CancelScope()
+        self.last_update: dict[str, Any] | None = None
+        self.cancel_reason: str | None = None
+        self._worker = worker
+        self._bus = bus
+
+    async def update(
+        self, update: Mapping[str, Any] | None = None, *, urgent: bool = False
+    ) -> None:
+        """Send a progress update to the caller (``urgent``: with system priority).
+
+        It is also what the worker answers an update request with, until the next one.
+        """
+        data = dict(update or {})
+        self.last_update = data
+        kind = BusJobUpdateUrgentMessage if urgent else BusJobUpdateMessage
+        await self._bus.send(
+            kind(source=self._worker.name, target=self.requester, job_id=self.id, update=data)
+        )
+
+    async def stream_start(self, metadata: Mapping[str, Any] | None = None) -> None:
+        """Open a streamed answer, with optional metadata."""
+        await self._send_stream(BusJobStreamStartMessage, metadata)
+
+    async def stream_data(self, chunk: Mapping[str, Any]) -> None:
+        """Send one chunk of the streamed answer."""
+        await self._send_stream(BusJobStreamDataMessage, chunk)
+
+    async def stream_end(self, metadata: Mapping[str, Any] | None = None) -> None:
+        """Close the streamed answer, with optional final metadata."""
+        await self._send_stream(BusJobStreamEndMessage, metadata)
+
+    async def _send_stream(
+        self,
+        kind: type[BusJobStreamStartMessage | BusJobStreamDataMessage | BusJobStreamEndMessage],
+        data: Mapping[str, Any] | None,
+    ) -> None:
+        await self._bus.send(
+            kind(
+                source=self._worker.name,
+                target=self.requester,
+                job_id=self.id,
+                data=dict(data) if data is not None else None,
+            )
+        )
+
+    def __repr__(self) -> str:
+        name = f" {self.name!r}" if self.name else ""
+        return f"<JobContext {self.id}{name} for {self.requester!r}>"
+
+
+class JobWorker(BusSubscriber):
+    """A subscriber that runs jobs: subscribe it to a bus, callers ``bus.request()`` it.
+
+    Declare handlers by job name with :meth:`job` (a decorator), the ``handlers`` mapping, or
+    :func:`job_handler` on methods of a subclass. A handler returns the response dict (or
+    ``None``) for status ``completed``; raising :class:`~anybus.JobFailed` answers ``failed``
+    (a domain error, with its text and ``response``); any other exception answers ``error``
+    (and is logged with its traceback); a cancel for the job answers ``cancelled``. Requests
+    for a job name without a handler are answered ``error``.
+
+    At most ``concurrency`` jobs run at a time (default 1: a sequential worker); further
+    requests wait in arrival order. Each job runs in a task of its own, in its own cancel
+    scope, inside :meth:`run_in_bus`: stopping the bus or unsubscribing the worker cancels the
+    running jobs, each answered ``cancelled`` (shielded, for at most two seconds); queued
+    requests stay queued until the worker runs again.
+
+    The worker handles only requests addressed to its name, and cancels and update requests
+    for jobs it knows. Override :meth:`on_other_message` to handle the other messages (data
+    messages one at a time, as for any subscriber).
+
+    Args:
+        name: the worker's name on the bus; requests target it.
+        handlers: job name (``None``: requests that name none) to handler.
+        concurrency: how many jobs may run at once.
+
+    Raises:
+        ValueError: if ``concurrency`` is below 1.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        handlers: Mapping[str | None, JobHandler] | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        self.name = name
+        self.concurrency = concurrency
+        self._handlers: dict[str | None, JobHandler] = {}
+        for klass in reversed(type(self).__mro__):
+            for attribute, value in vars(klass).items():
+                if hasattr(value, _JOB_NAME_ATTRIBUTE):
+                    job_name: str | None = getattr(value, _JOB_NAME_ATTRIBUTE)
+                    self._handlers[job_name] = getattr(self, attribute)
+        self._handlers.update(handlers or {})
+        self._queue: deque[BusJobRequestMessage] = deque()
+        self._cancelled_queued: deque[tuple[BusJobRequestMessage, str]] = deque()
+        self._running: dict[str, JobContext] = {}
+        self._update_requests: deque[BusJobUpdateRequestMessage] = deque()
+        self._wakeup = Event()
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+
+    def job(self, name: str | None = None) -> Callable[[JobHandler], JobHandler]:
+        """Register the decorated ``async def handler(job)`` for jobs named ``name``."""
+
+        def register(handler: JobHandler) -> JobHandler:
+            self._handlers[name] = handler
+            return handler
+
+        return register
+
+    def _anybus_busy(self) -> bool:
+        return bool(
+            self._running or self._queue or self._cancelled_queued or self._update_requests
+        )
+
+    @property
+    def running_jobs(self) -> list[str]:
+        """The ids of the jobs running now."""
+        return list(self._running)
+
+    @property
+    def queued_jobs(self) -> list[str]:
+        """The ids of the jobs waiting for a free slot, in the order they will start."""
+        return [request.job_id for request in self._queue]
+
+    # --- the inbox ------------------------------------------------------------------------
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        """Queue job requests, cancel jobs, take update requests; pass on the rest."""
+        if isinstance(message, BusJobRequestMessage):
+            if message.target == self.name:
+                self._queue.append(message)
+                self._wake()
+        elif isinstance(message, BusJobCancelMessage):
+            if message.target == self.name:
+                self._cancel(message)
+        elif isinstance(message, BusJobUpdateRequestMessage):
+            if message.target == self.name:
+                self._update_requests.append(message)
+                self._wake()
+        else:
+            await self.on_other_message(message)
+
+    async def on_other_message(self, message: BusMessage) -> None:
+        """Handle a message that is not about jobs; the default ignores it."""
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _cancel(self, message: BusJobCancelMessage) -> None:
+        job = self._running.get(message.job_id)
+        if job is not None:
+            job.cancel_reason = message.reason or "cancelled"
+            job.cancel_scope.cancel(reason=f"anybus: job {job.id} cancelled")
+            logger.debug("%r: job %s cancelled (%s)", self.name, job.id, job.cancel_reason)
+            return
+        for request in self._queue:
+            if request.job_id == message.job_id:
+                self._queue.remove(request)
+                self._cancelled_queued.append((request, message.reason or "cancelled"))
+                self._wake()
+                return
+
+    # --- running jobs ---------------------------------------------------------------------
+
+    async def run_in_bus(self, bus: WorkerBus) -> None:
+        """Run the queued jobs, ``concurrency`` at a time, until the bus stops the worker."""
+        async with create_task_group() as task_group:
+            while True:
+                self._wakeup = Event()
+                await self._serve_round(bus, task_group)
+                if not self._anybus_busy():
+                    bus._notify_idle()
+                await self._wakeup.wait()
+
+    async def _serve_round(self, bus: WorkerBus, task_group: TaskGroup) -> None:
+        while self._cancelled_queued:
+            request, reason = self._cancelled_queued.popleft()
+            self.cancelled += 1
+            await self._answer(bus, request, JobStatus.CANCELLED, {"reason": reason})
+        while self._update_requests:
+            await self._report(bus, self._update_requests.popleft())
+        while self._queue and len(self._running) < self.concurrency:
+            request = self._queue.popleft()
+            job = JobContext(self, bus, request)
+            self._running[job.id] = job
+            task_group.start_soon(self._run_job, bus, job, name=f"anybus job {job.id}")
+
+    async def _report(self, bus: WorkerBus, request: BusJobUpdateRequestMessage) -> None:
+        job = self._running.get(request.job_id)
+        report: dict[str, Any]
+        if job is not None:
+            report = job.last_update if job.last_update is not None else {"state": "running"}
+        else:
+            queued = self.queued_jobs
+            if request.job_id in queued:
+                report = {"state": "queued", "position": queued.index(request.job_id) + 1}
+            else:
+                report = {"state": "unknown"}
+        await bus.send(
+            BusJobUpdateMessage(
+                source=self.name, target=request.source, job_id=request.job_id, update=report
+            )
+        )
+
+    async def _run_job(self, bus: WorkerBus, job: JobContext) -> None:
+        outcome: tuple[JobStatus, dict[str, Any] | None] | None = None
+        try:
+            outcome = await self._outcome(job)
+            self._count(outcome[0])
+            await self._answer(bus, job.request, *outcome)
+        except get_cancelled_exc_class():
+            # The worker itself is stopping: still answer, shielded and bounded.
+            self._running.pop(job.id, None)
+            if outcome is None:
+                outcome = (JobStatus.CANCELLED, {"reason": "the worker stopped"})
+                self._count(outcome[0])
+            with CancelScope(shield=True, deadline=current_time() + STOP_ANSWER_TIMEOUT):
+                await self._answer(bus, job.request, *outcome)
+            raise
+        finally:
+            self._wake()
+
+    async def _outcome(self, job: JobContext) -> tuple[JobStatus, dict[str, Any] | None]:
+        """Run the job's handler in the job's scope; return the status and response to send."""
+        handler = self._handlers.get(job.name)
+        if handler is None:
+            self._running.pop(job.id, None)
+            error = f"worker {self.name!r} has no handler for job {job.name!r}"
+            return JobStatus.ERROR, {"error": error}
+        status, response = JobStatus.COMPLETED, None
+        with job.cancel_scope:
+            try:
+                result = await handler(job)
+                response = dict(result) if result is not None else None
+            except JobFailed as exc:
+                status, response = JobStatus.FAILED, {**exc.response, "error": str(exc)}
+            except Exception as exc:
+                logger.error("%r: job %s (%r) raised", self.name, job.id, job.name, exc_info=exc)
+                status, response = JobStatus.ERROR, {"error": f"{type(exc).__name__}: {exc}"}
+        if job.cancel_scope.cancelled_caught:
+            status, response = JobStatus.CANCELLED, {"reason": job.cancel_reason or "cancelled"}
+        self._running.pop(job.id, None)
+        return status, response
+
+    def _count(self, status: JobStatus) -> None:
+        if status is JobStatus.COMPLETED:
+            self.completed += 1
+        elif status is JobStatus.CANCELLED:
+            self.cancelled += 1
+        else:
+            self.failed += 1
+
+    async def _answer(
+        self,
+        bus: WorkerBus,
+        request: BusJobRequestMessage,
+        status: JobStatus,
+        response: dict[str, Any] | None,
+    ) -> None:
+        try:
+            await bus.send(
+                BusJobResponseMessage(
+                    source=self.name,
+                    target=request.source,
+                    job_id=request.job_id,
+                    status=status,
+                    response=response,
+                )
+            )
+        except Exception as exc:
+            logger.error(
+                "%r: could not answer job %s (%s)", self.name, request.job_id, status, exc_info=exc
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r}: {len(self._running)} running, "
+            f"{len(self._queue)} queued>"
+        )

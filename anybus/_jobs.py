@@ -1,0 +1,365 @@
+"""The calling side of jobs: ``bus.request()`` and ``bus.job()``.
+
+A job is a :class:`~anybus.BusJobRequestMessage` answered by messages that carry its ``job_id``:
+updates, stream chunks and, last, a response. Each bus that calls jobs has one
+:class:`_JobClient` subscriber that routes those answers to the :class:`Job` waiting for them,
+by id; answers for ids nobody waits for (any more) are ignored. A job is a scope: leaving
+``async with bus.job(...)`` before the answer came — by cancellation, a timeout or an
+exception — sends a :class:`~anybus.BusJobCancelMessage` to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+from anyio import CancelScope, Event, current_time
+
+from ._exceptions import JobCancelled, JobError, JobFailed
+from ._messages import (
+    BusJobCancelMessage,
+    BusJobRequestMessage,
+    BusJobResponseMessage,
+    BusJobResponseUrgentMessage,
+    BusJobStreamDataMessage,
+    BusJobStreamEndMessage,
+    BusJobStreamStartMessage,
+    BusJobUpdateMessage,
+    BusJobUpdateRequestMessage,
+    BusJobUpdateUrgentMessage,
+    BusMessage,
+    BusWorkerErrorMessage,
+    BusWorkerLocalErrorMessage,
+    JobStatus,
+)
+from ._subscriber import BusSubscriber
+
+if TYPE_CHECKING:
+    from ._bus import WorkerBus
+
+__all__ = ["Job", "JobResult"]
+
+logger = logging.getLogger("anybus.jobs")
+
+#: Seconds that sending the automatic cancel may take, shielded, when a job's scope is left early.
+CANCEL_TIMEOUT: Final = 5.0
+
+#: The answers a job client routes (and the worker errors that fail outstanding jobs).
+ANSWER_TYPES: Final[tuple[type[BusMessage], ...]] = (
+    BusJobResponseMessage,
+    BusJobResponseUrgentMessage,
+    BusJobUpdateMessage,
+    BusJobUpdateUrgentMessage,
+    BusJobStreamStartMessage,
+    BusJobStreamDataMessage,
+    BusJobStreamEndMessage,
+    BusWorkerErrorMessage,
+    BusWorkerLocalErrorMessage,
+)
+
+_Response = BusJobResponseMessage | BusJobResponseUrgentMessage
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a worker answered when a job completed.
+
+    Attributes:
+        job_id: the job's id.
+        worker: the name of the worker that ran it.
+        status: always :attr:`JobStatus.COMPLETED` (other endings raise :class:`JobError`).
+        response: the response dict the worker sent (``{}`` if none).
+    """
+
+    job_id: str
+    worker: str
+    status: JobStatus
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+class _JobClient(BusSubscriber):
+    """The subscriber that routes job answers to the jobs waiting for them."""
+
+    def __init__(self) -> None:
+        self.name = f"anybus-jobs-{secrets.token_hex(4)}"
+        self.pending: dict[str, Job] = {}
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        if isinstance(message, BusWorkerErrorMessage | BusWorkerLocalErrorMessage):
+            for job in list(self.pending.values()):
+                if job.worker == message.source:
+                    job._fail(
+                        JobError(
+                            f"worker {job.worker!r} reported an error while job {job.id} "
+                            f"was outstanding: {message.error}",
+                            job_id=job.id,
+                            worker=job.worker,
+                            status=JobStatus.ERROR,
+                            response={"error": message.error},
+                        )
+                    )
+            return
+        job_id = getattr(message, "job_id", None)
+        waiting = self.pending.get(job_id) if isinstance(job_id, str) else None
+        if waiting is None:
+            logger.debug("no job waits for %s (job %s): ignored", message.name, job_id)
+            return
+        waiting._feed(message)
+
+
+class Job:
+    """A job sent to a worker, as seen by the caller: ``async with bus.job(...) as job:``.
+
+    Read its progress with :meth:`updates`, a streamed answer with :meth:`stream`, and its
+    outcome with :meth:`result`; ask for progress with :meth:`request_update`. What the worker
+    sends is kept until it is read (or the job's block is left), in arrival order.
+
+    Leaving the ``async with`` block before the job has ended — because the block was
+    cancelled, timed out, raised, or simply did not wait — sends a
+    :class:`~anybus.BusJobCancelMessage` to the worker (shielded, for at most
+    ``cancel_timeout`` seconds) and forgets the job; answers that arrive later are ignored.
+    """
+
+    def __init__(
+        self,
+        bus: WorkerBus,
+        worker: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        job_name: str | None,
+        source: str | None,
+        job_id: str | None,
+        cancel_timeout: float,
+    ) -> None:
+        self.id = job_id or secrets.token_hex(8)
+        self.worker = worker
+        self.job_name = job_name
+        self.payload = dict(payload) if payload is not None else None
+        #: The name answers are addressed to (by default the bus's job client's name).
+        self.source = source or ""
+        self._bus = bus
+        self._client: _JobClient | None = None
+        self._cancel_timeout = cancel_timeout
+        self._updates: deque[dict[str, Any]] = deque()
+        self._chunks: deque[dict[str, Any]] = deque()
+        self._stream_started = False
+        self._stream_ended = False
+        self._response: _Response | None = None
+        self._error: JobError | None = None
+        self._event = Event()
+        self._sent = False
+        self._cancel_sent = False
+        #: Metadata of the stream's start message (``None`` until it came, or if it had none).
+        self.stream_metadata: dict[str, Any] | None = None
+        #: Metadata of the stream's end message (``None`` until it came, or if it had none).
+        self.stream_end_metadata: dict[str, Any] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._client is not None:
+            raise RuntimeError(f"{self!r} was already entered; a job runs once")
+        client = self._client = await self._bus._job_client()
+        if self.id in client.pending:
+            raise ValueError(f"a job with id {self.id!r} is already outstanding")
+        self.source = self.source or client.name
+        # Registered before the request goes out, so that no answer can come too early.
+        client.pending[self.id] = self
+        try:
+            await self._bus.send(
+                BusJobRequestMessage(
+                    source=self.source,
+                    target=self.worker,
+                    job_id=self.id,
+                    job_name=self.job_name,
+                    payload=self.payload,
+                )
+            )
+            self._sent = True
+        except BaseException:
+            del client.pending[self.id]
+            raise
+        logger.debug("job %s sent to %r", self.id, self.worker)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.done:
+                await self._send_cancel("the caller left the job's scope")
+        finally:
+            if self._client is not None:
+                self._client.pending.pop(self.id, None)
+
+    async def _send_cancel(self, reason: str) -> None:
+        if self._cancel_sent:
+            return
+        self._cancel_sent = True
+        # Shielded, so that a cancelled caller still tells the worker; bounded, so that an
+        # unreachable transport cannot hold the caller forever.
+        with CancelScope(shield=True, deadline=current_time() + self._cancel_timeout) as scope:
+            try:
+                await self._bus.send(
+                    BusJobCancelMessage(
+                        source=self.source, target=self.worker, job_id=self.id, reason=reason
+                    )
+                )
+            except Exception as exc:
+                logger.warning("could not cancel job %s at %r: %s", self.id, self.worker, exc)
+        if scope.cancelled_caught:
+            logger.warning(
+                "could not cancel job %s at %r within %s s", self.id, self.worker, scope.deadline
+            )
+
+    # --- answers --------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended: its response came, or it failed on this side."""
+        return self._response is not None or self._error is not None
+
+    def _wake(self) -> None:
+        event, self._event = self._event, Event()
+        event.set()
+
+    def _feed(self, message: BusMessage) -> None:
+        if self.done:
+            return
+        if isinstance(message, BusJobUpdateMessage | BusJobUpdateUrgentMessage):
+            self._updates.append(message.update or {})
+        elif isinstance(message, BusJobStreamDataMessage):
+            self._chunks.append(message.data or {})
+        elif isinstance(message, BusJobStreamStartMessage):
+            self._stream_started = True
+            self.stream_metadata = message.data
+        elif isinstance(message, BusJobStreamEndMessage):
+            self._stream_ended = True
+            self.stream_end_metadata = message.data
+        elif isinstance(message, BusJobResponseMessage | BusJobResponseUrgentMessage):
+            self._response = message
+            if message.status is not JobStatus.COMPLETED:
+                self._error = self._error_for(message)
+        self._wake()
+
+    def _fail(self, error: JobError) -> None:
+        if not self.done:
+            self._error = error
+            self._wake()
+
+    def _error_for(self, response: _Response) -> JobError:
+        details = dict(response.response or {})
+        what = details.get("error") or details.get("reason") or "no reason given"
+        kind: type[JobError] = JobError
+        if response.status is JobStatus.FAILED:
+            kind = JobFailed
+        elif response.status is JobStatus.CANCELLED:
+            kind = JobCancelled
+        return kind(
+            f"job {self.id} at {self.worker!r} ended {response.status.value}: {what}",
+            job_id=self.id,
+            worker=self.worker,
+            status=response.status,
+            response=details,
+        )
+
+    async def _changed(self) -> None:
+        await self._event.wait()
+
+    async def result(self) -> JobResult:
+        """Wait for the job's response and return it.
+
+        Raises:
+            JobFailed: if the worker answered ``failed``.
+            JobCancelled: if the worker answered ``cancelled``.
+            JobError: if the worker answered ``error``, or announced an error of its own while
+                the job was outstanding.
+
+        Cancelling the wait leaves the job running; leaving the job's block then cancels it.
+        """
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._response is not None:
+                return JobResult(
+                    job_id=self.id,
+                    worker=self.worker,
+                    status=self._response.status,
+                    response=dict(self._response.response or {}),
+                )
+            await self._changed()
+
+    async def updates(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield each progress update the worker sends (its ``update`` dict), until the job ends.
+
+        Updates come in the order the worker sent them (urgent ones may overtake). The
+        iteration ends when the job completes, after the updates sent before its response.
+
+        Raises:
+            JobError: (or a subclass) as :meth:`result` would, once the job has ended otherwise.
+        """
+        while True:
+            if self._updates:
+                yield self._updates.popleft()
+            elif self.done:
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                await self._changed()
+
+    async def stream(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield each chunk of the worker's streamed answer (its ``data`` dict), until its end.
+
+        :attr:`stream_metadata` holds the start message's metadata once the first chunk is
+        yielded, :attr:`stream_end_metadata` the end message's once the iteration is over.
+
+        Raises:
+            JobError: (or a subclass) if the job ends otherwise than completed before the
+                stream's end.
+        """
+        while True:
+            if self._chunks:
+                yield self._chunks.popleft()
+            elif self._stream_ended:
+                return
+            elif self.done:
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                await self._changed()
+
+    # --- requests to the worker -----------------------------------------------------------
+
+    async def request_update(self) -> None:
+        """Ask the worker to report the job's progress; the answer arrives in :meth:`updates`.
+
+        A worker running the job answers with its last update (``{"state": "running"}``
+        before the first), one holding it queued with ``{"state": "queued", "position": N}``,
+        one that does not know the job with ``{"state": "unknown"}``.
+        """
+        await self._bus.send(
+            BusJobUpdateRequestMessage(source=self.source, target=self.worker, job_id=self.id)
+        )
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Ask the worker to cancel the job now; it answers ``cancelled`` (see :meth:`result`).
+
+        A no-op once the job has ended or a cancel was sent.
+        """
+        if not self.done:
+            await self._send_cancel(reason or "cancelled by the caller")
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else ("running" if self._sent else "new")
+        name = f" {self.job_name!r}" if self.job_name else ""
+        return f"<Job {self.id}{name} at {self.worker!r} {state}>"

@@ -1,0 +1,79 @@
+"""Using a bus from threads: :class:`BusPortal`, over anyio's blocking portal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, final
+
+from anyio.from_thread import BlockingPortal
+
+from ._jobs import JobResult
+from ._messages import BusMessage
+
+if TYPE_CHECKING:
+    from ._bus import WorkerBus
+
+__all__ = ["BusPortal"]
+
+_T = TypeVar("_T")
+
+
+@final
+class BusPortal:
+    """A thread-safe handle on a bus, for code that runs outside the event loop.
+
+    Get one with ``async with bus.thread_portal() as portal:`` and hand it to threads. Each
+    method runs the call in the bus's event loop and blocks the calling thread until it
+    returns, raising what the call raised. Calling from the event loop's own thread raises
+    :class:`RuntimeError` (it would deadlock); code there awaits the bus directly.
+
+    When the ``async with`` block ends, calls still running are cancelled (their threads get
+    :class:`concurrent.futures.CancelledError`) and later calls raise :class:`RuntimeError`.
+    """
+
+    def __init__(self, bus: WorkerBus, portal: BlockingPortal) -> None:
+        self.bus = bus
+        self._portal = portal
+
+    @classmethod
+    @asynccontextmanager
+    async def _open(cls, bus: WorkerBus) -> AsyncIterator[BusPortal]:
+        async with BlockingPortal() as portal:
+            try:
+                yield cls(bus, portal)
+            finally:
+                await portal.stop(cancel_remaining=True)
+
+    def send(self, message: BusMessage) -> None:
+        """Send ``message`` on the bus (as :meth:`WorkerBus.send`), from a thread."""
+        self._portal.call(self.bus.send, message)
+
+    def request(
+        self,
+        worker: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        job_name: str | None = None,
+        timeout: float | None = None,
+        source: str | None = None,
+    ) -> JobResult:
+        """Run a job and return its result (as :meth:`WorkerBus.request`), from a thread.
+
+        ``timeout`` bounds the wait as in :meth:`WorkerBus.request`; without one, the thread
+        blocks until the worker answers or the portal closes.
+        """
+
+        async def request() -> JobResult:
+            return await self.bus.request(
+                worker, payload, job_name=job_name, timeout=timeout, source=source
+            )
+
+        return self._portal.call(request)
+
+    def call(self, function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Run ``await function(*args)`` in the bus's event loop and return its result."""
+        return self._portal.call(function, *args)
+
+    def __repr__(self) -> str:
+        return f"<BusPortal for {self.bus!r}>"
