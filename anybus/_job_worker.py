@@ -19,6 +19,7 @@ from anyio import CancelScope, Event, create_task_group, current_time, get_cance
 from anyio.abc import TaskGroup
 
 from ._exceptions import JobFailed
+from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
@@ -244,11 +245,16 @@ class JobWorker(BusSubscriber):
             if message.target == self.name:
                 self._update_requests.append(message)
                 self._wake()
-        else:
+        elif not isinstance(message, JOB_ANSWER_TYPES):
+            # (answers to jobs — this worker's own among them — are the callers' business)
             await self.on_other_message(message)
 
     async def on_other_message(self, message: BusMessage) -> None:
-        """Handle a message that is not about jobs; the default ignores it."""
+        """Handle a message that is not about jobs; the default ignores it.
+
+        Job messages never come here: requests, cancels and update requests go to the jobs,
+        answers (updates, stream chunks, responses) to the callers.
+        """
 
     def _wake(self) -> None:
         self._wakeup.set()

@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, final
 
 from anyio import CancelScope, Event, current_time
+from anyio.lowlevel import checkpoint
 
-from ._exceptions import JobCancelled, JobError, JobFailed
+from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
@@ -49,8 +50,8 @@ logger = logging.getLogger("anybus.jobs")
 #: Seconds that sending the automatic cancel may take, shielded, when a job's scope is left early.
 CANCEL_TIMEOUT: Final = 5.0
 
-#: The answers a job client routes (and the worker errors that fail outstanding jobs).
-ANSWER_TYPES: Final[tuple[type[BusMessage], ...]] = (
+#: The answers of a worker to a job's caller.
+JOB_ANSWER_TYPES: Final[tuple[type[BusMessage], ...]] = (
     BusJobResponseMessage,
     BusJobResponseUrgentMessage,
     BusJobUpdateMessage,
@@ -58,9 +59,9 @@ ANSWER_TYPES: Final[tuple[type[BusMessage], ...]] = (
     BusJobStreamStartMessage,
     BusJobStreamDataMessage,
     BusJobStreamEndMessage,
-    BusWorkerErrorMessage,
-    BusWorkerLocalErrorMessage,
 )
+#: What a job client routes: the answers, and the worker errors that fail outstanding jobs.
+ANSWER_TYPES: Final = (*JOB_ANSWER_TYPES, BusWorkerErrorMessage, BusWorkerLocalErrorMessage)
 
 _Response = BusJobResponseMessage | BusJobResponseUrgentMessage
 
@@ -181,8 +182,14 @@ class Job:
                 )
             )
             self._sent = True
-        except BaseException:
-            del client.pending[self.id]
+        except BaseException as exc:
+            try:
+                if not isinstance(exc, SerializationError):
+                    # The request may have gone out all the same (a cancelled or failed send
+                    # cannot tell): cancel it at the worker, so that it does not run for nobody.
+                    await self._send_cancel("the request was interrupted")
+            finally:
+                del client.pending[self.id]
             raise
         logger.debug("job %s sent to %r", self.id, self.worker)
         return self
@@ -297,46 +304,30 @@ class Job:
                 )
             await self._changed()
 
-    async def updates(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield each progress update the worker sends (its ``update`` dict), until the job ends.
+    def updates(self) -> AsyncIterator[dict[str, Any]]:
+        """Iterate over the progress updates the worker sends (their ``update`` dicts).
 
         Updates come in the order the worker sent them (urgent ones may overtake). The
         iteration ends when the job completes, after the updates sent before its response.
+        Any number of iterators may be taken; each update goes to one of them.
 
         Raises:
             JobError: (or a subclass) as :meth:`result` would, once the job has ended otherwise.
         """
-        while True:
-            if self._updates:
-                yield self._updates.popleft()
-            elif self.done:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                await self._changed()
+        return _Answers(self, self._updates, lambda: False)
 
-    async def stream(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield each chunk of the worker's streamed answer (its ``data`` dict), until its end.
+    def stream(self) -> AsyncIterator[dict[str, Any]]:
+        """Iterate over the chunks of the worker's streamed answer (their ``data`` dicts).
 
-        :attr:`stream_metadata` holds the start message's metadata once the first chunk is
-        yielded, :attr:`stream_end_metadata` the end message's once the iteration is over.
+        The iteration ends at the stream's end message. :attr:`stream_metadata` holds the
+        start message's metadata once the first chunk is read, :attr:`stream_end_metadata`
+        the end message's once the iteration is over.
 
         Raises:
             JobError: (or a subclass) if the job ends otherwise than completed before the
                 stream's end.
         """
-        while True:
-            if self._chunks:
-                yield self._chunks.popleft()
-            elif self._stream_ended:
-                return
-            elif self.done:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                await self._changed()
+        return _Answers(self, self._chunks, lambda: self._stream_ended)
 
     # --- requests to the worker -----------------------------------------------------------
 
@@ -363,3 +354,30 @@ class Job:
         state = "done" if self.done else ("running" if self._sent else "new")
         name = f" {self.job_name!r}" if self.job_name else ""
         return f"<Job {self.id}{name} at {self.worker!r} {state}>"
+
+
+@final
+class _Answers(AsyncIterator[dict[str, Any]]):
+    """An iterator over one kind of a job's answers (updates, or stream chunks).
+
+    A plain class rather than an async generator: one left unfinished needs no closing.
+    """
+
+    def __init__(self, job: Job, queue: deque[dict[str, Any]], ended: Callable[[], bool]) -> None:
+        self._job = job
+        self._queue = queue
+        self._ended = ended
+
+    async def __anext__(self) -> dict[str, Any]:
+        job = self._job
+        while True:
+            if self._queue:
+                await checkpoint()
+                return self._queue.popleft()
+            if self._ended():
+                raise StopAsyncIteration
+            if job.done:
+                if job._error is not None:
+                    raise job._error
+                raise StopAsyncIteration
+            await job._changed()
