@@ -32,7 +32,11 @@ class FunctionSubscriber(BusSubscriber):
         self.handler = handler
 
     async def on_bus_message(self, message: BusMessage) -> None:
-        """Await the wrapped handler."""
+        """Await the wrapped handler.
+
+        As with any subscriber, the handler is cancelled when the bus stops or this
+        subscriber is unsubscribed.
+        """
         await self.handler(message)
 
     def __repr__(self) -> str:
@@ -82,6 +86,9 @@ class MessageStream(ObjectReceiveStream[BusMessage]):
     async def receive(self) -> BusMessage:
         """Wait for the next message and return it; system messages come first.
 
+        Cancel-safe: a cancelled ``receive()`` has taken nothing out of the inbox, so the
+        message it would have returned is returned by the next call.
+
         Raises:
             ClosedResourceError: if the stream was closed.
             EndOfStream: if the listener was unsubscribed from the bus.
@@ -107,7 +114,11 @@ class MessageStream(ObjectReceiveStream[BusMessage]):
                     sub.system_waiter = None
 
     async def aclose(self) -> None:
-        """Unsubscribe the listener; whatever it had not received is discarded."""
+        """Unsubscribe the listener; whatever it had not received is discarded.
+
+        The listener is unsubscribed before the call checks for cancellation, so a cancelled
+        ``aclose()`` has closed the stream all the same.
+        """
         if not self._closed:
             self._closed = True
             self._on_close()

@@ -62,9 +62,14 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 class JobStatus(StrEnum):
     """How a job ended, as reported in a job response."""
 
+    #: The job ran to the end; the response holds its result.
     COMPLETED = "completed"
+    #: The job was cancelled (a job cancel message, or its worker stopping) before it ended.
     CANCELLED = "cancelled"
+    #: The job's handler reported a failure of the job itself (``JobFailed``).
     FAILED = "failed"
+    #: The job broke: its handler raised an unexpected exception, the worker has no handler
+    #: for it, or the worker reported an error while the job was outstanding.
     ERROR = "error"
 
 

@@ -156,6 +156,9 @@ class SubscriptionRegistry(ABC):
         under that name is logged and ignored). If the bus is dispatching, the subscriber's
         workers start at once.
 
+        ``subscribe()`` waits for nothing: it registers the subscriber, then checks for
+        cancellation once. A cancelled call has registered the subscriber all the same.
+
         Raises:
             AttributeError: if the subscriber has no name.
             ValueError: if ``max_buffer`` is below 1.
@@ -214,6 +217,9 @@ class SubscriptionRegistry(ABC):
         queued data messages. Leaving the block unsubscribes and discards what was not
         received. ``name`` defaults to ``listener-N``; ``types``, ``max_buffer`` and
         ``overflow`` are as for :meth:`subscribe`.
+
+        Entering the block waits for nothing. Leaving it unsubscribes even when the block is
+        left by a cancellation. See :meth:`MessageStream.receive` for cancelling a receive.
 
         Raises:
             ValueError: if the name is already taken, or ``max_buffer`` is below 1.

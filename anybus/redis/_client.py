@@ -87,7 +87,28 @@ def configure_glide_logging(level: str = "off", file_name: str | None = None) ->
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """Where and how to connect, parsed from a ``redis://`` or ``rediss://`` URL."""
+    """Where and how to connect, parsed from a ``redis://`` or ``rediss://`` URL.
+
+    Build one with :meth:`from_url` (or directly) and pass it to a Redis bus instead of a URL
+    to set the options a URL cannot carry.
+
+    Attributes:
+        host: the server's host name or address (a seed node for a cluster).
+        port: the server's port.
+        database: the database number (always 0 on a cluster).
+        username: the user to authenticate as, or ``None`` for the default user.
+        password: the password, or ``None`` to connect without authenticating (not shown in
+            the repr).
+        tls: whether to connect over TLS (``rediss://``).
+        cluster: whether the server is a Redis (or Valkey) Cluster.
+        request_timeout: seconds a request may take before glide gives up on it.
+        reconnect_first_delay: seconds before the first reconnection attempt.
+        reconnect_growth: the factor each further delay grows by.
+        reconnect_steps: how many attempts grow the delay (later ones keep the last delay).
+        reconnect_jitter: the jitter applied to each delay, in percent.
+        resubscribe_interval: how often glide re-checks its pub/sub subscriptions after a
+            reconnect, in seconds.
+    """
 
     host: str = "127.0.0.1"
     port: int = 6379

@@ -85,7 +85,10 @@ class RedisBus(RedisTransportBus):
         outbox: messages that may wait to be published; beyond it ``send()`` waits.
         health_interval: seconds between health checks (outages are detected by them).
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
-        max_buffer, overflow, exit_drain, on_handler_error: as for :class:`~anybus.WorkerBus`.
+        max_buffer: as for :class:`~anybus.WorkerBus`.
+        overflow: as for :class:`~anybus.WorkerBus`.
+        exit_drain: as for :class:`~anybus.WorkerBus`.
+        on_handler_error: as for :class:`~anybus.WorkerBus`.
     """
 
     def __init__(

@@ -67,8 +67,14 @@ class RedisStreamBus(RedisTransportBus):
         send_deadline: seconds a send may keep retrying while Redis is away.
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
         read_batch: entries read at a time.
-        codec, connect_timeout, request_timeout, health_interval: as for :class:`RedisBus`.
-        max_buffer, overflow, exit_drain, on_handler_error: as for :class:`~anybus.WorkerBus`.
+        codec: as for :class:`RedisBus`.
+        connect_timeout: as for :class:`RedisBus`.
+        request_timeout: as for :class:`RedisBus`.
+        health_interval: as for :class:`RedisBus`.
+        max_buffer: as for :class:`~anybus.WorkerBus`.
+        overflow: as for :class:`~anybus.WorkerBus`.
+        exit_drain: as for :class:`~anybus.WorkerBus`.
+        on_handler_error: as for :class:`~anybus.WorkerBus`.
     """
 
     def __init__(

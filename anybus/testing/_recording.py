@@ -40,7 +40,11 @@ class RecordingSubscriber(BusSubscriber):
         return self._accepts is None or self._accepts(message)
 
     async def on_bus_message(self, message: BusMessage) -> None:
-        """Record ``message``, wake waiters, then await the ``handler`` given, if any."""
+        """Record ``message``, wake waiters, then await the ``handler`` given, if any.
+
+        The message is recorded before the handler runs, so it stays recorded when the
+        handler is cancelled (the bus stopped, or this subscriber was unsubscribed).
+        """
         self.messages.append(message)
         if self._changed is not None:
             self._changed.set()
@@ -60,5 +64,8 @@ class RecordingSubscriber(BusSubscriber):
             await changed.wait()
 
     async def wait_for_count(self, count: int) -> None:
-        """Wait until at least ``count`` messages have been recorded."""
+        """Wait until at least ``count`` messages have been recorded.
+
+        Bound it with ``anyio.fail_after``. Cancelling the wait changes nothing.
+        """
         await self.wait_for(lambda seen: len(seen) >= count)

@@ -80,6 +80,7 @@ class BusConformance:
     async def test_async_with_runs_and_leaves_no_task_behind(
         self, bus_factory: BusFactory
     ) -> None:
+        """``async with bus:`` dispatches; leaving the block ends every task the bus started."""
         before = task_count()
         bus = bus_factory()
         recorder = RecordingSubscriber("r")
@@ -94,6 +95,9 @@ class BusConformance:
         assert task_count() == before
 
     async def test_run_in_callers_task_group_until_stop(self, bus_factory: BusFactory) -> None:
+        """``task_group.start(bus.run)`` dispatches until ``stop()``; then no task is left and
+        ``start()`` raises :class:`~anybus.BusStateError` (the run form has ended).
+        """
         before = task_count()
         bus = bus_factory()
         recorder = RecordingSubscriber("r")
@@ -114,6 +118,9 @@ class BusConformance:
     async def test_run_ends_when_the_callers_scope_is_cancelled(
         self, bus_factory: BusFactory
     ) -> None:
+        """Cancelling the caller's task group ends ``bus.run`` and every task of the bus; the bus
+        can run again afterwards.
+        """
         before = task_count()
         bus = bus_factory()
         await bus.subscribe(RecordingSubscriber("r"))
@@ -129,6 +136,9 @@ class BusConformance:
     async def test_start_without_a_running_scope_names_both_forms(
         self, bus_factory: BusFactory
     ) -> None:
+        """``start()`` with no running scope raises :class:`~anybus.BusStateError` naming both ways
+        to run a bus.
+        """
         bus = bus_factory()
         with pytest.raises(BusStateError) as info:
             await bus.start()
@@ -136,6 +146,9 @@ class BusConformance:
         assert "task_group.start(bus.run)" in str(info.value)
 
     async def test_running_twice_is_an_error(self, bus_factory: BusFactory) -> None:
+        """Entering ``async with bus:`` or calling ``bus.run`` on a running bus raises
+        :class:`~anybus.BusStateError`.
+        """
         bus = bus_factory()
         async with bus:
             with pytest.raises(BusStateError, match="already running"):
@@ -144,6 +157,9 @@ class BusConformance:
                 await bus.run()
 
     async def test_stop_and_start_inside_async_with(self, bus_factory: BusFactory) -> None:
+        """Inside ``async with bus:``, ``stop()`` pauses dispatch (messages wait in the inbox) and
+        ``start()`` resumes it; both are idempotent.
+        """
         bus = bus_factory()
         recorder = RecordingSubscriber("r")
         async with bus:
@@ -162,6 +178,9 @@ class BusConformance:
     async def test_messages_sent_while_stopped_are_dispatched_system_first(
         self, bus_factory: BusFactory
     ) -> None:
+        """Messages queued while the bus is stopped are handled on ``start()``, system messages
+        first, each lane in send order.
+        """
         recorder = RecordingSubscriber("r")
         data = [BusDataMessage(source="t") for _ in range(5)]
         cancels = [BusCancelMessage(source="t") for _ in range(2)]
@@ -179,6 +198,7 @@ class BusConformance:
     async def test_stop_cancels_a_handler_that_never_returns(
         self, bus_factory: BusFactory
     ) -> None:
+        """``stop()`` cancels a handler that never returns and returns once it has unwound."""
         started = anyio.Event()
         finished: list[str] = []
 
@@ -202,6 +222,7 @@ class BusConformance:
     async def test_stop_from_another_task_and_inside_a_timeout(
         self, bus_factory: BusFactory
     ) -> None:
+        """``stop()`` works when called from another task, inside ``fail_after``."""
         started = anyio.Event()
         bus = bus_factory()
 
@@ -222,6 +243,9 @@ class BusConformance:
         assert not bus.running
 
     async def test_cancelled_stop_still_shuts_dispatch_down(self, bus_factory: BusFactory) -> None:
+        """A ``stop()`` whose wait is cancelled still stops dispatch; a later ``stop()`` waits for
+        the rest of the shutdown, and the bus can start again.
+        """
         release = anyio.Event()
 
         async def stubborn(message: BusMessage) -> None:
@@ -254,6 +278,9 @@ class BusConformance:
     async def test_stop_called_by_a_handler_cancels_that_handler_too(
         self, bus_factory: BusFactory
     ) -> None:
+        """A handler may call ``stop()`` on its own bus: that handler is cancelled too, and the bus
+        stops.
+        """
         bus = bus_factory()
         unwound = anyio.Event()
 
@@ -273,6 +300,9 @@ class BusConformance:
     async def test_subscribe_is_idempotent_per_name(
         self, bus_factory: BusFactory, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """Subscribing the same subscriber twice is a no-op; another subscriber under a taken name
+        is logged and ignored; each message is handled once.
+        """
         bus = bus_factory()
         first = RecordingSubscriber("same")
         await bus.subscribe(first)
@@ -290,6 +320,9 @@ class BusConformance:
     async def test_unsubscribe_cancels_only_that_subscribers_workers(
         self, bus_factory: BusFactory
     ) -> None:
+        """``unsubscribe()`` cancels that subscriber's running handler, discards its queue, and
+        leaves the other subscribers alone; unsubscribing again is a no-op.
+        """
         cancelled = anyio.Event()
         started = anyio.Event()
 
@@ -321,6 +354,7 @@ class BusConformance:
         assert len(leaving.messages) == 1
 
     async def test_unsubscribe_from_inside_own_handler(self, bus_factory: BusFactory) -> None:
+        """A handler may unsubscribe its own subscriber; it receives nothing more."""
         bus = bus_factory()
 
         async def leave(message: BusMessage) -> None:
@@ -342,6 +376,7 @@ class BusConformance:
     async def test_cancelled_unsubscribe_still_removes_the_subscriber(
         self, bus_factory: BusFactory
     ) -> None:
+        """An ``unsubscribe()`` whose wait is cancelled has removed the subscriber all the same."""
         release = anyio.Event()
 
         async def stubborn(message: BusMessage) -> None:
@@ -367,6 +402,7 @@ class BusConformance:
     async def test_many_start_stop_cycles_leave_no_task_behind(
         self, bus_factory: BusFactory
     ) -> None:
+        """Fifty ``stop()``/``start()`` cycles deliver every message and leak no task."""
         before = task_count()
         bus = bus_factory()
         recorders = [RecordingSubscriber(f"r{i}") for i in range(3)]
@@ -390,6 +426,9 @@ class BusConformance:
     async def test_every_subscriber_gets_every_message_exactly_once_in_lane_order(
         self, bus_factory: BusFactory
     ) -> None:
+        """Every subscriber gets every message exactly once, each lane (data, system) in send
+        order.
+        """
         recorders = [RecordingSubscriber(f"r{i}") for i in range(3)]
         sent: list[BusMessage] = []
         for i in range(60):
@@ -411,6 +450,7 @@ class BusConformance:
     async def test_a_slow_subscriber_does_not_delay_the_others(
         self, bus_factory: BusFactory
     ) -> None:
+        """A subscriber blocked in its handler does not delay delivery to the others."""
         release = anyio.Event()
 
         async def blocked(message: BusMessage) -> None:
@@ -434,6 +474,10 @@ class BusConformance:
     async def test_a_failing_handler_is_logged_and_delivery_goes_on(
         self, bus_factory: BusFactory, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """A handler that raises is logged at ERROR on ``anybus.*``, with the exception and the
+        subscriber's name, and delivery goes on for it and for the others.
+        """
+
         async def fail_on_odd(message: BusMessage) -> None:
             if int(message.name.rsplit("#", 1)[1]) % 2:
                 raise ValueError(f"cannot handle {message.name}")
@@ -460,6 +504,7 @@ class BusConformance:
             assert str(record.exc_info[1]).split()[-1] in record.getMessage()
 
     async def test_each_lane_is_handled_one_at_a_time(self, bus_factory: BusFactory) -> None:
+        """A subscriber handles at most one data message and one system message at a time."""
         active = {True: 0, False: 0}
         peak = {True: 0, False: 0}
 
@@ -487,6 +532,9 @@ class BusConformance:
     async def test_a_system_message_overtakes_queued_data_while_data_handler_is_busy(
         self, bus_factory: BusFactory
     ) -> None:
+        """System messages are handled while the data handler is busy, and before the data messages
+        queued behind it.
+        """
         release = anyio.Event()
 
         async def block_first(message: BusMessage) -> None:
@@ -515,6 +563,10 @@ class BusConformance:
     async def test_a_cancel_reaches_a_worker_blocked_in_its_data_handler(
         self, bus_factory: BusFactory
     ) -> None:
+        """A :class:`~anybus.BusCancelWorkerMessage` reaches a worker blocked in its data handler,
+        which can then cancel its own work.
+        """
+
         class Worker(RecordingSubscriber):
             def __init__(self, name: str) -> None:
                 super().__init__(name)
@@ -551,6 +603,9 @@ class BusConformance:
     async def test_accepts_bus_message_drops_for_that_subscriber_only(
         self, bus_factory: BusFactory
     ) -> None:
+        """``accepts_bus_message()`` returning ``False`` drops the message for that subscriber
+        only.
+        """
         picky = RecordingSubscriber("picky", accepts=lambda m: m.target == "picky")
         everyone = RecordingSubscriber("everyone")
         sent = [
@@ -574,6 +629,10 @@ class BusConformance:
     async def test_a_failing_filter_is_logged_and_drops_the_message(
         self, bus_factory: BusFactory, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """A filter that raises is logged and the message is dropped for that subscriber; delivery
+        goes on.
+        """
+
         def explode(message: BusMessage) -> bool:
             if message.target == "boom":
                 raise RuntimeError("filter exploded")
@@ -601,6 +660,9 @@ class BusConformance:
     async def test_stopping_cancels_a_handler_and_nothing_more_is_handled(
         self, bus_factory: BusFactory
     ) -> None:
+        """``stop()`` cancels the running handler with the backend's cancellation exception, and
+        the queued message is not handled.
+        """
         seen_cancellation: list[type[BaseException]] = []
 
         async def hang(message: BusMessage) -> None:
@@ -632,6 +694,9 @@ class NetworkBusConformance(BusConformance):
     async def test_messages_reach_the_other_bus_once_in_lane_order(
         self, bus_factory: BusFactory
     ) -> None:
+        """Every message reaches the sending bus's subscribers and the other bus's, once each, each
+        lane in send order.
+        """
         near, far = RecordingSubscriber("near"), RecordingSubscriber("far")
         sent: list[BusMessage] = [
             BusCancelMessage(source="t") if i % 4 == 3 else BusDataMessage(source="t")
@@ -656,6 +721,7 @@ class NetworkBusConformance(BusConformance):
                 assert ids(lane(recorder.messages, system)) == ids(lane([*sent, last], system))
 
     async def test_local_messages_never_leave_the_process(self, bus_factory: BusFactory) -> None:
+        """A :class:`~anybus.BusLocalMessage` reaches the sending bus's subscribers only."""
         near, far = RecordingSubscriber("near"), RecordingSubscriber("far")
         local = BusWorkerLocalErrorMessage(source="t", error="stays here")
         async with bus_factory() as sender, bus_factory() as receiver:
@@ -673,6 +739,7 @@ class NetworkBusConformance(BusConformance):
     async def test_a_system_message_overtakes_queued_data_in_the_receiver(
         self, bus_factory: BusFactory
     ) -> None:
+        """In the receiver, a system message overtakes data queued behind a busy data handler."""
         release = anyio.Event()
 
         async def block_first(message: BusMessage) -> None:

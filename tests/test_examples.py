@@ -1,0 +1,75 @@
+"""The programs in examples/ run, on every backend they support, and print what the docs show.
+
+Each runs as its own process, as a reader would run it, with warnings turned into errors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, *args: str) -> str:
+    """Run ``examples/<name>`` and return its output; fail unless it exits 0, silently."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{name} exited {result.returncode}:\n{result.stderr}"
+    assert result.stderr == ""
+    return result.stdout
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_quickstart(backend: str) -> None:
+    lines = run_example("quickstart.py", "--backend", backend).splitlines()
+    assert lines[0] == f"runner: sent 3 greetings on {backend}"
+    for who in ("Ada", "Grace", "Barbara"):
+        assert f"worker: greeting {who}" in lines
+    answers = [line for line in lines if line.startswith("runner: got")]
+    assert answers == [
+        "runner: got 'hello, Ada' from worker",
+        "runner: got 'hello, Grace' from worker",
+        "runner: got 'hello, Barbara' from worker",
+    ]
+    assert lines[-1] == "done: <MemoryBus stopped, 1 subscriber, 0 queued>"
+
+
+def test_quickstart_is_the_same_program_on_both_backends() -> None:
+    outputs = {b: run_example("quickstart.py", "--backend", b) for b in ("asyncio", "trio")}
+    assert outputs["asyncio"].replace("asyncio", "trio") == outputs["trio"]
+
+
+def test_asyncio_app() -> None:
+    lines = run_example("asyncio_app.py").splitlines()
+    # The halt reaches the warehouse while it packs order 1, ahead of the queued orders.
+    assert lines.index("warehouse: packing order 1 (kettle)") < lines.index(
+        "warehouse: halt received (the lorry broke down) while packing"
+    )
+    assert lines.index("warehouse: halt received (the lorry broke down) while packing") < (
+        lines.index("warehouse: order 1 shipped")
+    )
+    assert "desk: shipped [1], refused [2, 3, 4]" in lines
+    assert "bus: warehouse handled 5 messages, 0 queued" in lines
+    assert lines[-1] == "asyncio app: done"
+
+
+def test_trio_app() -> None:
+    lines = run_example("trio_app.py").splitlines()
+    assert lines[0] == "app: bus running in the nursery"
+    alarms = [line for line in lines if line.startswith("recorder: ALARM")]
+    assert [alarm.split(" (")[0] for alarm in alarms] == [
+        f"recorder: ALARM boiler at {value}.0" for value in (92, 94, 96, 98)
+    ]
+    assert all("handled at once" in alarm for alarm in alarms)
+    # Backpressure: the bound on the recorder's inbox held.
+    assert "recorder: stored 30 readings; at most 5 waited in its inbox" in lines
+    assert lines[-1] == "trio app: done"
