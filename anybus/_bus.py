@@ -210,6 +210,9 @@ class WorkerBus(SubscriptionRegistry):
         before data messages. If a previous :meth:`stop` is still winding down, waits for it
         first.
 
+        If cancelled, the bus stays stopped (:attr:`running` is false) and a later
+        ``start()`` starts it.
+
         Raises:
             BusStateError: if the bus has no running scope (neither ``async with bus:`` nor
                 ``bus.run`` is active).
@@ -360,7 +363,8 @@ class WorkerBus(SubscriptionRegistry):
 
         Implementations deliver it to every bus on the transport, this one included (a
         network transport usually delivers to local subscribers directly, through
-        :meth:`deliver`).
+        :meth:`deliver`). A cancelled ``publish()`` may or may not have handed the message
+        over; each transport documents which.
         """
 
     async def deliver(self, message: BusMessage) -> None:
@@ -447,6 +451,9 @@ class WorkerBus(SubscriptionRegistry):
                 (``BusWorkerErrorMessage``) while the job was outstanding.
         """
         job = self.job(worker, payload, job_name=job_name, source=source)
+        if timeout is None:
+            async with job:
+                return await job.result()
         with move_on_after(timeout):
             async with job:
                 return await job.result()

@@ -111,6 +111,8 @@ class JobContext:
         """Send a progress update to the caller (``urgent``: with system priority).
 
         It is also what the worker answers an update request with, until the next one.
+        Sending can block only as :meth:`WorkerBus.send` does; when the job is cancelled
+        meanwhile, the update may or may not have gone out.
         """
         data = dict(update or {})
         self.last_update = data
@@ -120,15 +122,27 @@ class JobContext:
         )
 
     async def stream_start(self, metadata: Mapping[str, Any] | None = None) -> None:
-        """Open a streamed answer, with optional metadata."""
+        """Open a streamed answer, with optional metadata.
+
+        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
+        not have gone out.
+        """
         await self._send_stream(BusJobStreamStartMessage, metadata)
 
     async def stream_data(self, chunk: Mapping[str, Any]) -> None:
-        """Send one chunk of the streamed answer."""
+        """Send one chunk of the streamed answer.
+
+        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
+        not have gone out.
+        """
         await self._send_stream(BusJobStreamDataMessage, chunk)
 
     async def stream_end(self, metadata: Mapping[str, Any] | None = None) -> None:
-        """Close the streamed answer, with optional final metadata."""
+        """Close the streamed answer, with optional final metadata.
+
+        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
+        not have gone out.
+        """
         await self._send_stream(BusJobStreamEndMessage, metadata)
 
     async def _send_stream(
@@ -202,6 +216,7 @@ class JobWorker(BusSubscriber):
         self._running: dict[str, JobContext] = {}
         self._update_requests: deque[BusJobUpdateRequestMessage] = deque()
         self._wakeup = Event()
+        self._host: tuple[WorkerBus, TaskGroup] | None = None  # while run_in_bus() runs
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
@@ -237,7 +252,7 @@ class JobWorker(BusSubscriber):
         if isinstance(message, BusJobRequestMessage):
             if message.target == self.name:
                 self._queue.append(message)
-                self._wake()
+                self._start_jobs()
         elif isinstance(message, BusJobCancelMessage):
             if message.target == self.name:
                 self._cancel(message)
@@ -276,27 +291,44 @@ class JobWorker(BusSubscriber):
     # --- running jobs ---------------------------------------------------------------------
 
     async def run_in_bus(self, bus: WorkerBus) -> None:
-        """Run the queued jobs, ``concurrency`` at a time, until the bus stops the worker."""
-        async with create_task_group() as task_group:
-            while True:
-                self._wakeup = Event()
-                await self._serve_round(bus, task_group)
-                if not self._anybus_busy():
-                    bus._notify_idle()
-                await self._wakeup.wait()
+        """Run the jobs, ``concurrency`` at a time, until the bus stops the worker.
 
-    async def _serve_round(self, bus: WorkerBus, task_group: TaskGroup) -> None:
+        Each job is a task of the task group this keeps open, in a cancel scope of its own.
+        Cancelling it (the bus does, on ``stop()`` and ``unsubscribe()``) cancels the running
+        jobs, each answered ``cancelled``; queued requests stay queued.
+        """
+        try:
+            async with create_task_group() as task_group:
+                self._host = (bus, task_group)
+                while True:
+                    self._wakeup = Event()
+                    self._start_jobs()
+                    await self._serve_round(bus)
+                    if not self._anybus_busy():
+                        bus._notify_idle()
+                    await self._wakeup.wait()
+        finally:
+            self._host = None
+
+    def _start_jobs(self) -> None:
+        """Start queued jobs while there are free slots (and a task group to run them in)."""
+        host = self._host
+        if host is None:
+            return
+        bus, task_group = host
+        while self._queue and len(self._running) < self.concurrency:
+            request = self._queue.popleft()
+            job = JobContext(self, bus, request)
+            self._running[job.id] = job
+            task_group.start_soon(self._run_job, bus, job, name=f"anybus job {job.id}")
+
+    async def _serve_round(self, bus: WorkerBus) -> None:
         while self._cancelled_queued:
             request, reason = self._cancelled_queued.popleft()
             self.cancelled += 1
             await self._answer(bus, request, JobStatus.CANCELLED, {"reason": reason})
         while self._update_requests:
             await self._report(bus, self._update_requests.popleft())
-        while self._queue and len(self._running) < self.concurrency:
-            request = self._queue.popleft()
-            job = JobContext(self, bus, request)
-            self._running[job.id] = job
-            task_group.start_soon(self._run_job, bus, job, name=f"anybus job {job.id}")
 
     async def _report(self, bus: WorkerBus, request: BusJobUpdateRequestMessage) -> None:
         job = self._running.get(request.job_id)
@@ -321,6 +353,7 @@ class JobWorker(BusSubscriber):
             outcome = await self._outcome(job)
             self._count(outcome[0])
             await self._answer(bus, job.request, *outcome)
+            self._start_jobs()  # the next queued job takes the free slot
         except get_cancelled_exc_class():
             # The worker itself is stopping: still answer, shielded and bounded.
             self._running.pop(job.id, None)
@@ -331,7 +364,8 @@ class JobWorker(BusSubscriber):
                 await self._answer(bus, job.request, *outcome)
             raise
         finally:
-            self._wake()
+            if not self._anybus_busy():
+                bus._notify_idle()
 
     async def _outcome(self, job: JobContext) -> tuple[JobStatus, dict[str, Any] | None]:
         """Run the job's handler in the job's scope; return the status and response to send."""

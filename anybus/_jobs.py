@@ -152,7 +152,7 @@ class Job:
         self._stream_ended = False
         self._response: _Response | None = None
         self._error: JobError | None = None
-        self._event = Event()
+        self._event: Event | None = None  # set by the next answer, created by a waiter
         self._sent = False
         self._cancel_sent = False
         #: Metadata of the stream's start message (``None`` until it came, or if it had none).
@@ -235,8 +235,9 @@ class Job:
         return self._response is not None or self._error is not None
 
     def _wake(self) -> None:
-        event, self._event = self._event, Event()
-        event.set()
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
 
     def _feed(self, message: BusMessage) -> None:
         if self.done:
@@ -279,7 +280,10 @@ class Job:
         )
 
     async def _changed(self) -> None:
-        await self._event.wait()
+        event = self._event
+        if event is None:
+            event = self._event = Event()
+        await event.wait()
 
     async def result(self) -> JobResult:
         """Wait for the job's response and return it.
@@ -311,6 +315,8 @@ class Job:
         iteration ends when the job completes, after the updates sent before its response.
         Any number of iterators may be taken; each update goes to one of them.
 
+        Cancelling a wait for the next update takes nothing out and leaves the job running.
+
         Raises:
             JobError: (or a subclass) as :meth:`result` would, once the job has ended otherwise.
         """
@@ -321,7 +327,8 @@ class Job:
 
         The iteration ends at the stream's end message. :attr:`stream_metadata` holds the
         start message's metadata once the first chunk is read, :attr:`stream_end_metadata`
-        the end message's once the iteration is over.
+        the end message's once the iteration is over. Cancelling a wait for the next chunk
+        takes nothing out and leaves the job running.
 
         Raises:
             JobError: (or a subclass) if the job ends otherwise than completed before the
@@ -336,7 +343,8 @@ class Job:
 
         A worker running the job answers with its last update (``{"state": "running"}``
         before the first), one holding it queued with ``{"state": "queued", "position": N}``,
-        one that does not know the job with ``{"state": "unknown"}``.
+        one that does not know the job with ``{"state": "unknown"}``. Cancelled, it may or may
+        not have sent the request (as :meth:`WorkerBus.send`); the job is not affected.
         """
         await self._bus.send(
             BusJobUpdateRequestMessage(source=self.source, target=self.worker, job_id=self.id)
@@ -345,7 +353,9 @@ class Job:
     async def cancel(self, reason: str | None = None) -> None:
         """Ask the worker to cancel the job now; it answers ``cancelled`` (see :meth:`result`).
 
-        A no-op once the job has ended or a cancel was sent.
+        A no-op once the job has ended or a cancel was sent. The send is shielded from
+        cancellation (for at most ``cancel_timeout`` seconds), so cancelling this call still
+        cancels the job.
         """
         if not self.done:
             await self._send_cancel(reason or "cancelled by the caller")

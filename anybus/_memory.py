@@ -26,6 +26,10 @@ class MemoryBus(WorkerBus):
         Local or not, a message on a memory bus takes the same path. When no inbox is
         bounded, a data message skips the ``publish()`` and ``deliver()`` hops and is put
         in the inboxes right here: the hottest loop of the library.
+
+        Cancellation: a ``send()`` cancelled while it waits for room (the ``block`` policy)
+        has queued the message nowhere; one cancelled at its scheduling point (once every 128
+        calls) has already delivered it.
         """
         if self._bounded or isinstance(message, BusSystemMessage):
             await self.deliver(message)
@@ -43,5 +47,9 @@ class MemoryBus(WorkerBus):
             await checkpoint()
 
     async def publish(self, message: BusMessage) -> None:
-        """Deliver ``message`` to every subscriber of this bus."""
+        """Deliver ``message`` to every subscriber of this bus (as :meth:`WorkerBus.deliver`).
+
+        Cancelled while it waits for room (the ``block`` policy), it has queued the message
+        nowhere.
+        """
         await self.deliver(message)

@@ -53,7 +53,8 @@ def make_bus(request: pytest.FixtureRequest) -> BusMaker:
     channel = unique_name()
     if request.param == "redis":
         return lambda: RedisBus(url, channel=channel)
-    return lambda: RedisStreamBus(url, stream=channel)
+    # Each instance its own name: the name is its consumer group.
+    return lambda: RedisStreamBus(url, stream=channel, name=unique_name())
 
 
 class Blocker:
@@ -178,7 +179,8 @@ def make_network_bus(request: pytest.FixtureRequest) -> BusMaker:
     channel = unique_name()
     if request.param == "redis":
         return lambda: RedisBus(url, channel=channel)
-    return lambda: RedisStreamBus(url, stream=channel)
+    # Each instance its own name: the name is its consumer group.
+    return lambda: RedisStreamBus(url, stream=channel, name=unique_name())
 
 
 async def test_jobs_on_one_bus_are_answered_from_another(make_network_bus: BusMaker) -> None:
