@@ -14,11 +14,11 @@ from functools import partial
 
 import anyio
 
+from ._cli import CLI_EXTRA_HINT
 from ._demo import run_demo
 from ._version import __version__
 
 BACKENDS = ("asyncio", "trio")
-CLI_EXTRA_HINT = "error: the anybus command needs the cli extra: pip install 'anybus[cli]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

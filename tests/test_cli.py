@@ -356,3 +356,24 @@ def test_without_the_cli_extra_python_m_anybus_names_it(tmp_path: Any) -> None:
     )
     assert demo.returncode == 0, demo.stderr
     assert "summary: 2 jobs completed" in demo.stdout
+    # The console script (anybus = anybus._cli:main) says the same.
+    script = subprocess.run(
+        [sys.executable, "-c", "from anybus._cli import main; main(['bench'])"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert script.returncode == 1
+    assert script.stderr == (
+        "error: the anybus command needs the cli extra: pip install 'anybus[cli]'\n"
+    )
+
+
+def test_the_console_script_runs_the_group(capsys: pytest.CaptureFixture[str]) -> None:
+    from anybus._cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("anybus ")

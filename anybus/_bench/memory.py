@@ -1,32 +1,29 @@
 """anybus ``MemoryBus`` on workloads W1-W5, on asyncio or trio; prints one JSON result line.
 
-Usage: ``python benchmarks/workloads.py --workload W1 --backend trio``; W4 also takes
-``--policy drop_oldest|drop_newest|block`` and ``--messages N``. ``benchmarks/run.py`` runs this
-in a fresh process per measurement; see ``benchmarks/README.md`` for the method.
+Usage: ``python -m anybus._bench.memory --workload W1 --backend trio [--quick]``; W1/W2 also
+take ``--messages N`` and ``--subscribers N``, W4 ``--policy drop_oldest|drop_newest|block``
+and ``--messages N``. ``anybus bench`` (and ``benchmarks/run.py``) run this in a fresh process
+per measurement; see ``benchmarks/README.md`` for the method.
 """
 
 from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from time import perf_counter
 
 import anyio
-from _common import (
-    THROUGHPUT_SIZES,
+
+from .. import BusDataMessage, BusMessage, BusSubscriber, BusSystemMessage, MemoryBus
+from ._common import (
     W3_HANDLER_SLEEP,
     W3_QUEUED,
-    W3_REPETITIONS,
-    W4_BLOCK_WINDOW,
     W4_HANDLER_SLEEP,
     W4_MAX_BUFFER,
     W4_POLICIES,
-    W5_CYCLES,
     W5_MESSAGES_PER_CYCLE,
-    W5_RESTARTS,
-    PeakRss,
     Result,
     Tally,
     churn_result,
@@ -37,8 +34,7 @@ from _common import (
     throughput_result,
     worker_args,
 )
-
-from anybus import BusDataMessage, BusMessage, BusSubscriber, BusSystemMessage, MemoryBus
+from ._rss import PeakRss
 
 IMPL = "anybus"
 
@@ -55,16 +51,16 @@ class CountingSubscriber(BusSubscriber):
         self.tally = Tally(0, _noop)
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Count the delivery."""
         self.tally.hit()
 
 
-async def throughput(workload: str, backend: str) -> Result:
+async def throughput(workload: str, backend: str, n_messages: int, n_subscribers: int) -> Result:
     """W1/W2: send every message back to back; time from the first send to the last delivery.
 
     Before the clock starts, one primer message goes to every subscriber and the run waits
     until all of them handled it, so every worker is running and parked on an empty inbox.
     """
-    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
     messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
     subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
     async with MemoryBus() as bus:
@@ -128,6 +124,7 @@ class LatencyProbe(BusSubscriber):
         self.rep = Repetition()
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Note a system message's start; sleep on data messages until draining."""
         rep = self.rep
         if isinstance(message, BusSystemMessage):
             rep.system_started_at = perf_counter()
@@ -143,7 +140,7 @@ class LatencyProbe(BusSubscriber):
             rep.data_done.set()
 
 
-async def priority_latency(workload: str, backend: str) -> Result:
+async def priority_latency(workload: str, backend: str, repetitions: int) -> Result:
     """W3: with 1,000 data messages queued and the data handler busy, time a system message.
 
     Each repetition sends the 1,000 data messages, waits until the data handler has started
@@ -153,7 +150,7 @@ async def priority_latency(workload: str, backend: str) -> Result:
     milliseconds and the next repetition starts from an idle subscriber.
     """
     data = [BusDataMessage(source="bench") for _ in range(W3_QUEUED)]
-    systems = [BusSystemMessage(source="bench") for _ in range(W3_REPETITIONS)]
+    systems = [BusSystemMessage(source="bench") for _ in range(repetitions)]
     probe = LatencyProbe()
     samples: list[float] = []
     async with MemoryBus() as bus:
@@ -181,6 +178,7 @@ class SlowSubscriber(BusSubscriber):
         self.primed = anyio.Event()  # set once the primer message was handled
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Count the message, then take a millisecond over it."""
         self.handled += 1
         await anyio.sleep(W4_HANDLER_SLEEP)
         self.primed.set()
@@ -192,12 +190,12 @@ def _fresh_messages() -> Iterator[BusDataMessage]:
         yield BusDataMessage(source="bench")
 
 
-async def slow_subscriber(backend: str, policy: str, n_messages: int) -> Result:
+async def slow_subscriber(backend: str, policy: str, n_messages: int, window: float) -> Result:
     """W4: a publisher sending back to back to one subscriber that handles 1 message per ms.
 
     The inbox is bounded to ``W4_MAX_BUFFER`` data messages under ``policy``. With
     ``drop_oldest`` and ``drop_newest`` every one of ``n_messages`` is sent; with ``block`` the
-    publisher runs for ``W4_BLOCK_WINDOW`` seconds, as it can only go at the subscriber's pace,
+    publisher runs for ``window`` seconds, as it can only go at the subscriber's pace,
     and the time it spends inside ``send()`` is summed. The clock and the memory window run
     from just before the first send to just after the last one returns; the bus's statistics
     are read then, and the bus is stopped without draining.
@@ -218,7 +216,7 @@ async def slow_subscriber(backend: str, policy: str, n_messages: int) -> Result:
         started_at = perf_counter()
         if policy == "block":
             sent = 0
-            deadline = started_at + W4_BLOCK_WINDOW
+            deadline = started_at + window
             while perf_counter() < deadline:
                 message = next(messages)
                 before_send = perf_counter()
@@ -259,6 +257,7 @@ class ChurnSubscriber(BusSubscriber):
         self.handled = 0
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Count the message."""
         self.handled += 1
 
 
@@ -303,10 +302,10 @@ async def _restart_cycles(bus: MemoryBus, name: str, messages: list[BusDataMessa
     await bus.unsubscribe(subscriber)
 
 
-async def churn(workload: str, backend: str) -> Result:
-    """W5: 1,000 subscribe -> send 10 -> wait until handled -> unsubscribe cycles, then 100
-    stop -> start cycles of a bus with one subscriber (each followed by one message, waited
-    for, so that every restart is shown to dispatch again).
+async def churn(workload: str, backend: str, cycles: int, restarts: int) -> Result:
+    """W5: ``cycles`` (1,000) subscribe -> send 10 -> wait until handled -> unsubscribe
+    cycles, then ``restarts`` (100) stop -> start cycles of a bus with one subscriber (each
+    followed by one message, waited for, so that every restart is shown to dispatch again).
 
     Counts live tasks before the bus is opened, once it is open, after the cycles and after
     it is closed; counts the garbage collector's objects and the subscribers still alive
@@ -316,9 +315,9 @@ async def churn(workload: str, backend: str) -> Result:
     """
     batches = [
         [BusDataMessage(source="bench") for _ in range(W5_MESSAGES_PER_CYCLE)]
-        for _ in range(W5_CYCLES + 1)
+        for _ in range(cycles + 1)
     ]
-    restart_messages = [BusDataMessage(source="bench") for _ in range(W5_RESTARTS + 1)]
+    restart_messages = [BusDataMessage(source="bench") for _ in range(restarts + 1)]
     alive: weakref.WeakSet[ChurnSubscriber] = weakref.WeakSet()
     tasks = {"before": _task_count()}
     async with MemoryBus() as bus:
@@ -344,6 +343,8 @@ async def churn(workload: str, backend: str) -> Result:
     return churn_result(
         IMPL,
         backend,
+        cycles=cycles,
+        restarts=restarts,
         cycles_seconds=cycles_done_at - started_at,
         restarts_seconds=finished_at - cycles_done_at,
         tasks=tasks,
@@ -354,20 +355,24 @@ async def churn(workload: str, backend: str) -> Result:
 
 
 def main() -> None:
+    """Run the measurement the command line asks for and print its result line."""
     args = worker_args(
         __doc__ or "",
         workloads=["W1", "W2", "W3", "W4", "W5"],
         backends=["asyncio", "trio"],
         policies=W4_POLICIES,
     )
+    sizes = args.sizes
+    run: Callable[[], Awaitable[Result]]
     if args.workload == "W4":
-        run = partial(slow_subscriber, args.backend, args.policy, args.messages)
+        window = sizes.w4_block_window
+        run = partial(slow_subscriber, args.backend, args.policy, args.messages, window)
     elif args.workload == "W5":
-        run = partial(churn, args.workload, args.backend)
+        run = partial(churn, args.workload, args.backend, sizes.w5_cycles, sizes.w5_restarts)
     elif args.workload == "W3":
-        run = partial(priority_latency, args.workload, args.backend)
+        run = partial(priority_latency, args.workload, args.backend, sizes.w3_repetitions)
     else:
-        run = partial(throughput, args.workload, args.backend)
+        run = partial(throughput, args.workload, args.backend, args.messages, args.subscribers)
     emit(anyio.run(run, backend=args.backend))
 
 

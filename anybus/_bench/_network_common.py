@@ -1,7 +1,7 @@
 """What the network workers share (W6, W7): sizes, key names, the command line, results.
 
-Standard library only, like ``_common.py``: the pipecat network reference imports it from its
-own virtual environment, where anybus and anyio are not guaranteed to be installed.
+Standard library only, like ``_common.py``: the pipecat network worker imports it from its own
+virtual environment, where anybus and anyio are not installed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ import uuid
 from collections.abc import Sequence
 from time import perf_counter
 
-from _common import Result, percentile, throughput_result
+try:
+    from ._common import FULL, QUICK, Result, percentile, throughput_result
+except ImportError:  # run by path (the pipecat worker): this directory is on sys.path
+    from _common import (  # type: ignore[import-not-found,no-redef]
+        FULL,
+        QUICK,
+        Result,
+        percentile,
+        throughput_result,
+    )
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -44,15 +53,18 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 #: subscribers on the receiving bus). W1's 20,000 messages x 10 subscribers as they are; W2's
 #: 100,000 messages scaled down to 10,000 (a bus that awaits one Redis round trip per send goes
 #: at 2,000-4,000 messages a second here, so 100,000 would take 25-50 s a run).
-W6_SIZES = {"W6-fanout": (20_000, 10), "W6-single": (10_000, 1)}
+W6_SIZES = {
+    "W6-fanout": (FULL.w6_fanout_messages, 10),
+    "W6-single": (FULL.w6_single_messages, 1),
+}
 W6_WORKLOADS = tuple(W6_SIZES)
 #: The raw-client ceiling publishes payloads of this many bytes (an anybus data message is
 #: about 150 bytes on the wire with the JSON serializer, a pipecat one about 110).
 RAW_PAYLOAD_BYTES = 128
 
 #: W7: round trips measured, after this many unmeasured ones.
-W7_ROUND_TRIPS = 1_000
-W7_WARMUP = 100
+W7_ROUND_TRIPS = FULL.w7_round_trips
+W7_WARMUP = FULL.w7_warmup
 #: W7's messages are plain data messages told apart by their target: the pinger sends pings to
 #: ``PING_TARGET``; the ponger answers each with a pong to ``PONG_TARGET`` whose ``source`` is
 #: the ping's id, and ends when it gets a message to ``STOP_TARGET``.
@@ -147,6 +159,7 @@ def round_trip_result(
     backend: str,
     samples: Sequence[float],
     *,
+    warmup: int,
     mismatched: int,
     extra: dict[str, object] | None = None,
 ) -> Result:
@@ -164,7 +177,7 @@ def round_trip_result(
         "max_ms": max(samples) * 1e3,
         "mean_ms": sum(samples) / len(samples) * 1e3,
         "round_trips": len(samples),
-        "warmup": W7_WARMUP,
+        "warmup": warmup,
         "mismatched": mismatched,
         **(extra or {}),
     }
@@ -179,9 +192,11 @@ def network_args(
 ) -> argparse.Namespace:
     """Parse a network worker's command line.
 
-    ``--workload W6-fanout|W6-single|W7 --impl IMPL --backend B [--redis-url URL]
-    [--messages N]``; for W7 ``--backend`` is the pair ``pinger+ponger`` (``asyncio+trio``).
-    ``--role ponger --channel KEY`` is how a W7 pinger starts its peer.
+    ``--workload W6-fanout|W6-single|W7 --impl IMPL --backend B [--redis-url URL] [--quick]
+    [--messages N] [--subscribers N]``; for W7 ``--backend`` is the pair ``pinger+ponger``
+    (``asyncio+trio``). ``--role ponger --channel KEY`` is how a W7 pinger starts its peer.
+    ``args.sizes`` is the :class:`Sizes` to measure; ``args.messages`` and
+    ``args.subscribers`` are set for W6.
     """
     pairs = [f"{a}+{b}" for a in backends for b in backends]
     parser = argparse.ArgumentParser(description=description)
@@ -189,20 +204,22 @@ def network_args(
     parser.add_argument("--impl", default=impls[0], choices=list(impls))
     parser.add_argument("--backend", default=backends[0], choices=[*backends, *pairs])
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument(
-        "--messages",
-        type=int,
-        help="W6: data messages to send (default: W6-fanout 20,000, W6-single 10,000)",
-    )
+    parser.add_argument("--quick", action="store_true", help="the QUICK sizes (smoke runs)")
+    parser.add_argument("--messages", type=int, help="W6: data messages to send")
+    parser.add_argument("--subscribers", type=int, help="W6: subscribers on the receiving bus")
     parser.add_argument("--role", default="pinger", choices=["pinger", "ponger"], help="W7")
     parser.add_argument("--channel", help="W7 ponger: the channel or stream of its pinger")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.messages is None:
-        args.messages = W6_SIZES.get(args.workload, (0, 0))[0]
-    elif args.messages < 1:
-        parser.error(f"--messages must be at least 1, not {args.messages!r}")
+    for option in ("messages", "subscribers"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option} must be at least 1, not {value!r}")
     if args.role == "ponger" and not args.channel:
         parser.error("--role ponger needs --channel")
     if args.workload != "W7" and "+" in args.backend:
         parser.error(f"{args.workload} runs on one backend, not {args.backend!r}")
+    args.sizes = QUICK if args.quick else FULL
+    if args.workload in W6_SIZES:
+        args.messages = args.messages or args.sizes.messages(args.workload)
+        args.subscribers = args.subscribers or W6_SIZES[args.workload][1]
     return args

@@ -1,17 +1,19 @@
 """The network reference: pipecat's ``RedisBus`` (redis-py) on W6 and W7, on asyncio.
 
-Run it with the pipecat virtual environment's Python, which needs redis-py
-(``benchmarks/setup_pipecat.sh`` installs ``pipecat-ai[redis]``)::
+Run by path with a Python that has ``pipecat-ai[redis]`` (``benchmarks/setup_pipecat.sh``
+creates such a virtual environment), the way ``anybus bench --bus redis://... --compare
+pipecat`` does::
 
-    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W6-fanout
-    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W7
-    benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_network.py --workload W6-single \\
+    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W6-fanout
+    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W7
+    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W6-single \\
         --impl raw-redis-py
 
 ``--impl redis`` is pipecat's ``RedisBus``; ``raw-redis-py`` (W6 only) is redis-py alone, one
 client publishing back to back and one subscribed. It prints one JSON result line and does not
-import anybus: each measurement mirrors ``network.py`` step for step, with pipecat's bus and
-messages and plain asyncio in place of anyio.
+import anybus (nor anyio): only the standard library, pipecat, redis-py and the stdlib-only
+``_common.py`` and ``_network_common.py`` beside it. Each measurement mirrors ``network.py``
+step for step, with pipecat's bus and messages and plain asyncio in place of anyio.
 """
 
 from __future__ import annotations
@@ -25,25 +27,6 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from _common import Result, Tally, emit
-from _network_common import (
-    PING_TARGET,
-    PONG_TARGET,
-    RAW_PAYLOAD_BYTES,
-    READY_LINE,
-    READY_TIMEOUT,
-    ROUND_TRIP_TIMEOUT,
-    STALL_TIMEOUT,
-    STOP_TARGET,
-    W6_SIZES,
-    W7_ROUND_TRIPS,
-    W7_WARMUP,
-    CpuClock,
-    network_args,
-    network_throughput_result,
-    round_trip_result,
-    unique_key,
-)
 from pipecat.bus.messages import BusDataMessage, BusMessage  # type: ignore[import-not-found]
 from pipecat.bus.network.redis import RedisBus  # type: ignore[import-not-found]
 from pipecat.bus.serializers import JSONMessageSerializer  # type: ignore[import-not-found]
@@ -51,11 +34,21 @@ from pipecat.bus.subscriber import BusSubscriber  # type: ignore[import-not-foun
 from pipecat.utils.asyncio.task_manager import TaskManager  # type: ignore[import-not-found]
 from redis.asyncio import Redis  # type: ignore[import-not-found]
 
+try:
+    from . import _common as common
+    from . import _network_common as net
+except ImportError:  # run by path, as it is meant to be: this directory is on sys.path
+    import _common as common  # type: ignore[import-not-found,no-redef]
+    import _network_common as net  # type: ignore[import-not-found,no-redef]
+
+Result = common.Result
+Tally = common.Tally
+
 IMPLS = ("redis", "raw-redis-py")
 BACKEND = "asyncio"
 IMPL_NAMES = {"redis": "pipecat-redis", "raw-redis-py": "raw-redis-py"}
 
-#: This file, which a W7 pinger runs again as its ponger.
+#: This file, which a W7 pinger runs again (by path) as its ponger.
 SCRIPT = str(Path(__file__).resolve())
 
 
@@ -88,7 +81,7 @@ async def wait_for_subscribers(redis: Redis, channel: str, count: int) -> None:
     pipecat's ``start()`` sends ``SUBSCRIBE`` but does not wait for Redis to confirm it, so
     this is how a run knows that nothing it publishes next is lost.
     """
-    async with asyncio.timeout(READY_TIMEOUT):
+    async with asyncio.timeout(net.READY_TIMEOUT):
         while True:
             [(_, subscribed)] = await redis.pubsub_numsub(channel)
             if int(subscribed) >= count:
@@ -100,7 +93,7 @@ async def _wait_done(done: asyncio.Event, tally: Tally) -> None:
     while True:
         remaining = tally.remaining
         try:
-            async with asyncio.timeout(STALL_TIMEOUT):
+            async with asyncio.timeout(net.STALL_TIMEOUT):
                 await done.wait()
         except TimeoutError:
             if tally.remaining == remaining:
@@ -108,7 +101,7 @@ async def _wait_done(done: asyncio.Event, tally: Tally) -> None:
         else:
             return
     raise RuntimeError(
-        f"{tally.remaining:,} deliveries still missing, none for {STALL_TIMEOUT:g} s"
+        f"{tally.remaining:,} deliveries still missing, none for {net.STALL_TIMEOUT:g} s"
     )
 
 
@@ -130,11 +123,10 @@ class CountingSubscriber(BusSubscriber):  # type: ignore[misc]
         self.tally.hit()
 
 
-async def throughput(workload: str, url: str, n_messages: int) -> Result:
+async def throughput(workload: str, url: str, n_messages: int, n_subscribers: int) -> Result:
     """W6, as in ``network.throughput``: a sender bus with no subscribers, the subscribers on
     a second bus in the same process, every delivery through Redis."""
-    n_subscribers = W6_SIZES[workload][1]
-    key = unique_key(workload)
+    key = net.unique_key(workload)
     messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
     subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
     payload_bytes = len(JSONMessageSerializer().serialize(messages[0]))
@@ -159,7 +151,7 @@ async def throughput(workload: str, url: str, n_messages: int) -> Result:
             subscriber.tally = tally
         gc.collect()
 
-        cpu = CpuClock()
+        cpu = net.CpuClock()
         cpu.start()
         started_at = perf_counter()
         for message in messages:
@@ -171,7 +163,7 @@ async def throughput(workload: str, url: str, n_messages: int) -> Result:
     finally:
         await sending.close()
         await receiving.close()
-    return network_throughput_result(
+    return net.network_throughput_result(
         IMPL_NAMES["redis"],
         BACKEND,
         workload,
@@ -187,8 +179,8 @@ async def throughput(workload: str, url: str, n_messages: int) -> Result:
 async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
     """W6's client ceiling, as in ``network.raw_throughput``, with redis-py: one client
     publishes back to back, awaiting each ``PUBLISH``; a subscribed one counts."""
-    key = unique_key(f"{workload}-raw")
-    payload = b"x" * RAW_PAYLOAD_BYTES
+    key = net.unique_key(f"{workload}-raw")
+    payload = b"x" * net.RAW_PAYLOAD_BYTES
     publisher, subscriber = Redis.from_url(url), Redis.from_url(url)
     pubsub = subscriber.pubsub()
     tally = Tally(0, _noop)
@@ -211,7 +203,7 @@ async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
         done = asyncio.Event()
         tally = Tally(n_messages, done.set)
         gc.collect()
-        cpu = CpuClock()
+        cpu = net.CpuClock()
         cpu.start()
         started_at = perf_counter()
         for _ in range(n_messages):
@@ -227,7 +219,7 @@ async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
         await pubsub.aclose()
         await publisher.aclose()
         await subscriber.aclose()
-    return network_throughput_result(
+    return net.network_throughput_result(
         IMPL_NAMES["raw-redis-py"],
         BACKEND,
         workload,
@@ -235,7 +227,7 @@ async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
         subscribers=1,
         seconds=seconds,
         send_seconds=sent_at - started_at,
-        payload_bytes=RAW_PAYLOAD_BYTES,
+        payload_bytes=net.RAW_PAYLOAD_BYTES,
         cpu=cpu_used,
     )
 
@@ -257,7 +249,7 @@ class PongCatcher(BusSubscriber):  # type: ignore[misc]
         return "pinger"
 
     async def on_bus_message(self, message: BusMessage) -> None:
-        if message.target != PONG_TARGET:
+        if message.target != net.PONG_TARGET:
             return  # our own pings: pipecat's bus delivers them back through Redis
         if message.source != self.expected:
             self.mismatched += 1
@@ -279,19 +271,19 @@ class Responder(BusSubscriber):  # type: ignore[misc]
         return "ponger"
 
     async def on_bus_message(self, message: BusMessage) -> None:
-        if message.target == PING_TARGET:
-            await self.bus.send(BusDataMessage(source=str(message.id), target=PONG_TARGET))
+        if message.target == net.PING_TARGET:
+            await self.bus.send(BusDataMessage(source=str(message.id), target=net.PONG_TARGET))
             self.answered += 1
-        elif message.target == STOP_TARGET:
+        elif message.target == net.STOP_TARGET:
             self.stop.set()
 
 
-async def pinger(url: str) -> Result:
+async def pinger(url: str, round_trips: int, warmup: int) -> Result:
     """W7, as in ``network.pinger``: both processes on asyncio (pipecat's only backend)."""
-    key = unique_key("W7")
+    key = net.unique_key("W7")
     pings = [
-        BusDataMessage(source="pinger", target=PING_TARGET)
-        for _ in range(W7_WARMUP + W7_ROUND_TRIPS)
+        BusDataMessage(source="pinger", target=net.PING_TARGET)
+        for _ in range(warmup + round_trips)
     ]
     catcher = PongCatcher()
     samples: list[float] = []
@@ -312,22 +304,22 @@ async def pinger(url: str) -> Result:
             stdout=subprocess.PIPE,
         )
         assert process.stdout is not None
-        async with asyncio.timeout(READY_TIMEOUT):
+        async with asyncio.timeout(net.READY_TIMEOUT):
             ready = (await process.stdout.readline()).decode().strip()
-        if ready != READY_LINE:
-            raise RuntimeError(f"the ponger said {ready!r} instead of {READY_LINE!r}")
+        if ready != net.READY_LINE:
+            raise RuntimeError(f"the ponger said {ready!r} instead of {net.READY_LINE!r}")
         gc.collect()
         for i, ping in enumerate(pings):
             catcher.expected = str(ping.id)
             catcher.arrived = arrived = asyncio.Event()
             sent_at = perf_counter()
             await bus.send(ping)
-            async with asyncio.timeout(ROUND_TRIP_TIMEOUT):
+            async with asyncio.timeout(net.ROUND_TRIP_TIMEOUT):
                 await arrived.wait()
-            if i >= W7_WARMUP:
+            if i >= warmup:
                 samples.append(catcher.arrived_at - sent_at)
-        await bus.send(BusDataMessage(source="pinger", target=STOP_TARGET))
-        async with asyncio.timeout(READY_TIMEOUT):
+        await bus.send(BusDataMessage(source="pinger", target=net.STOP_TARGET))
+        async with asyncio.timeout(net.READY_TIMEOUT):
             peer: dict[str, Any] = json.loads(await process.stdout.readline())
             await process.wait()
         process = None
@@ -336,10 +328,11 @@ async def pinger(url: str) -> Result:
             process.kill()
             await process.wait()
         await opened.close()
-    return round_trip_result(
+    return net.round_trip_result(
         IMPL_NAMES["redis"],
         f"{BACKEND}+{BACKEND}",
         samples,
+        warmup=warmup,
         mismatched=catcher.mismatched,
         extra={
             "pinger_backend": BACKEND,
@@ -358,7 +351,8 @@ async def ponger(url: str, key: str) -> Result:
         await wait_for_subscribers(opened.redis, key, 2)
         responder = Responder(bus)
         await bus.subscribe(responder)
-        print(READY_LINE, flush=True)
+        sys.stdout.write(net.READY_LINE + "\n")
+        sys.stdout.flush()
         await responder.stop.wait()
     finally:
         await opened.close()
@@ -372,18 +366,22 @@ async def ponger(url: str, key: str) -> Result:
 
 
 def main() -> None:
-    args = network_args(__doc__ or "", impls=IMPLS, backends=[BACKEND])
+    """Run the measurement the command line asks for and print its result line."""
+    args = net.network_args(__doc__ or "", impls=IMPLS, backends=[BACKEND])
+    sizes = args.sizes
     if args.workload == "W7":
         if args.impl != "redis":
             raise SystemExit("W7 measures the bus: --impl redis")
         if args.role == "ponger":
-            emit(asyncio.run(ponger(args.redis_url, args.channel)))
+            common.emit(asyncio.run(ponger(args.redis_url, args.channel)))
         else:
-            emit(asyncio.run(pinger(args.redis_url)))
+            run = pinger(args.redis_url, sizes.w7_round_trips, sizes.w7_warmup)
+            common.emit(asyncio.run(run))
     elif args.impl == "raw-redis-py":
-        emit(asyncio.run(raw_throughput(args.workload, args.redis_url, args.messages)))
+        common.emit(asyncio.run(raw_throughput(args.workload, args.redis_url, args.messages)))
     else:
-        emit(asyncio.run(throughput(args.workload, args.redis_url, args.messages)))
+        run = throughput(args.workload, args.redis_url, args.messages, args.subscribers)
+        common.emit(asyncio.run(run))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ when its queue is empty. The producer puts each message into every queue with ``
 / ``put_nowait()`` and yields every 64 messages, as anybus's ``send()`` does. That is one queue
 hop per delivery and nothing else: the practical ceiling for a bus built that way.
 
-Usage: ``python benchmarks/raw.py --workload W1 --backend trio --primitive anyio``; prints one
-JSON result line.
+Usage: ``python -m anybus._bench.raw --workload W1 --backend trio --primitive anyio
+[--quick] [--messages N] [--subscribers N]``; prints one JSON result line.
 """
 
 from __future__ import annotations
@@ -18,21 +18,24 @@ import argparse
 import asyncio
 import gc
 import math
+import sys
 from functools import partial
 from time import perf_counter
 
 import anyio
-from _common import (
+from anyio import EndOfStream, WouldBlock, create_memory_object_stream, create_task_group
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._common import (
     THROUGHPUT_SIZES,
     YIELD_INTERVAL,
     Result,
     Tally,
     emit,
     throughput_result,
+    worker_args,
 )
-from anyio import EndOfStream, WouldBlock, create_memory_object_stream, create_task_group
-from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 
 def _noop() -> None:
@@ -46,6 +49,7 @@ class Sink:
         self.tally = Tally(0, _noop)
 
     async def on_message(self, message: object) -> None:
+        """Count the delivery."""
         self.tally.hit()
 
 
@@ -92,9 +96,10 @@ async def _publish_streams(
             await checkpoint()
 
 
-async def anyio_throughput(workload: str, backend: str) -> Result:
-    """W1/W2 over anyio memory object streams; same method as ``workloads.throughput``."""
-    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
+async def anyio_throughput(
+    workload: str, backend: str, n_messages: int, n_subscribers: int
+) -> Result:
+    """W1/W2 over anyio memory object streams; same method as ``memory.throughput``."""
     messages = _make_messages(n_messages)
     sinks = [Sink() for _ in range(n_subscribers)]
     streams = [create_memory_object_stream[object](math.inf) for _ in sinks]
@@ -168,9 +173,8 @@ async def _publish_queues(queues: list[asyncio.Queue[object]], messages: list[ob
             await asyncio.sleep(0)
 
 
-async def queue_throughput(workload: str) -> Result:
-    """W1/W2 over ``asyncio.Queue``; same method as ``workloads.throughput``."""
-    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
+async def queue_throughput(workload: str, n_messages: int, n_subscribers: int) -> Result:
+    """W1/W2 over ``asyncio.Queue``; same method as ``memory.throughput``."""
     messages = _make_messages(n_messages)
     sinks = [Sink() for _ in range(n_subscribers)]
     queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in sinks]
@@ -211,19 +215,25 @@ async def queue_throughput(workload: str) -> Result:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workload", required=True, choices=sorted(THROUGHPUT_SIZES))
-    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
-    parser.add_argument("--primitive", default="anyio", choices=["anyio", "asyncio-queue"])
-    args = parser.parse_args()
-    if args.primitive == "asyncio-queue":
+    """Run the measurement the command line asks for and print its result line."""
+    argv = sys.argv[1:]
+    primitive = argparse.ArgumentParser(add_help=False)
+    primitive.add_argument("--primitive", default="anyio", choices=["anyio", "asyncio-queue"])
+    known, rest = primitive.parse_known_args(argv)
+    args = worker_args(
+        __doc__ or "", workloads=sorted(THROUGHPUT_SIZES), backends=["asyncio", "trio"], argv=rest
+    )
+    if known.primitive == "asyncio-queue":
         if args.backend != "asyncio":
-            parser.error(f"--primitive asyncio-queue runs on asyncio only, not {args.backend!r}")
-        emit(asyncio.run(queue_throughput(args.workload)))
+            raise SystemExit(
+                f"--primitive asyncio-queue runs on asyncio only, not {args.backend!r}"
+            )
+        emit(asyncio.run(queue_throughput(args.workload, args.messages, args.subscribers)))
     else:
-        emit(
-            anyio.run(partial(anyio_throughput, args.workload, args.backend), backend=args.backend)
+        run = partial(
+            anyio_throughput, args.workload, args.backend, args.messages, args.subscribers
         )
+        emit(anyio.run(run, backend=args.backend))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The reference: pipecat's ``AsyncQueueBus`` on workloads W1-W5, on asyncio.
 
-Run it with the pipecat virtual environment's Python (``benchmarks/setup_pipecat.sh`` creates
-it): ``benchmarks/.venv-pipecat/bin/python benchmarks/pipecat_reference.py --workload W1``.
-It prints one JSON result line. It does not import anybus: the measurement mirrors
-``workloads.py`` step for step, with pipecat's bus, subscriber and message classes and plain
+Run by path with a Python that has pipecat-ai (its own virtual environment: pipecat is heavy;
+``benchmarks/setup_pipecat.sh`` creates one), the way ``anybus bench --compare pipecat`` does:
+``.venv-pipecat/bin/python .../anybus/_bench/_pipecat_memory.py --workload W1 [--quick]``. It
+prints one JSON result line. It does not import anybus (nor anyio): only the standard library,
+pipecat, and the stdlib-only ``_common.py`` and ``_rss.py`` beside it. The measurement mirrors
+``memory.py`` step for step, with pipecat's bus, subscriber and message classes and plain
 asyncio in place of anyio.
 """
 
@@ -15,26 +17,6 @@ import weakref
 from collections.abc import Iterator
 from time import perf_counter
 
-from _common import (
-    THROUGHPUT_SIZES,
-    W3_HANDLER_SLEEP,
-    W3_QUEUED,
-    W3_REPETITIONS,
-    W4_HANDLER_SLEEP,
-    W5_CYCLES,
-    W5_MESSAGES_PER_CYCLE,
-    W5_RESTARTS,
-    PeakRss,
-    Result,
-    Tally,
-    churn_result,
-    emit,
-    gc_objects,
-    latency_result,
-    slow_subscriber_result,
-    throughput_result,
-    worker_args,
-)
 from pipecat.bus.local.async_queue import AsyncQueueBus  # type: ignore[import-not-found]
 from pipecat.bus.messages import (  # type: ignore[import-not-found]
     BusDataMessage,
@@ -43,6 +25,16 @@ from pipecat.bus.messages import (  # type: ignore[import-not-found]
 )
 from pipecat.bus.subscriber import BusSubscriber  # type: ignore[import-not-found]
 from pipecat.utils.asyncio.task_manager import TaskManager  # type: ignore[import-not-found]
+
+try:
+    from . import _common as common
+    from ._rss import PeakRss
+except ImportError:  # run by path, as it is meant to be: this directory is on sys.path
+    import _common as common  # type: ignore[import-not-found,no-redef]
+    from _rss import PeakRss  # type: ignore[import-not-found,no-redef]
+
+Result = common.Result
+Tally = common.Tally
 
 IMPL = "pipecat"
 BACKEND = "asyncio"
@@ -84,9 +76,8 @@ class CountingSubscriber(BusSubscriber):  # type: ignore[misc]
         self.tally.hit()
 
 
-async def throughput(workload: str) -> Result:
-    """W1/W2, as in ``workloads.throughput``."""
-    n_messages, n_subscribers = THROUGHPUT_SIZES[workload]
+async def throughput(workload: str, n_messages: int, n_subscribers: int) -> Result:
+    """W1/W2, as in ``memory.throughput``."""
     messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
     subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
     bus = await _open_bus()
@@ -114,7 +105,7 @@ async def throughput(workload: str) -> Result:
         seconds = tally.finished_at - started_at
     finally:
         await _close_bus(bus)
-    return throughput_result(
+    return common.throughput_result(
         IMPL,
         BACKEND,
         workload,
@@ -125,7 +116,7 @@ async def throughput(workload: str) -> Result:
 
 
 class Repetition:
-    """The state of one W3 repetition, as in ``workloads.Repetition``."""
+    """The state of one W3 repetition, as in ``memory.Repetition``."""
 
     __slots__ = (
         "data_done",
@@ -140,7 +131,7 @@ class Repetition:
         self.data_started = asyncio.Event()
         self.system_handled = asyncio.Event()
         self.data_done = asyncio.Event()
-        self.data_left = W3_QUEUED
+        self.data_left = common.W3_QUEUED
         self.draining = False
         self.system_started_at = 0.0
 
@@ -165,16 +156,16 @@ class LatencyProbe(BusSubscriber):  # type: ignore[misc]
         if not rep.data_started.is_set():
             rep.data_started.set()
         if not rep.draining:
-            await asyncio.sleep(W3_HANDLER_SLEEP)
+            await asyncio.sleep(common.W3_HANDLER_SLEEP)
         rep.data_left -= 1
         if not rep.data_left:
             rep.data_done.set()
 
 
-async def priority_latency(workload: str) -> Result:
-    """W3, as in ``workloads.priority_latency``."""
-    data = [BusDataMessage(source="bench") for _ in range(W3_QUEUED)]
-    systems = [BusSystemMessage(source="bench") for _ in range(W3_REPETITIONS)]
+async def priority_latency(workload: str, repetitions: int) -> Result:
+    """W3, as in ``memory.priority_latency``."""
+    data = [BusDataMessage(source="bench") for _ in range(common.W3_QUEUED)]
+    systems = [BusSystemMessage(source="bench") for _ in range(repetitions)]
     probe = LatencyProbe()
     samples: list[float] = []
     bus = await _open_bus()
@@ -193,11 +184,11 @@ async def priority_latency(workload: str) -> Result:
             await rep.data_done.wait()
     finally:
         await _close_bus(bus)
-    return latency_result(IMPL, BACKEND, workload, samples)
+    return common.latency_result(IMPL, BACKEND, workload, samples)
 
 
 class SlowSubscriber(BusSubscriber):  # type: ignore[misc]
-    """W4's subscriber, as in ``workloads.SlowSubscriber``."""
+    """W4's subscriber, as in ``memory.SlowSubscriber``."""
 
     def __init__(self) -> None:
         self.handled = 0
@@ -209,12 +200,12 @@ class SlowSubscriber(BusSubscriber):  # type: ignore[misc]
 
     async def on_bus_message(self, message: BusMessage) -> None:
         self.handled += 1
-        await asyncio.sleep(W4_HANDLER_SLEEP)
+        await asyncio.sleep(common.W4_HANDLER_SLEEP)
         self.primed.set()
 
 
 def _fresh_messages() -> Iterator[BusDataMessage]:
-    """W4's messages, each created as it is sent, as in ``workloads._fresh_messages``."""
+    """W4's messages, each created as it is sent, as in ``memory._fresh_messages``."""
     while True:
         yield BusDataMessage(source="bench")
 
@@ -229,7 +220,7 @@ def _queued(bus: AsyncQueueBus, name: str) -> int:
 
 
 async def slow_subscriber(n_messages: int) -> Result:
-    """W4, as in ``workloads.slow_subscriber`` with ``drop_*``: pipecat's queues are unbounded,
+    """W4, as in ``memory.slow_subscriber`` with ``drop_*``: pipecat's queues are unbounded,
     so every message sent is queued; all ``n_messages`` are sent."""
     subscriber = SlowSubscriber()
     bus = await _open_bus()
@@ -253,7 +244,7 @@ async def slow_subscriber(n_messages: int) -> Result:
         queued = _queued(bus, subscriber.name)
     finally:
         await _close_bus(bus)
-    return slow_subscriber_result(
+    return common.slow_subscriber_result(
         IMPL,
         BACKEND,
         policy="unbounded",
@@ -299,7 +290,7 @@ async def _churn_cycle(
     batch: list[BusDataMessage],
     alive: weakref.WeakSet[ChurnSubscriber],
 ) -> int:
-    """One W5 cycle, as in ``workloads._churn_cycle``, waiting on the subscriber's event."""
+    """One W5 cycle, as in ``memory._churn_cycle``, waiting on the subscriber's event."""
     subscriber = ChurnSubscriber(name, len(batch))
     alive.add(subscriber)
     await bus.subscribe(subscriber)
@@ -312,7 +303,7 @@ async def _churn_cycle(
 
 
 async def _restart_cycles(bus: AsyncQueueBus, name: str, messages: list[BusDataMessage]) -> None:
-    """W5's restarts, as in ``workloads._restart_cycles``, waiting on an event per message."""
+    """W5's restarts, as in ``memory._restart_cycles``, waiting on an event per message."""
     subscriber = ChurnSubscriber(name, 0)
     await bus.subscribe(subscriber)
     for message in messages:
@@ -327,13 +318,13 @@ async def _restart_cycles(bus: AsyncQueueBus, name: str, messages: list[BusDataM
     await bus.unsubscribe(subscriber)
 
 
-async def churn(workload: str) -> Result:
-    """W5, as in ``workloads.churn``."""
+async def churn(workload: str, cycles: int, restarts: int) -> Result:
+    """W5, as in ``memory.churn``."""
     batches = [
-        [BusDataMessage(source="bench") for _ in range(W5_MESSAGES_PER_CYCLE)]
-        for _ in range(W5_CYCLES + 1)
+        [BusDataMessage(source="bench") for _ in range(common.W5_MESSAGES_PER_CYCLE)]
+        for _ in range(cycles + 1)
     ]
-    restart_messages = [BusDataMessage(source="bench") for _ in range(W5_RESTARTS + 1)]
+    restart_messages = [BusDataMessage(source="bench") for _ in range(restarts + 1)]
     alive: weakref.WeakSet[ChurnSubscriber] = weakref.WeakSet()
     tasks = {"before": _task_count()}
     bus = await _open_bus()
@@ -342,7 +333,7 @@ async def churn(workload: str) -> Result:
         await _churn_cycle(bus, "warm-up", batches.pop(), alive)
         await _restart_cycles(bus, "warm-up-steady", [restart_messages.pop()])
         memory = PeakRss()
-        objects_before = gc_objects()
+        objects_before = common.gc_objects()
         memory.start()
 
         started_at = perf_counter()
@@ -353,14 +344,16 @@ async def churn(workload: str) -> Result:
         finished_at = perf_counter()
 
         tasks["after_cycles"] = _task_count()
-        objects_growth = gc_objects() - objects_before
+        objects_growth = common.gc_objects() - objects_before
         rss = memory.stop()
     finally:
         await _close_bus(bus)
     tasks["closed"] = _task_count()
-    return churn_result(
+    return common.churn_result(
         IMPL,
         BACKEND,
+        cycles=cycles,
+        restarts=restarts,
         cycles_seconds=cycles_done_at - started_at,
         restarts_seconds=finished_at - cycles_done_at,
         tasks=tasks,
@@ -371,15 +364,19 @@ async def churn(workload: str) -> Result:
 
 
 def main() -> None:
-    args = worker_args(__doc__ or "", workloads=["W1", "W2", "W3", "W4", "W5"], backends=[BACKEND])
+    """Run the measurement the command line asks for and print its result line."""
+    args = common.worker_args(
+        __doc__ or "", workloads=["W1", "W2", "W3", "W4", "W5"], backends=[BACKEND]
+    )
+    sizes = args.sizes
     if args.workload == "W4":
-        emit(asyncio.run(slow_subscriber(args.messages)))
+        common.emit(asyncio.run(slow_subscriber(args.messages)))
     elif args.workload == "W5":
-        emit(asyncio.run(churn(args.workload)))
+        common.emit(asyncio.run(churn(args.workload, sizes.w5_cycles, sizes.w5_restarts)))
     elif args.workload == "W3":
-        emit(asyncio.run(priority_latency(args.workload)))
+        common.emit(asyncio.run(priority_latency(args.workload, sizes.w3_repetitions)))
     else:
-        emit(asyncio.run(throughput(args.workload)))
+        common.emit(asyncio.run(throughput(args.workload, args.messages, args.subscribers)))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 
 Usage::
 
-    python benchmarks/network.py --workload W6-fanout --impl redis --backend trio
-    python benchmarks/network.py --workload W6-single --impl raw-glide --backend asyncio
-    python benchmarks/network.py --workload W7 --impl stream --backend asyncio+trio
+    python -m anybus._bench.network --workload W6-fanout --impl redis --backend trio
+    python -m anybus._bench.network --workload W6-single --impl raw-glide --backend asyncio
+    python -m anybus._bench.network --workload W7 --impl stream --backend asyncio+trio
 
 ``--impl redis`` is :class:`~anybus.redis.RedisBus` (pub/sub), ``stream`` is
 :class:`~anybus.redis.RedisStreamBus`, ``raw-glide`` (W6 only) is the client alone: one glide
 client publishing back to back, another one subscribed. ``--redis-url`` (default
 ``redis://127.0.0.1:6379``) is the server; every run uses a channel or stream of its own and
-deletes the keys it created. Prints one JSON result line; ``benchmarks/run.py`` runs it in a
-fresh process per measurement. See ``benchmarks/README.md`` for the method.
+deletes the keys it created. ``--quick``, ``--messages N`` and ``--subscribers N`` change the
+sizes. Prints one JSON result line; ``anybus bench --bus redis://...`` (and
+``benchmarks/run.py``) run it in a fresh process per measurement. See
+``benchmarks/README.md`` for the method.
 """
 
 from __future__ import annotations
@@ -20,25 +22,24 @@ import gc
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from functools import partial
-from pathlib import Path
 from time import perf_counter
-from typing import Any
 
 import anyio
-from _common import Result, Tally, emit
-from _network_common import (
+from anyio.abc import ByteReceiveStream
+
+from .. import BusDataMessage, BusMessage, BusSubscriber, WireCodec
+from ..redis import RedisBus, RedisStreamBus, configure_glide_logging
+from ._common import Result, Tally, emit
+from ._glide import NetworkBus, delete_keys, raw_throughput, wait_done
+from ._network_common import (
     PING_TARGET,
     PONG_TARGET,
-    RAW_PAYLOAD_BYTES,
     READY_LINE,
     READY_TIMEOUT,
     ROUND_TRIP_TIMEOUT,
-    STALL_TIMEOUT,
     STOP_TARGET,
-    W6_SIZES,
-    W7_ROUND_TRIPS,
-    W7_WARMUP,
     CpuClock,
     backend_pair,
     network_args,
@@ -46,16 +47,6 @@ from _network_common import (
     round_trip_result,
     unique_key,
 )
-from anyio.abc import ByteReceiveStream
-from glide import (
-    GlideClient,
-    GlideClientConfiguration,
-    NodeAddress,
-    ServerCredentials,
-)
-
-from anybus import BusDataMessage, BusMessage, BusSubscriber, WireCodec
-from anybus.redis import RedisBus, RedisSettings, RedisStreamBus, configure_glide_logging
 
 IMPLS = ("redis", "stream", "raw-glide")
 BACKENDS = ("asyncio", "trio")
@@ -66,10 +57,8 @@ IMPL_NAMES = {
     "raw-glide": "raw-glide",
 }
 
-NetworkBus = RedisBus | RedisStreamBus
-
-#: This file, which a W7 pinger runs again as its ponger.
-SCRIPT = str(Path(__file__).resolve())
+#: This module, which a W7 pinger runs again as its ponger.
+MODULE = "anybus._bench.network"
 
 
 def _noop() -> None:
@@ -90,59 +79,6 @@ def make_bus(
     raise ValueError(f"not a bus: {impl!r}")
 
 
-# --- talking to Redis directly: the raw ceiling and cleaning up --------------------------------
-
-
-async def glide_client(
-    url: str, *, name: str, channel: str | None = None, on_message: Any = None
-) -> GlideClient:
-    """A glide client for ``url``; subscribed to ``channel`` with ``on_message`` if given.
-
-    Created eagerly (it connects before returning): fine here, where nothing else runs yet.
-    """
-    settings = RedisSettings.from_url(url)
-    subscriptions = None
-    if channel is not None:
-        subscriptions = GlideClientConfiguration.PubSubSubscriptions(
-            channels_and_patterns={GlideClientConfiguration.PubSubChannelModes.Exact: {channel}},
-            callback=on_message,
-            context=None,
-        )
-    credentials = None
-    if settings.password is not None:
-        credentials = ServerCredentials(password=settings.password, username=settings.username)
-    configuration = GlideClientConfiguration(
-        [NodeAddress(settings.host, settings.port)],
-        use_tls=settings.tls,
-        credentials=credentials,
-        database_id=settings.database or None,
-        client_name=name,
-        pubsub_subscriptions=subscriptions,
-    )
-    return await GlideClient.create(configuration)
-
-
-async def delete_keys(url: str, *keys: str) -> None:
-    """Delete the keys a run created (streams; pub/sub channels leave none)."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-        client = await glide_client(url, name="anybus-bench-cleanup")
-        try:
-            await client.custom_command(["DEL", *keys])
-        finally:
-            await client.close()
-
-
-async def wait_for_subscribers(client: GlideClient, channel: str, count: int) -> None:
-    """Wait (round trip by round trip, no sleeping) until ``count`` clients subscribe."""
-    with anyio.fail_after(READY_TIMEOUT):
-        while True:
-            reply = await client.custom_command(["PUBSUB", "NUMSUB", channel])
-            # RESP3 answers a map {channel: count}, RESP2 a flat list [channel, count].
-            found = next(iter(reply.values())) if isinstance(reply, dict) else reply[1]
-            if int(found) >= count:
-                return
-
-
 # --- W6: throughput through Redis ---------------------------------------------------------
 
 
@@ -154,35 +90,19 @@ class CountingSubscriber(BusSubscriber):
         self.tally = Tally(0, _noop)
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Count the delivery."""
         self.tally.hit()
 
 
-async def _wait_done(done: anyio.Event, tally: Tally, receiver: NetworkBus | None) -> None:
-    """Wait until every delivery arrived; fail (not measure) if none arrives for a while.
-
-    The wait wakes up once every ``STALL_TIMEOUT`` seconds at most, to check for progress.
-    """
-    while True:
-        remaining = tally.remaining
-        with anyio.move_on_after(STALL_TIMEOUT):
-            await done.wait()
-            return
-        if tally.remaining == remaining:
-            break
-    stats = "" if receiver is None else f"; receiver: {receiver.transport_statistics()}"
-    raise RuntimeError(
-        f"{tally.remaining:,} deliveries still missing, none for {STALL_TIMEOUT:g} s{stats}"
-    )
-
-
-async def throughput(impl: str, workload: str, backend: str, url: str, n_messages: int) -> Result:
+async def throughput(
+    impl: str, workload: str, backend: str, url: str, n_messages: int, n_subscribers: int
+) -> Result:
     """W6: a sender bus with no subscribers sends back to back; the subscribers are on a second
     bus instance (same process, same event loop), so every delivery comes through Redis.
 
     Time from just before the first send to the last delivery. Before the clock, one primer
     message goes through Redis to every subscriber, so both buses and every worker are up.
     """
-    n_subscribers = W6_SIZES[workload][1]
     key = unique_key(workload)
     messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
     subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
@@ -205,7 +125,7 @@ async def throughput(impl: str, workload: str, backend: str, url: str, n_message
             for subscriber in subscribers:
                 subscriber.tally = primer
             await sender.send(BusDataMessage(source="primer"))
-            await _wait_done(primed, primer, receiver)
+            await wait_done(primed, primer, receiver)
 
             done = anyio.Event()
             tally = Tally(n_messages * n_subscribers, done.set)
@@ -219,7 +139,7 @@ async def throughput(impl: str, workload: str, backend: str, url: str, n_message
             for message in messages:
                 await sender.send(message)
             sent_at = perf_counter()
-            await _wait_done(done, tally, receiver)
+            await wait_done(done, tally, receiver)
             cpu_used = cpu.stop()
             seconds = tally.finished_at - started_at
             stats = receiver.transport_statistics()
@@ -245,60 +165,6 @@ async def throughput(impl: str, workload: str, backend: str, url: str, n_message
     )
 
 
-async def raw_throughput(workload: str, backend: str, url: str, n_messages: int) -> Result:
-    """W6's client ceiling: one glide client publishes the payloads back to back, each
-    ``await``-ed as a bus's ``send()`` does, and a second one, subscribed, counts them.
-
-    No bus, no encoding, no dispatch: the fastest a bus that awaits one ``PUBLISH`` per send
-    can go with this client. ``subscribers`` is 1 whatever the workload.
-    """
-    key = unique_key(f"{workload}-raw")
-    payload = b"x" * RAW_PAYLOAD_BYTES
-    tally = Tally(0, _noop)
-
-    def on_message(message: Any, context: Any) -> None:  # glide calls it on the loop's thread
-        tally.hit()
-
-    publisher = await glide_client(url, name="anybus-bench-raw-pub")
-    subscriber = await glide_client(
-        url, name="anybus-bench-raw-sub", channel=key, on_message=on_message
-    )
-    try:
-        await wait_for_subscribers(publisher, key, 1)
-        primed = anyio.Event()
-        tally = Tally(1, primed.set)
-        await publisher.publish(payload, key)
-        await _wait_done(primed, tally, None)
-
-        done = anyio.Event()
-        tally = Tally(n_messages, done.set)
-        gc.collect()
-        cpu = CpuClock()
-        cpu.start()
-        started_at = perf_counter()
-        for _ in range(n_messages):
-            await publisher.publish(payload, key)
-        sent_at = perf_counter()
-        await _wait_done(done, tally, None)
-        cpu_used = cpu.stop()
-        seconds = tally.finished_at - started_at
-    finally:
-        with anyio.CancelScope(shield=True):
-            await publisher.close()
-            await subscriber.close()
-    return network_throughput_result(
-        IMPL_NAMES["raw-glide"],
-        backend,
-        workload,
-        messages=n_messages,
-        subscribers=1,
-        seconds=seconds,
-        send_seconds=sent_at - started_at,
-        payload_bytes=RAW_PAYLOAD_BYTES,
-        cpu=cpu_used,
-    )
-
-
 # --- W7: round trips between two processes ------------------------------------------------
 
 
@@ -313,6 +179,7 @@ class PongCatcher(BusSubscriber):
         self.mismatched = 0  # pongs that did not answer the ping in flight (none expected)
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Note the time the pong to the ping in flight arrives."""
         if message.target != PONG_TARGET:
             return  # our own pings, which the bus also delivers to its own subscribers
         if message.source != self.expected:
@@ -332,6 +199,7 @@ class Responder(BusSubscriber):
         self.stop = anyio.Event()
 
     async def on_bus_message(self, message: BusMessage) -> None:
+        """Answer a ping with a pong; stop on a message to ``STOP_TARGET``."""
         if message.target == PING_TARGET:
             await self.bus.send(BusDataMessage(source=message.id, target=PONG_TARGET))
             self.answered += 1
@@ -347,32 +215,33 @@ class Lines:
         self._buffer = b""
 
     async def next(self) -> str:
+        """The next line, without its end."""
         while b"\n" not in self._buffer:
             self._buffer += await self._stream.receive()
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode().strip()
 
 
-async def pinger(impl: str, backend: str, url: str) -> Result:
+async def pinger(impl: str, backend: str, url: str, round_trips: int, warmup: int) -> Result:
     """W7: ping-pong with a ponger in another process, possibly on the other backend.
 
     The pinger opens its bus, starts the ponger (``--role ponger``) and waits for its
     ``ready`` line (printed once the ponger's bus is subscribed). Each round trip: note the
     time, send a ping, wait for the pong (the ponger's handler sends it on receiving the ping);
     the sample runs from just before ``send(ping)`` to the first line of the pinger's pong
-    handler. ``W7_WARMUP`` round trips are not measured, then ``W7_ROUND_TRIPS`` are.
+    handler. ``warmup`` round trips (100) are not measured, then ``round_trips`` (1,000) are.
     """
     ping_backend, pong_backend = backend_pair(backend)
     key = unique_key("W7")
     pings = [
-        BusDataMessage(source="pinger", target=PING_TARGET)
-        for _ in range(W7_WARMUP + W7_ROUND_TRIPS)
+        BusDataMessage(source="pinger", target=PING_TARGET) for _ in range(warmup + round_trips)
     ]
     catcher = PongCatcher()
     samples: list[float] = []
     command = [
         sys.executable,
-        SCRIPT,
+        "-m",
+        MODULE,
         "--workload=W7",
         f"--impl={impl}",
         f"--backend={pong_backend}",
@@ -400,7 +269,7 @@ async def pinger(impl: str, backend: str, url: str) -> Result:
                     await bus.send(ping)
                     with anyio.fail_after(ROUND_TRIP_TIMEOUT):
                         await arrived.wait()
-                    if i >= W7_WARMUP:
+                    if i >= warmup:
                         samples.append(catcher.arrived_at - sent_at)
                 await bus.send(BusDataMessage(source="pinger", target=STOP_TARGET))
                 with anyio.fail_after(READY_TIMEOUT):
@@ -414,6 +283,7 @@ async def pinger(impl: str, backend: str, url: str) -> Result:
         IMPL_NAMES[impl],
         backend,
         samples,
+        warmup=warmup,
         mismatched=catcher.mismatched,
         extra={
             "pinger_backend": ping_backend,
@@ -429,7 +299,8 @@ async def ponger(impl: str, backend: str, url: str, key: str) -> Result:
     async with make_bus(impl, url, key, "w7-ponger") as bus:
         responder = Responder(bus)
         await bus.subscribe(responder)
-        print(READY_LINE, flush=True)
+        sys.stdout.write(READY_LINE + "\n")
+        sys.stdout.flush()
         await responder.stop.wait()
         stats = bus.transport_statistics()
     return {
@@ -443,8 +314,10 @@ async def ponger(impl: str, backend: str, url: str, key: str) -> Result:
 
 
 def main() -> None:
+    """Run the measurement the command line asks for and print its result line."""
     configure_glide_logging("off")
     args = network_args(__doc__ or "", impls=IMPLS, backends=BACKENDS)
+    run: Callable[[], Awaitable[Result]]
     if args.workload == "W7":
         if args.impl == "raw-glide":
             raise SystemExit("W7 measures the buses: --impl redis or stream")
@@ -452,14 +325,23 @@ def main() -> None:
             run = partial(ponger, args.impl, args.backend, args.redis_url, args.channel)
             emit(anyio.run(run, backend=args.backend))
             return
-        run = partial(pinger, args.impl, args.backend, args.redis_url)
+        sizes = args.sizes
+        run = partial(
+            pinger, args.impl, args.backend, args.redis_url, sizes.w7_round_trips, sizes.w7_warmup
+        )
         emit(anyio.run(run, backend=backend_pair(args.backend)[0]))
         return
     if args.impl == "raw-glide":
         run = partial(raw_throughput, args.workload, args.backend, args.redis_url, args.messages)
     else:
         run = partial(
-            throughput, args.impl, args.workload, args.backend, args.redis_url, args.messages
+            throughput,
+            args.impl,
+            args.workload,
+            args.backend,
+            args.redis_url,
+            args.messages,
+            args.subscribers,
         )
     emit(anyio.run(run, backend=args.backend))
 

@@ -1,7 +1,8 @@
 """What every benchmark worker shares: workload sizes, the delivery tally, the result line.
 
-Standard library only: the pipecat reference imports this module from its own virtual
-environment, where anybus and anyio are not guaranteed to be installed.
+Standard library only: the pipecat workers (``_pipecat_memory.py``, ``pipecat_network.py``) run
+by path in pipecat's own virtual environment, where anybus and anyio are not installed, and
+import this module as a top-level module from this directory.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import gc
 import json
 import math
 import platform
-import resource
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from time import perf_counter
 
 __all__ = [
@@ -33,9 +33,13 @@ __all__ = [
     "W5_CYCLES",
     "W5_MESSAGES_PER_CYCLE",
     "W5_RESTARTS",
+    "FULL",
+    "QUICK",
+    "SUBSCRIBERS",
+    "THROUGHPUT_SIZES",
     "YIELD_INTERVAL",
-    "PeakRss",
     "Result",
+    "Sizes",
     "Tally",
     "churn_result",
     "emit",
@@ -82,6 +86,57 @@ THROUGHPUT_SIZES = {
     "W2": (W2_MESSAGES, W2_SUBSCRIBERS),
 }
 
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is: ``FULL`` (``WORKLOADS.md``'s sizes) or ``QUICK``.
+
+    ``QUICK`` is for smoke runs (tests, ``anybus bench --quick``): every workload takes a
+    fraction of a second, and its figures are not the ones the targets speak of.
+    """
+
+    w1_messages: int = W1_MESSAGES
+    w2_messages: int = W2_MESSAGES
+    w3_repetitions: int = W3_REPETITIONS
+    w4_messages: int = W4_MESSAGES
+    w4_block_window: float = W4_BLOCK_WINDOW
+    w5_cycles: int = W5_CYCLES
+    w5_restarts: int = W5_RESTARTS
+    #: W6 (W1 and W2 through Redis; see ``_network_common.W6_SIZES``) and W7.
+    w6_fanout_messages: int = 20_000
+    w6_single_messages: int = 10_000
+    w7_round_trips: int = 1_000
+    w7_warmup: int = 100
+
+    def messages(self, workload: str) -> int:
+        """The data messages a throughput workload (W1, W2, W4, W6-*) sends."""
+        return {
+            "W1": self.w1_messages,
+            "W2": self.w2_messages,
+            "W4": self.w4_messages,
+            "W6-fanout": self.w6_fanout_messages,
+            "W6-single": self.w6_single_messages,
+        }[workload]
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    w1_messages=2_000,
+    w2_messages=10_000,
+    w3_repetitions=20,
+    w4_messages=20_000,
+    w4_block_window=0.3,
+    w5_cycles=50,
+    w5_restarts=10,
+    w6_fanout_messages=500,
+    w6_single_messages=500,
+    w7_round_trips=50,
+    w7_warmup=10,
+)
+#: The subscribers of each throughput workload, unless a run asks for another number.
+SUBSCRIBERS = {"W1": W1_SUBSCRIBERS, "W2": W2_SUBSCRIBERS, "W6-fanout": 10, "W6-single": 1}
+
+
 #: One JSON object, printed as one line by every worker.
 Result = dict[str, object]
 
@@ -105,88 +160,6 @@ class Tally:
         if not self.remaining:
             self.finished_at = perf_counter()
             self.on_done()
-
-
-def _proc_status_kb(*fields: str) -> dict[str, int] | None:
-    """Read ``fields`` (``VmRSS``, ``VmHWM``; kB) of ``/proc/self/status``, or ``None``."""
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in fields:
-            found[key] = int(value.split()[0])
-    return found if len(found) == len(fields) else None
-
-
-def _ru_maxrss_kb() -> int:
-    """The process's lifetime peak RSS from ``getrusage`` (kB; macOS reports bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-class PeakRss:
-    """The growth of the process's resident set size over a window: peak and at the end.
-
-    ``start()`` takes the baseline right before the clock; ``stop()`` reads the peak since.
-    The peak is the kernel's own high-water mark, not a sample, so no short spike is missed
-    and nothing has to run during the measurement (pipecat's ``send()`` never yields to the
-    event loop, so an in-loop sampler would not run at all while its publisher does):
-
-    * ``vmhwm`` (Linux): ``start()`` resets the high-water mark to the current RSS by writing
-      ``5`` to ``/proc/self/clear_refs`` and reads it back (``VmHWM``) as the baseline;
-      ``stop()`` reads ``VmHWM`` again, the highest RSS since the reset. ``ru_maxrss`` reads
-      the same kernel counter (and is reset with it). The kernel's RSS counters are per-CPU
-      and approximate: ``VmRSS`` and ``VmHWM`` read at the same moment can differ by a few
-      dozen pages, so growths below ~0.3 MB are noise; reading both ends from ``VmHWM``
-      keeps the same counter on both sides. The kernel moves the mark up before any path
-      that unmaps or discards pages (``munmap``, ``madvise``, ``brk``), so a peak that is
-      freed again before ``stop()`` still counts.
-    * ``ru_maxrss`` (elsewhere, or if the reset is refused): the growth of the lifetime peak,
-      ``ru_maxrss`` at the end minus ``ru_maxrss`` at the start. That is exact when the
-      process's earlier peak was its RSS at the start (true of a fresh worker process, whose
-      RSS only grew while it imported and set up), and a lower bound otherwise.
-    """
-
-    def __init__(self) -> None:
-        self.method = "ru_maxrss"
-        self.before_kb = 0
-
-    def start(self) -> None:
-        """Take the baseline (call it last, right before the clock starts)."""
-        status = _proc_status_kb("VmRSS", "VmHWM") if _reset_peak_rss() else None
-        if status is not None:
-            self.method = "vmhwm"
-            self.before_kb = status["VmHWM"]
-        else:
-            self.method = "ru_maxrss"
-            self.before_kb = _ru_maxrss_kb()
-
-    def stop(self) -> dict[str, object]:
-        """Read the peak since :meth:`start` and the current RSS, in MB (10^6 bytes)."""
-        status = _proc_status_kb("VmRSS", "VmHWM")
-        peak_kb = status["VmHWM"] if self.method == "vmhwm" and status else _ru_maxrss_kb()
-        now_kb = status["VmRSS"] if status else peak_kb
-        return {
-            "rss_method": self.method,
-            "rss_before_mb": self.before_kb * 1024 / 1e6,
-            "rss_peak_mb": peak_kb * 1024 / 1e6,
-            "rss_end_mb": now_kb * 1024 / 1e6,
-            "rss_peak_growth_mb": (peak_kb - self.before_kb) * 1024 / 1e6,
-            "rss_end_growth_mb": (now_kb - self.before_kb) * 1024 / 1e6,
-        }
 
 
 def gc_objects() -> int:
@@ -287,6 +260,8 @@ def churn_result(
     impl: str,
     backend: str,
     *,
+    cycles: int,
+    restarts: int,
     cycles_seconds: float,
     restarts_seconds: float,
     tasks: dict[str, int],
@@ -301,9 +276,9 @@ def churn_result(
         "workload": "W5",
         "metric": "seconds",
         "value": cycles_seconds + restarts_seconds,
-        "cycles": W5_CYCLES,
+        "cycles": cycles,
         "messages_per_cycle": W5_MESSAGES_PER_CYCLE,
-        "restarts": W5_RESTARTS,
+        "restarts": restarts,
         "cycles_seconds": cycles_seconds,
         "restarts_seconds": restarts_seconds,
         **{f"tasks_{when}": count for when, count in tasks.items()},
@@ -317,9 +292,10 @@ def churn_result(
 
 
 def emit(result: Result) -> None:
-    """Print ``result`` as the worker's one JSON line on stdout."""
+    """Write ``result`` as the worker's one JSON line on stdout."""
     result["python"] = platform.python_version()
-    print(json.dumps(result), flush=True)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
 
 
 def worker_args(
@@ -330,20 +306,18 @@ def worker_args(
     policies: Sequence[str] = (),
     argv: Sequence[str] | None = None,
 ) -> argparse.Namespace:
-    """Parse a worker's command line: ``--workload W1 --backend asyncio``.
+    """Parse a worker's command line: ``--workload W1 --backend asyncio [--quick]``.
 
-    W4 also takes ``--messages N`` (default 1,000,000) and, if ``policies`` are given,
-    ``--policy``.
+    ``--quick`` measures the ``QUICK`` sizes; ``--messages N`` sets the data messages of W1,
+    W2 and W4, ``--subscribers N`` the subscribers of W1 and W2; W4 also takes ``--policy``
+    if ``policies`` are given. ``args.sizes`` is the :class:`Sizes` to measure.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workload", required=True, choices=list(workloads))
     parser.add_argument("--backend", default=backends[0], choices=list(backends))
-    parser.add_argument(
-        "--messages",
-        type=int,
-        default=W4_MESSAGES,
-        help=f"W4: data messages to send (default: {W4_MESSAGES:,})",
-    )
+    parser.add_argument("--quick", action="store_true", help="the QUICK sizes (smoke runs)")
+    parser.add_argument("--messages", type=int, help="W1, W2, W4: data messages to send")
+    parser.add_argument("--subscribers", type=int, help="W1, W2: subscribers")
     if policies:
         parser.add_argument(
             "--policy",
@@ -352,6 +326,13 @@ def worker_args(
             help=f"W4: overflow policy of the bounded inbox (default: {policies[0]})",
         )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.messages < 1:
-        parser.error(f"--messages must be at least 1, not {args.messages!r}")
+    for option in ("messages", "subscribers"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option} must be at least 1, not {value!r}")
+    args.sizes = QUICK if args.quick else FULL
+    if args.workload in ("W1", "W2", "W4"):
+        args.messages = args.messages or args.sizes.messages(args.workload)
+    if args.workload in SUBSCRIBERS:
+        args.subscribers = args.subscribers or SUBSCRIBERS[args.workload]
     return args

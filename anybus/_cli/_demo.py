@@ -1,0 +1,35 @@
+"""``anybus demo``: a runner and two workers on the in-memory bus."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from typing import TextIO
+
+import click
+
+from .._demo import run_demo
+from ._common import BACKENDS, run
+
+__all__ = ["demo"]
+
+
+@click.command()
+@click.option(
+    "--backend",
+    "demo_backend",
+    type=click.Choice([*BACKENDS, "both"]),
+    default=None,
+    help="event loop(s) to run on (default: the global --backend)",
+)
+@click.pass_context
+def demo(ctx: click.Context, demo_backend: str | None) -> None:
+    """Run a runner and two workers on the in-memory bus; a cancel overtakes queued jobs."""
+    chosen = demo_backend or ctx.obj["backend"]
+    backends = BACKENDS if chosen == "both" else (chosen,)
+    out: TextIO = sys.stdout
+    for index, backend in enumerate(backends):
+        if index:
+            out.write("\n")
+        ctx.obj["backend"] = backend
+        run(ctx, partial(run_demo, out, backend=backend))
