@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,69 @@ def test_trio_app() -> None:
     # Backpressure: the bound on the recorder's inbox held.
     assert "recorder: stored 30 readings; at most 5 waited in its inbox" in lines
     assert lines[-1] == "trio app: done"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_jobs(backend: str) -> None:
+    lines = run_example("jobs.py", "--backend", backend).splitlines()
+    assert lines[0] == f"runner: on {backend}"
+    assert lines[1:5] == [
+        "runner: a.wav 33%",
+        "runner: a.wav 67%",
+        "runner: a.wav 100%",
+        "runner: a.wav -> 'transcript of a.wav'",
+    ]
+    # Giving up on long.wav cancels it at the worker, and b.wav, queued behind it, runs.
+    cancelled = "transcriber: job long.wav cancelled (the caller left the job's scope)"
+    assert lines.index(cancelled) < lines.index(
+        "runner: b.wav -> 'transcript of b.wav' (it waited for long.wav)"
+    )
+    assert "runner: empty.wav failed: nothing to transcribe" in lines
+    assert "runner: streamed ['STRUCTURED', 'CONCURRENCY', 'IS', 'NICE'] ({'words': 4})" in lines
+    assert lines[-1] == "done: transcriber completed 2, cancelled 1, failed 1"
+
+
+@pytest.mark.parametrize(
+    ("worker_backend", "runner_backend"), [("trio", "asyncio"), ("asyncio", "trio")]
+)
+def test_two_processes_over_redis(
+    redis_url: str, worker_backend: str, runner_backend: str
+) -> None:
+    channel = f"anybus-example-{uuid.uuid4().hex}"
+    common = ["--url", redis_url, "--channel", channel]
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            str(EXAMPLES / "redis_worker.py"),
+            "--backend",
+            worker_backend,
+            *common,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        runner = run_example("redis_runner.py", "--backend", runner_backend, *common)
+        worker_out, worker_err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, worker_err
+    assert worker_err == ""
+    runner_lines = runner.splitlines()
+    assert f"runner: worker found; calling it from {runner_backend}" in runner_lines
+    for image in ("cat.png", "dog.png", "owl.png"):
+        assert f"runner: {image} -> 640x480 (resized on {worker_backend})" in runner_lines
+        assert f"runner: {image} step 3/3" in runner_lines
+    assert runner_lines[-2:] == ["runner: gave up on huge.tiff", "runner: worker shut down"]
+    worker_lines = worker_out.splitlines()
+    assert (
+        worker_lines[0]
+        == f"worker: serving 'resize' jobs on {worker_backend}, channel {channel!r}"
+    )
+    assert "worker: huge.tiff cancelled by the runner" in worker_lines
+    assert worker_lines[-1] == "worker: stopped after 5 jobs (1 cancelled)"

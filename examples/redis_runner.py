@@ -1,0 +1,68 @@
+"""The runner half of a two-process setup over Redis: it calls jobs on asyncio (or trio).
+
+With ``examples/redis_worker.py`` running in another terminal::
+
+    python examples/redis_runner.py --backend asyncio
+
+It waits for the worker to answer, runs three ``resize`` jobs concurrently while printing
+their progress, gives up on a fourth (which cancels it in the worker's process), and finally
+shuts the worker down (``--keep-worker`` leaves it running).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+
+from anybus import JobTimeout, WorkerBus
+from anybus.redis import RedisBus
+
+
+async def wait_for_worker(bus: WorkerBus) -> None:
+    """Ping until the worker answers, so either process may start first."""
+    for _ in range(30):
+        try:
+            await bus.request(
+                "resizer", {"image": "ping", "steps": 0}, job_name="resize", timeout=1
+            )
+            return
+        except JobTimeout:
+            print("runner: waiting for the worker...", flush=True)
+    raise SystemExit("runner: no worker answered on this channel; start examples/redis_worker.py")
+
+
+async def resize(bus: WorkerBus, image: str) -> None:
+    async with bus.job("resizer", {"image": image}, job_name="resize") as job:
+        async for update in job.updates():
+            print(f"runner: {image} step {update['step']}/{update['of']}")
+        result = await job.result()
+    print(
+        f"runner: {image} -> {result.response['size']} (resized on {result.response['backend']})"
+    )
+
+
+async def main(backend: str, url: str, channel: str, keep_worker: bool) -> None:
+    async with RedisBus(url, channel=channel, name="runner-process") as bus:
+        await wait_for_worker(bus)
+        print(f"runner: worker found; calling it from {backend}")
+        async with anyio.create_task_group() as task_group:
+            for image in ("cat.png", "dog.png", "owl.png"):
+                task_group.start_soon(resize, bus, image)
+        # A job the runner gives up on: leaving its scope cancels it in the worker's process.
+        with anyio.move_on_after(0.08):
+            await bus.request("resizer", {"image": "huge.tiff", "steps": 1000}, job_name="resize")
+        print("runner: gave up on huge.tiff")
+        if not keep_worker:
+            await bus.request("resizer", job_name="shutdown", timeout=10)
+            print("runner: worker shut down")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="an anybus runner calling jobs over Redis")
+    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--channel", default="anybus-example")
+    parser.add_argument("--keep-worker", action="store_true", help="do not shut the worker down")
+    args = parser.parse_args()
+    anyio.run(main, args.backend, args.url, args.channel, args.keep_worker, backend=args.backend)
