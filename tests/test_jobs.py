@@ -632,3 +632,50 @@ async def test_jobs_log_under_anybus_jobs(caplog: pytest.LogCaptureFixture) -> N
             async with bus.job("nobody"):
                 pass
     assert any(record.name == "anybus.jobs" for record in caplog.records)
+
+
+async def test_a_cancelled_job_releases_its_resources() -> None:
+    blocker = Blocker()
+    async with _worker_bus(blocker) as bus:
+        with fail_after(5):
+            with anyio.CancelScope() as scope:
+                async with bus.job("w") as job:
+                    await blocker.started.wait()
+                    scope.cancel()
+                    await job.result()
+            await blocker.cancelled.wait()
+            await bus.wait_idle()
+        assert bus._jobs is not None
+        assert bus._jobs.pending == {}
+        assert job.done is False
+
+
+async def test_cancelling_the_request_send_cancels_the_job_too() -> None:
+    # A bounded inbox under the block policy makes the request's send wait for room.
+    async with MemoryBus(max_buffer=1) as bus:
+        gate = Event()
+
+        async def hold(message: BusMessage) -> None:
+            await gate.wait()
+
+        holder = await bus.subscribe(hold, name="holder")
+        await bus.send(BusDataMessage(source="x"))  # handled: holds the data worker
+        await bus.send(BusDataMessage(source="x"))  # queued: the inbox is full now
+        recorder = RecordingSubscriber("r", accepts=lambda m: isinstance(m, BusJobCancelMessage))
+        await bus.subscribe(recorder, max_buffer=None)
+        with fail_after(5):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as task_group:
+
+                    async def enter() -> None:
+                        async with bus.job("w"):
+                            raise AssertionError("the request went out")
+
+                    task_group.start_soon(enter)
+                    await wait_all_tasks_blocked()
+                    scope.cancel()
+            await recorder.wait_for_count(1)  # the cancel is a system message: never held
+            gate.set()
+        assert bus._jobs is not None
+        assert bus._jobs.pending == {}
+        await bus.unsubscribe(holder)
