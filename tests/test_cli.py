@@ -74,6 +74,9 @@ def test_the_demo_follows_the_global_backend_and_runs_on_both() -> None:
     both = invoke("demo", "--backend", "both").output
     assert "anybus demo on asyncio" in both
     assert "anybus demo on trio" in both
+    # Without any --backend, the demo runs on both, as the README says.
+    default = invoke("demo").output
+    assert default.index("anybus demo on asyncio") < default.index("anybus demo on trio")
 
 
 def test_version() -> None:

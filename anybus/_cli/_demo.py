@@ -7,6 +7,7 @@ from functools import partial
 from typing import TextIO
 
 import click
+from click.core import ParameterSource
 
 from .._demo import run_demo
 from ._common import BACKENDS, run
@@ -20,12 +21,19 @@ __all__ = ["demo"]
     "demo_backend",
     type=click.Choice([*BACKENDS, "both"]),
     default=None,
-    help="event loop(s) to run on (default: the global --backend)",
+    help="event loop(s) to run on (default: the global --backend if given, else both)",
 )
 @click.pass_context
 def demo(ctx: click.Context, demo_backend: str | None) -> None:
     """Run a runner and two workers on the in-memory bus; a cancel overtakes queued jobs."""
-    chosen = demo_backend or ctx.obj["backend"]
+    chosen = demo_backend
+    if chosen is None:
+        parent = ctx.parent
+        given = parent is not None and parent.get_parameter_source("backend") not in (
+            ParameterSource.DEFAULT,
+            None,
+        )
+        chosen = ctx.obj["backend"] if given else "both"
     backends = BACKENDS if chosen == "both" else (chosen,)
     out: TextIO = sys.stdout
     for index, backend in enumerate(backends):
