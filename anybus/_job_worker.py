@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 from anyio.abc import TaskGroup
 
-from ._exceptions import JobFailed
+from ._exceptions import JobFailed, SerializationError
 from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
     BusJobCancelMessage,
@@ -250,9 +250,17 @@ class JobWorker(BusSubscriber):
     async def on_bus_message(self, message: BusMessage) -> None:
         """Queue job requests, cancel jobs, take update requests; pass on the rest."""
         if isinstance(message, BusJobRequestMessage):
-            if message.target == self.name:
-                self._queue.append(message)
-                self._start_jobs()
+            if message.target != self.name:
+                return
+            if message.job_id in self._running or message.job_id in self.queued_jobs:
+                logger.warning(
+                    "%r: job %s is already running or queued: request ignored",
+                    self.name,
+                    message.job_id,
+                )
+                return
+            self._queue.append(message)
+            self._start_jobs()
         elif isinstance(message, BusJobCancelMessage):
             if message.target == self.name:
                 self._cancel(message)
@@ -297,6 +305,9 @@ class JobWorker(BusSubscriber):
         Cancelling it (the bus does, on ``stop()`` and ``unsubscribe()``) cancels the running
         jobs, each answered ``cancelled``; queued requests stay queued.
         """
+        if self._host is not None:
+            logger.error("%r already serves %r: a JobWorker serves one bus", self.name, bus)
+            return
         try:
             async with create_task_group() as task_group:
                 self._host = (bus, task_group)
@@ -341,11 +352,19 @@ class JobWorker(BusSubscriber):
                 report = {"state": "queued", "position": queued.index(request.job_id) + 1}
             else:
                 report = {"state": "unknown"}
-        await bus.send(
-            BusJobUpdateMessage(
-                source=self.name, target=request.source, job_id=request.job_id, update=report
+        try:
+            await bus.send(
+                BusJobUpdateMessage(
+                    source=self.name, target=request.source, job_id=request.job_id, update=report
+                )
             )
-        )
+        except Exception as exc:
+            logger.error(
+                "%r: could not answer an update request for job %s",
+                self.name,
+                request.job_id,
+                exc_info=exc,
+            )
 
     async def _run_job(self, bus: WorkerBus, job: JobContext) -> None:
         outcome: tuple[JobStatus, dict[str, Any] | None] | None = None
@@ -404,16 +423,28 @@ class JobWorker(BusSubscriber):
         status: JobStatus,
         response: dict[str, Any] | None,
     ) -> None:
+        answer = BusJobResponseMessage(
+            source=self.name,
+            target=request.source,
+            job_id=request.job_id,
+            status=status,
+            response=response,
+        )
         try:
-            await bus.send(
-                BusJobResponseMessage(
-                    source=self.name,
-                    target=request.source,
-                    job_id=request.job_id,
-                    status=status,
-                    response=response,
+            try:
+                await bus.send(answer)
+            except SerializationError as exc:
+                # The handler's response does not fit the wire: say so, rather than nothing.
+                logger.error("%r: job %s: response not sent: %s", self.name, request.job_id, exc)
+                await bus.send(
+                    BusJobResponseMessage(
+                        source=self.name,
+                        target=request.source,
+                        job_id=request.job_id,
+                        status=JobStatus.ERROR,
+                        response={"error": f"the job's response could not be sent: {exc}"},
+                    )
                 )
-            )
         except Exception as exc:
             logger.error(
                 "%r: could not answer job %s (%s)", self.name, request.job_id, status, exc_info=exc

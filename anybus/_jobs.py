@@ -379,10 +379,10 @@ class _Answers(AsyncIterator[dict[str, Any]]):
         self._ended = ended
 
     async def __anext__(self) -> dict[str, Any]:
+        await checkpoint()  # a cancellation point even when an answer is waiting
         job = self._job
         while True:
             if self._queue:
-                await checkpoint()
                 return self._queue.popleft()
             if self._ended():
                 raise StopAsyncIteration

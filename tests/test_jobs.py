@@ -18,6 +18,7 @@ from anyio import Event, fail_after, get_cancelled_exc_class, wait_all_tasks_blo
 from anybus import (
     BusDataMessage,
     BusJobCancelMessage,
+    BusJobRequestMessage,
     BusJobResponseMessage,
     BusJobUpdateRequestMessage,
     BusMessage,
@@ -679,3 +680,45 @@ async def test_cancelling_the_request_send_cancels_the_job_too() -> None:
         assert bus._jobs is not None
         assert bus._jobs.pending == {}
         await bus.unsubscribe(holder)
+
+
+async def test_a_response_that_cannot_be_sent_answers_error(
+    make_network_bus: BusMaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def unsendable(job: JobContext) -> dict[str, Any]:
+        return {"value": object()}
+
+    async with make_network_bus() as bus:
+        await bus.subscribe(JobWorker("w", handlers={None: unsendable}))
+        with fail_after(10), pytest.raises(JobError, match="could not be sent") as caught:
+            await bus.request("w")
+    assert caught.value.status is JobStatus.ERROR
+
+
+async def test_a_duplicate_request_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    blocker = Blocker()
+    worker = JobWorker("w", handlers={None: blocker})
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker)
+        with fail_after(5):
+            async with bus.job("w", job_id="same"):
+                await blocker.started.wait()
+                await bus.send(BusJobRequestMessage(source="x", target="w", job_id="same"))
+                await wait_all_tasks_blocked()  # (wait_idle() would wait for the job)
+                assert worker.running_jobs == ["same"]
+                assert worker.queued_jobs == []
+    assert "job same is already running or queued" in caplog.text
+
+
+async def test_a_job_worker_serves_one_bus(caplog: pytest.LogCaptureFixture) -> None:
+    async def echo(job: JobContext) -> dict[str, Any]:
+        return job.payload
+
+    worker = JobWorker("w", handlers={None: echo})
+    async with MemoryBus() as first, MemoryBus() as second:
+        await first.subscribe(worker)
+        with fail_after(5):
+            assert (await first.request("w", {"a": 1})).response == {"a": 1}
+            await second.subscribe(worker)
+            await second.wait_idle()
+    assert "a JobWorker serves one bus" in caplog.text
