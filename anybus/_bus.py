@@ -316,7 +316,8 @@ class WorkerBus(SubscriptionRegistry):
         """Wait until every queued message has been handled by every subscriber.
 
         Idle means: every inbox is empty and no handler is running (messages that handlers
-        send on the way are waited for too). A stopped bus with queued messages becomes idle
+        send on the way are waited for too), and no :class:`~anybus.JobWorker` has a job
+        running or queued. A stopped bus with queued messages becomes idle
         only once it runs again; bound the wait with ``anyio.fail_after``. Cancelling the
         wait changes nothing.
         """
