@@ -217,3 +217,24 @@ async def test_a_killed_reader_resumes_without_losing_anything(redis_url: str) -
             await far.wait_for_count(len(sent))
             await receiver.wait_idle()
     assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
+
+
+async def test_two_default_named_instances_in_one_process_each_get_every_message(
+    redis_url: str,
+) -> None:
+    stream = unique_name()
+    first, second = (
+        RedisStreamBus(redis_url, stream=stream),
+        RedisStreamBus(redis_url, stream=stream),
+    )
+    assert first.group != second.group  # each has a consumer group of its own
+    a, b = RecordingSubscriber("a"), RecordingSubscriber("b")
+    async with first, second:
+        await first.subscribe(a)
+        await second.subscribe(b)
+        with anyio.fail_after(10):
+            for _ in range(10):
+                await first.send(BusDataMessage(source="t"))
+            await a.wait_for_count(10)
+            await b.wait_for_count(10)
+    assert a.messages == b.messages

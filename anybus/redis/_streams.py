@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -35,6 +36,10 @@ logger = logging.getLogger("anybus.redis")
 MAX_RETRY_DELAY = 1.0
 
 
+#: Numbers the default names of the instances of this process.
+_default_names = itertools.count(1)
+
+
 @final
 class RedisStreamBus(RedisTransportBus):
     """A bus carried over a Redis stream: durable and at-least-once.
@@ -62,7 +67,8 @@ class RedisStreamBus(RedisTransportBus):
             ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
         stream: the stream's key.
         name: this instance's name, which names its consumer group: keep it stable across
-            restarts to resume (default: host and process id).
+            restarts to resume (default: host, process id and a count of the instances in
+            the process; unique, so it cannot resume).
         max_len: the approximate length the stream is trimmed to.
         send_deadline: seconds a send may keep retrying while Redis is away.
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
@@ -96,7 +102,9 @@ class RedisStreamBus(RedisTransportBus):
         exit_drain: float | None = 5.0,
         on_handler_error: ErrorHook | None = None,
     ) -> None:
-        group = name or f"{socket.gethostname()}-{os.getpid()}"
+        # The default is unique to this instance (so two buses of one process do not share a
+        # group, and so each get every message), and so it cannot resume after a restart.
+        group = name or f"{socket.gethostname()}-{os.getpid()}-{next(_default_names)}"
         super().__init__(
             url,
             # The sender id carries an incarnation token, so a restarted instance's sequence

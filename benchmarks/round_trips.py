@@ -1,8 +1,8 @@
 """Request/reply round trips per second: ``bus.request()`` against hand-correlated messages.
 
-    python benchmarks/jobs.py                        # memory bus, asyncio and trio
-    python benchmarks/jobs.py --bus redis --bus stream --jobs 1000
-    python benchmarks/jobs.py --json results.json
+    python benchmarks/round_trips.py                        # memory bus, asyncio and trio
+    python benchmarks/round_trips.py --bus redis --bus stream --jobs 1000
+    python benchmarks/round_trips.py --json results.json
 
 Each cell runs ``--jobs`` jobs with ``--in-flight`` of them outstanding at a time, two ways on
 the same bus in the same run:
