@@ -11,7 +11,7 @@ Its data handler only queues, so the worker keeps reading its inbox while jobs r
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -52,6 +52,9 @@ class JobHandler(Protocol):
 
     def __call__(self, job: JobContext, /) -> Awaitable[Mapping[str, Any] | None]: ...
 
+
+#: Cancels for jobs not seen yet that a worker remembers, in case the request comes after.
+EARLY_CANCELS: Final = 10_000
 
 #: Seconds a job's final answer may take to send, shielded, when the worker is stopped.
 STOP_ANSWER_TIMEOUT: Final = 2.0
@@ -213,6 +216,7 @@ class JobWorker(BusSubscriber):
         self._handlers.update(handlers or {})
         self._queue: deque[BusJobRequestMessage] = deque()
         self._cancelled_queued: deque[tuple[BusJobRequestMessage, str]] = deque()
+        self._cancelled_early: OrderedDict[str, str] = OrderedDict()
         self._running: dict[str, JobContext] = {}
         self._update_requests: deque[BusJobUpdateRequestMessage] = deque()
         self._wakeup = Event()
@@ -259,6 +263,12 @@ class JobWorker(BusSubscriber):
                     message.job_id,
                 )
                 return
+            reason = self._cancelled_early.pop(message.job_id, None)
+            if reason is not None:
+                # Its cancel (a system message) overtook it: answer without running it.
+                self._cancelled_queued.append((message, reason))
+                self._wake()
+                return
             self._queue.append(message)
             self._start_jobs()
         elif isinstance(message, BusJobCancelMessage):
@@ -295,6 +305,11 @@ class JobWorker(BusSubscriber):
                 self._cancelled_queued.append((request, message.reason or "cancelled"))
                 self._wake()
                 return
+        # Not seen yet: a cancel is a system message, so it can overtake its own request in
+        # this worker's inbox. Remember it (a bounded number of them) for when that comes.
+        self._cancelled_early[message.job_id] = message.reason or "cancelled"
+        while len(self._cancelled_early) > EARLY_CANCELS:
+            self._cancelled_early.popitem(last=False)
 
     # --- running jobs ---------------------------------------------------------------------
 

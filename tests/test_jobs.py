@@ -722,3 +722,29 @@ async def test_a_job_worker_serves_one_bus(caplog: pytest.LogCaptureFixture) -> 
             await second.subscribe(worker)
             await second.wait_idle()
     assert "a JobWorker serves one bus" in caplog.text
+
+
+async def test_a_cancel_that_overtakes_its_request_still_cancels_the_job() -> None:
+    ran: list[str] = []
+
+    async def record(job: JobContext) -> None:
+        ran.append(job.id)
+
+    bus = MemoryBus()
+    worker = JobWorker("w", handlers={None: record})
+    await bus.subscribe(worker)
+    # While the bus is stopped both wait in the inbox; on start the cancel, a system message,
+    # is handled first, before the request it cancels.
+    await bus.send(BusJobRequestMessage(source="caller", target="w", job_id="j1"))
+    await bus.send(BusJobCancelMessage(source="caller", target="w", job_id="j1", reason="late"))
+    answers = RecordingSubscriber("caller", accepts=lambda m: isinstance(m, BusJobResponseMessage))
+    await bus.subscribe(answers)
+    async with bus:
+        with fail_after(5):
+            await answers.wait_for_count(1)
+            await bus.wait_idle()
+    assert ran == []
+    (answer,) = answers.messages
+    assert isinstance(answer, BusJobResponseMessage)
+    assert answer.status is JobStatus.CANCELLED
+    assert answer.response == {"reason": "late"}
