@@ -1,8 +1,9 @@
 """The worker side of jobs: :class:`JobWorker`, job handlers and their :class:`JobContext`.
 
 A job worker takes the :class:`~anybus.BusJobRequestMessage` addressed to it, queues it, and runs
-it — at most ``concurrency`` at a time, in arrival order — in a task of its own, inside a cancel
-scope of its own, in the task group that :meth:`JobWorker.run_in_bus` keeps in the bus's scope.
+it — at most ``concurrency`` at a time, in arrival order — in one of ``concurrency`` slot tasks,
+inside a cancel scope of its own, in the task group that :meth:`JobWorker.run_in_bus` keeps in
+the bus's scope.
 Its data handler only queues, so the worker keeps reading its inbox while jobs run: a
 :class:`~anybus.BusJobCancelMessage` (a system message) cancels exactly one job's scope, and a
 :class:`~anybus.BusJobUpdateRequestMessage` is answered at once.
@@ -16,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
-from anyio.abc import TaskGroup
 
 from ._exceptions import JobFailed, SerializationError
 from ._jobs import JOB_ANSWER_TYPES
@@ -178,8 +178,9 @@ class JobWorker(BusSubscriber):
     for a job name without a handler are answered ``error``.
 
     At most ``concurrency`` jobs run at a time (default 1: a sequential worker); further
-    requests wait in arrival order. Each job runs in a task of its own, in its own cancel
-    scope, inside :meth:`run_in_bus`: stopping the bus or unsubscribing the worker cancels the
+    requests wait in arrival order. Each job runs in one of ``concurrency`` slot tasks, in
+    its own cancel scope, inside :meth:`run_in_bus`: stopping the bus or unsubscribing the
+    worker cancels the
     running jobs, each answered ``cancelled`` (shielded, for at most two seconds); queued
     requests stay queued until the worker runs again.
 
@@ -220,7 +221,8 @@ class JobWorker(BusSubscriber):
         self._running: dict[str, JobContext] = {}
         self._update_requests: deque[BusJobUpdateRequestMessage] = deque()
         self._wakeup = Event()
-        self._host: tuple[WorkerBus, TaskGroup] | None = None  # while run_in_bus() runs
+        self._serving: WorkerBus | None = None  # while run_in_bus() runs
+        self._idle_slots: deque[Event] = deque()  # parked slots, each waiting for a request
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
@@ -316,37 +318,50 @@ class JobWorker(BusSubscriber):
     async def run_in_bus(self, bus: WorkerBus) -> None:
         """Run the jobs, ``concurrency`` at a time, until the bus stops the worker.
 
-        Each job is a task of the task group this keeps open, in a cancel scope of its own.
-        Cancelling it (the bus does, on ``stop()`` and ``unsubscribe()``) cancels the running
-        jobs, each answered ``cancelled``; queued requests stay queued.
+        Each of ``concurrency`` slots is a task of the task group this keeps open, and runs
+        one job at a time, each in a cancel scope of its own. Cancelling it (the bus does, on
+        ``stop()`` and ``unsubscribe()``) cancels the running jobs, each answered
+        ``cancelled``; queued requests stay queued.
         """
-        if self._host is not None:
+        if self._serving is not None:
             logger.error("%r already serves %r: a JobWorker serves one bus", self.name, bus)
             return
+        self._serving = bus
         try:
             async with create_task_group() as task_group:
-                self._host = (bus, task_group)
+                for slot in range(self.concurrency):
+                    task_group.start_soon(
+                        self._slot, bus, name=f"anybus job slot {self.name!r} #{slot + 1}"
+                    )
                 while True:
                     self._wakeup = Event()
-                    self._start_jobs()
                     await self._serve_round(bus)
                     if not self._anybus_busy():
                         bus._notify_idle()
                     await self._wakeup.wait()
         finally:
-            self._host = None
+            self._serving = None
+
+    async def _slot(self, bus: WorkerBus) -> None:
+        """Run queued jobs one after the other; park while there are none."""
+        while True:
+            if not self._queue:
+                parked = Event()
+                self._idle_slots.append(parked)
+                try:
+                    await parked.wait()
+                finally:
+                    if parked in self._idle_slots:
+                        self._idle_slots.remove(parked)
+                continue
+            job = JobContext(self, bus, self._queue.popleft())
+            self._running[job.id] = job
+            await self._run_job(bus, job)
 
     def _start_jobs(self) -> None:
-        """Start queued jobs while there are free slots (and a task group to run them in)."""
-        host = self._host
-        if host is None:
-            return
-        bus, task_group = host
-        while self._queue and len(self._running) < self.concurrency:
-            request = self._queue.popleft()
-            job = JobContext(self, bus, request)
-            self._running[job.id] = job
-            task_group.start_soon(self._run_job, bus, job, name=f"anybus job {job.id}")
+        """Wake a parked slot for a newly queued request."""
+        if self._idle_slots:
+            self._idle_slots.popleft().set()
 
     async def _serve_round(self, bus: WorkerBus) -> None:
         while self._cancelled_queued:
@@ -387,7 +402,6 @@ class JobWorker(BusSubscriber):
             outcome = await self._outcome(job)
             self._count(outcome[0])
             await self._answer(bus, job.request, *outcome)
-            self._start_jobs()  # the next queued job takes the free slot
         except get_cancelled_exc_class():
             # The worker itself is stopping: still answer, shielded and bounded.
             self._running.pop(job.id, None)
