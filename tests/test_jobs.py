@@ -748,3 +748,17 @@ async def test_a_cancel_that_overtakes_its_request_still_cancels_the_job() -> No
     assert isinstance(answer, BusJobResponseMessage)
     assert answer.status is JobStatus.CANCELLED
     assert answer.response == {"reason": "late"}
+
+
+async def test_the_portal_runs_any_coroutine_function_in_the_loop() -> None:
+    async with MemoryBus() as bus, bus.thread_portal() as portal:
+        recorder = await bus.subscribe(RecordingSubscriber("r"))
+
+        def from_thread() -> int:
+            portal.call(bus.send, BusDataMessage(source="thread"))
+            portal.call(bus.wait_idle)
+            return len(recorder.messages)
+
+        with fail_after(5):
+            assert await anyio.to_thread.run_sync(from_thread) == 1
+        assert "BusPortal for <MemoryBus running" in repr(portal)
