@@ -53,6 +53,9 @@ YIELD_MASK = YIELD_INTERVAL - 1
 #: True in every worker task (and the tasks its handlers start): sends from there never block.
 in_handler: ContextVar[bool] = ContextVar("anybus_in_handler", default=False)
 
+#: In the workers of a subscriber that overrides ``run_in_bus()``: the bus they work for.
+delivering_bus: ContextVar[Any] = ContextVar("anybus_delivering_bus", default=None)
+
 #: ``async def hook(subscriber_name, message, exception)``, awaited after a handler failed.
 ErrorHook = Callable[[str, BusMessage, Exception], Awaitable[None]]
 
@@ -304,6 +307,8 @@ class Subscription:
     async def serve(self, scope: CancelScope, done: Event) -> None:
         """Run both workers inside ``scope`` until it is cancelled; then set ``done``."""
         in_handler.set(True)
+        if self.bus is not None:
+            delivering_bus.set(self.bus)
         try:
             with scope:
                 async with create_task_group() as task_group:

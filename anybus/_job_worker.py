@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 
+from ._dispatch import delivering_bus
 from ._exceptions import JobFailed, SerializationError
 from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
@@ -185,8 +186,10 @@ class JobWorker(BusSubscriber):
     requests stay queued until the worker runs again.
 
     The worker handles only requests addressed to its name, and cancels and update requests
-    for jobs it knows. Override :meth:`on_other_message` to handle the other messages (data
-    messages one at a time, as for any subscriber).
+    for jobs it knows. It serves one bus at a time: subscribed to a second bus as well, it
+    answers requests from that one ``error`` (subscribe a JobWorker per bus). Override
+    :meth:`on_other_message` to handle the other messages (data messages one at a time, as
+    for any subscriber).
 
     Args:
         name: the worker's name on the bus; requests target it.
@@ -258,6 +261,8 @@ class JobWorker(BusSubscriber):
         if isinstance(message, BusJobRequestMessage):
             if message.target != self.name:
                 return
+            if not await self._from_served_bus(message):
+                return
             if message.job_id in self._running or message.job_id in self.queued_jobs:
                 logger.warning(
                     "%r: job %s is already running or queued: request ignored",
@@ -274,15 +279,33 @@ class JobWorker(BusSubscriber):
             self._queue.append(message)
             self._start_jobs()
         elif isinstance(message, BusJobCancelMessage):
-            if message.target == self.name:
+            if message.target == self.name and await self._from_served_bus(message):
                 self._cancel(message)
         elif isinstance(message, BusJobUpdateRequestMessage):
-            if message.target == self.name:
+            if message.target == self.name and await self._from_served_bus(message):
                 self._update_requests.append(message)
                 self._wake()
         elif not isinstance(message, JOB_ANSWER_TYPES):
             # (answers to jobs — this worker's own among them — are the callers' business)
             await self.on_other_message(message)
+
+    async def _from_served_bus(self, message: BusMessage) -> bool:
+        """Whether ``message`` came from the bus this worker serves; refuse it if not."""
+        bus = delivering_bus.get()
+        serving = self._serving
+        if serving is None or bus is None or bus is serving:
+            return True
+        logger.error(
+            "%r serves %r: %s from %r refused (a JobWorker serves one bus)",
+            self.name,
+            serving,
+            message.name,
+            bus,
+        )
+        if isinstance(message, BusJobRequestMessage):
+            error = f"worker {self.name!r} serves another bus; subscribe a JobWorker per bus"
+            await self._answer(bus, message, JobStatus.ERROR, {"error": error})
+        return False
 
     async def on_other_message(self, message: BusMessage) -> None:
         """Handle a message that is not about jobs; the default ignores it.

@@ -720,8 +720,11 @@ async def test_a_job_worker_serves_one_bus(caplog: pytest.LogCaptureFixture) -> 
         with fail_after(5):
             assert (await first.request("w", {"a": 1})).response == {"a": 1}
             await second.subscribe(worker)
-            await second.wait_idle()
+            with pytest.raises(JobError, match="serves another bus"):
+                await second.request("w", {"a": 2})
+            assert (await first.request("w", {"a": 3})).response == {"a": 3}
     assert "a JobWorker serves one bus" in caplog.text
+    assert worker.completed == 2
 
 
 async def test_a_cancel_that_overtakes_its_request_still_cancels_the_job() -> None:
