@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Self
 
@@ -452,10 +452,8 @@ class WorkerBus(SubscriptionRegistry):
                 (``BusWorkerErrorMessage``) while the job was outstanding.
         """
         job = self.job(worker, payload, job_name=job_name, source=source)
-        if timeout is None:
-            async with job:
-                return await job.result()
-        with move_on_after(timeout):
+        # No cancel scope at all without a timeout: one less per request.
+        with move_on_after(timeout) if timeout is not None else nullcontext():
             async with job:
                 return await job.result()
         raise JobTimeout(

@@ -277,7 +277,7 @@ class JobWorker(BusSubscriber):
                 self._wake()
                 return
             self._queue.append(message)
-            self._start_jobs()
+            self._wake_slot()
         elif isinstance(message, BusJobCancelMessage):
             if message.target == self.name and await self._from_served_bus(message):
                 self._cancel(message)
@@ -381,7 +381,7 @@ class JobWorker(BusSubscriber):
             self._running[job.id] = job
             await self._run_job(bus, job)
 
-    def _start_jobs(self) -> None:
+    def _wake_slot(self) -> None:
         """Wake a parked slot for a newly queued request."""
         if self._idle_slots:
             self._idle_slots.popleft().set()

@@ -148,7 +148,6 @@ class Job:
         self._cancel_timeout = cancel_timeout
         self._updates: deque[dict[str, Any]] = deque()
         self._chunks: deque[dict[str, Any]] = deque()
-        self._stream_started = False
         self._stream_ended = False
         self._response: _Response | None = None
         self._error: JobError | None = None
@@ -247,7 +246,6 @@ class Job:
         elif isinstance(message, BusJobStreamDataMessage):
             self._chunks.append(message.data or {})
         elif isinstance(message, BusJobStreamStartMessage):
-            self._stream_started = True
             self.stream_metadata = message.data
         elif isinstance(message, BusJobStreamEndMessage):
             self._stream_ended = True

@@ -19,11 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
 import pytest
+
+if TYPE_CHECKING:
+    from anybus.redis._base import RedisTransportBus
 
 SHARED_URL = os.environ.get("ANYBUS_REDIS_URL", "redis://127.0.0.1:6379")
 READY_LINE = "Ready to accept connections"
@@ -247,6 +250,15 @@ class RedisCluster:
 def unique_name() -> str:
     """A channel or stream name no other test uses."""
     return f"anybus-test-{secrets.token_hex(6)}"
+
+
+def network_bus(kind: str, url: str, channel: str, name: str | None = None) -> RedisTransportBus:
+    """A ``RedisBus`` (``kind`` "pubsub") or ``RedisStreamBus`` ("stream") on ``channel``."""
+    from anybus.redis import RedisBus, RedisStreamBus
+
+    if kind == "stream":
+        return RedisStreamBus(url, stream=channel, name=name)
+    return RedisBus(url, channel=channel, name=name)
 
 
 async def kill_clients(url: str, instance: str) -> int:

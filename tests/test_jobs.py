@@ -36,26 +36,33 @@ from anybus import (
 )
 from anybus.testing import RecordingSubscriber
 
-from .redis_support import unique_name
+from .redis_support import network_bus, unique_name
 
 pytestmark = pytest.mark.anyio
 
 BusMaker = Callable[[], WorkerBus]
 
 
-@pytest.fixture(params=["memory", "redis", "stream"])
+def _network_maker(request: pytest.FixtureRequest, kind: str) -> BusMaker:
+    url: str = request.getfixturevalue("redis_url")
+    channel = unique_name()
+    return lambda: network_bus(kind, url, channel)
+
+
+@pytest.fixture(params=["memory", "pubsub", "stream"])
 def make_bus(request: pytest.FixtureRequest) -> BusMaker:
     """A factory of buses that share one channel: the memory bus, or a Redis bus."""
     if request.param == "memory":
         return MemoryBus
-    from anybus.redis import RedisBus, RedisStreamBus
+    return _network_maker(request, request.param)
 
-    url: str = request.getfixturevalue("redis_url")
-    channel = unique_name()
-    if request.param == "redis":
-        return lambda: RedisBus(url, channel=channel)
-    # Each instance its own name: the name is its consumer group.
-    return lambda: RedisStreamBus(url, stream=channel, name=unique_name())
+
+@asynccontextmanager
+async def _worker_bus(handler: Any) -> AsyncIterator[WorkerBus]:
+    """A running memory bus with a job worker ``w`` whose default handler is ``handler``."""
+    async with MemoryBus() as bus:
+        await bus.subscribe(JobWorker("w", handlers={None: handler}))
+        yield bus
 
 
 class Blocker:
@@ -171,17 +178,10 @@ async def test_hundreds_of_concurrent_jobs_are_correlated(make_bus: BusMaker) ->
     assert sorted(results) == list(range(300))
 
 
-@pytest.fixture(params=["redis", "stream"])
+@pytest.fixture(params=["pubsub", "stream"])
 def make_network_bus(request: pytest.FixtureRequest) -> BusMaker:
     """A factory of Redis buses that share one channel."""
-    from anybus.redis import RedisBus, RedisStreamBus
-
-    url: str = request.getfixturevalue("redis_url")
-    channel = unique_name()
-    if request.param == "redis":
-        return lambda: RedisBus(url, channel=channel)
-    # Each instance its own name: the name is its consumer group.
-    return lambda: RedisStreamBus(url, stream=channel, name=unique_name())
+    return _network_maker(request, request.param)
 
 
 async def test_jobs_on_one_bus_are_answered_from_another(make_network_bus: BusMaker) -> None:
@@ -223,8 +223,7 @@ async def test_an_unexpected_exception_answers_error_and_the_worker_goes_on(
             raise ZeroDivisionError("boom")
         return {"ok": True}
 
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: broken}))
+    async with _worker_bus(broken) as bus:
         with fail_after(5):
             with pytest.raises(JobError) as caught:
                 await bus.request("w", {"break": True})
@@ -249,8 +248,7 @@ async def test_a_worker_error_fails_its_outstanding_jobs() -> None:
         await bus.send(BusWorkerErrorMessage(source="w", error="GPU lost"))
         await anyio.sleep_forever()
 
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: announce_and_hang}))
+    async with _worker_bus(announce_and_hang) as bus:
         with fail_after(5), pytest.raises(JobError, match="GPU lost") as caught:
             await bus.request("w")
     assert caught.value.status is JobStatus.ERROR
@@ -258,8 +256,7 @@ async def test_a_worker_error_fails_its_outstanding_jobs() -> None:
 
 async def test_a_cancel_from_elsewhere_answers_cancelled() -> None:
     blocker = Blocker()
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: blocker}))
+    async with _worker_bus(blocker) as bus:
         with fail_after(5):
             async with bus.job("w") as job:
                 await blocker.started.wait()
@@ -297,8 +294,7 @@ async def test_job_cancel_cancels_a_queued_job_without_running_it() -> None:
 
 async def test_leaving_the_job_block_early_cancels_the_job() -> None:
     blocker = Blocker()
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: blocker}))
+    async with _worker_bus(blocker) as bus:
         with fail_after(5):
             async with bus.job("w"):
                 await blocker.started.wait()
@@ -322,8 +318,7 @@ async def test_stopping_the_bus_cancels_running_jobs_and_answers_them() -> None:
 
 async def test_wait_idle_waits_for_running_jobs() -> None:
     blocker = Blocker()
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: blocker}))
+    async with _worker_bus(blocker) as bus:
         with fail_after(5):
             async with bus.job("w") as job:
                 await blocker.started.wait()
@@ -535,8 +530,7 @@ async def test_threads_send_and_request_through_the_portal() -> None:
         return {"n": job.payload["n"] * 2}
 
     recorder = RecordingSubscriber("r", accepts=lambda m: isinstance(m, BusDataMessage))
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: double}))
+    async with _worker_bus(double) as bus:
         await bus.subscribe(recorder)
         with fail_after(10):
             async with bus.thread_portal() as portal:
@@ -566,8 +560,7 @@ async def test_threads_send_and_request_through_the_portal() -> None:
 async def test_leaving_the_portal_cancels_calls_in_flight() -> None:
     blocker = Blocker()
     outcome: list[BaseException] = []
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: blocker}))
+    async with _worker_bus(blocker) as bus:
         with fail_after(10):
 
             def call(portal: Any) -> None:
@@ -593,13 +586,6 @@ async def test_the_portal_refuses_calls_from_the_event_loop_thread() -> None:
 
 
 # --- cancellation of every blocking call ----------------------------------------------------
-
-
-@asynccontextmanager
-async def _worker_bus(handler: Any) -> AsyncIterator[WorkerBus]:
-    async with MemoryBus() as bus:
-        await bus.subscribe(JobWorker("w", handlers={None: handler}))
-        yield bus
 
 
 @pytest.mark.parametrize("wait", ["result", "updates", "stream"])

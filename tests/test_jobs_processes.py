@@ -19,10 +19,9 @@ from anybus import (
     JobStatus,
     JobTimeout,
 )
-from anybus.redis import RedisBus, RedisStreamBus
 from anybus.testing import RecordingSubscriber
 
-from .redis_support import unique_name
+from .redis_support import network_bus, unique_name
 
 pytestmark = pytest.mark.anyio
 
@@ -42,11 +41,7 @@ async def test_jobs_between_an_asyncio_and_a_trio_process(
 ) -> None:
     other = "trio" if anyio_backend == "asyncio" else "asyncio"
     channel = unique_name()
-    bus: RedisBus | RedisStreamBus
-    if kind == "stream":
-        bus = RedisStreamBus(redis_url, stream=channel, name="caller")
-    else:
-        bus = RedisBus(redis_url, channel=channel, name="caller")
+    bus = network_bus(kind, redis_url, channel, name="caller")
     watch = RecordingSubscriber(
         "watch", accepts=lambda m: isinstance(m, BusJobResponseMessage | BusWorkerReadyMessage)
     )

@@ -26,7 +26,7 @@ from anybus import (
     TransportError,
     WireCodec,
 )
-from anybus.redis import RedisBus, RedisStreamBus
+from anybus.redis import RedisBus
 from anybus.redis._client import RedisClient, RedisSettings
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
@@ -35,6 +35,7 @@ from .redis_support import (
     RedisServer,
     free_port,
     kill_clients,
+    network_bus,
     private_server,
     unique_name,
     wait_until,
@@ -255,11 +256,7 @@ async def test_two_processes_on_different_backends(
 ) -> None:
     other = "trio" if anyio_backend == "asyncio" else "asyncio"
     channel = unique_name()
-    bus: RedisBus | RedisStreamBus
-    if kind == "stream":
-        bus = RedisStreamBus(redis_url, stream=channel, name="runner")
-    else:
-        bus = RedisBus(redis_url, channel=channel, name="runner")
+    bus = network_bus(kind, redis_url, channel, name="runner")
     runner = RecordingSubscriber("runner", accepts=lambda m: m.target == "runner")
 
     def responses(seen: Sequence[BusMessage]) -> list[BusJobResponseMessage]:
@@ -317,13 +314,11 @@ async def test_concurrent_senders_leave_no_false_gaps(redis_url: str, kind: str)
     # Sequence numbers are given in the order messages go out, whichever task sends them.
     name = unique_name()
 
-    def make(instance: str) -> RedisBus | RedisStreamBus:
-        if kind == "stream":
-            return RedisStreamBus(redis_url, stream=name, name=instance)
-        return RedisBus(redis_url, channel=name, name=instance)
-
     far = RecordingSubscriber("far")
-    async with make("receiver") as receiver, make("sender") as sender:
+    async with (
+        network_bus(kind, redis_url, name, name="receiver") as receiver,
+        network_bus(kind, redis_url, name, name="sender") as sender,
+    ):
         await receiver.subscribe(far)
 
         async def send_some() -> None:
