@@ -38,7 +38,7 @@ from ._network import NetworkTests
 from ._priority import PriorityTests
 from ._subscriptions import SubscriptionTests
 
-__all__ = ["BusConformance", "BusFactory"]
+__all__ = ["BusConformance", "BusFactory", "NetworkBusConformance"]
 
 
 # pytest collects the tests of the last base first, so the bases are listed last theme first:
