@@ -3,7 +3,7 @@
 A *cell* (:class:`Job`) is an implementation on a backend on a workload; a workload id is
 ``W1``..``W7`` (W6 as ``W6-fanout`` and ``W6-single``), or a fan-out at another number of
 subscribers, ``W1@5``. :func:`plan` lists the cells of one round; an :class:`Outcome` holds
-every run of one cell.
+every run of one cell. The workloads are defined in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -13,32 +13,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._common import SUBSCRIBERS, W4_POLICIES
-from ._network_common import W6_WORKLOADS
+from ._network_common import W6_IDS
 
 __all__ = [
+    "ANYBUS",
     "ANYBUS_W4",
     "BACKENDS",
     "IMPLS",
-    "LABELS",
-    "MEMORY_WORKLOADS",
+    "MEMORY_IDS",
     "NETWORK_IMPLS",
-    "NETWORK_WORKLOADS",
-    "PIPECAT",
-    "RAW_ANYIO",
+    "NETWORK_IDS",
+    "PAIRS",
     "Impl",
     "Job",
     "Outcome",
     "Outcomes",
     "base_workload",
+    "fmt_spread",
+    "fmt_value",
     "number",
     "plan",
     "sweep_id",
 ]
 
 BACKENDS = ("asyncio", "trio")
-MEMORY_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+MEMORY_IDS = ("W1", "W2", "W3", "W4", "W5")
 #: W6 is two workloads (W1 and W2 through Redis); W7 is cross-process round trips.
-NETWORK_WORKLOADS = (*W6_WORKLOADS, "W7")
+NETWORK_IDS = (*W6_IDS, "W7")
 #: W7's cells: pinger's backend + ponger's backend.
 PAIRS = tuple(f"{a}+{b}" for a in BACKENDS for b in BACKENDS)
 
@@ -47,8 +48,12 @@ PAIRS = tuple(f"{a}+{b}" for a in BACKENDS for b in BACKENDS)
 class Impl:
     """One implementation under test and the worker that measures it.
 
-    ``worker`` is a module of this package: run as ``python -m anybus._bench.<worker>`` when
-    ``venv`` is ``"anybus"``, by path with pipecat's Python when it is ``"pipecat"``.
+    ``worker`` is a module run as ``python -m <worker>`` (anybus's workers:
+    ``anybus._bench.memory``), or the path of a script run by path (``*.py``: the references
+    of the repository's ``benchmarks/``). ``python`` names the interpreter that runs it:
+    ``"anybus"`` is this one, any other name one of :attr:`RunConfig.pythons
+    <anybus._bench._runner.RunConfig.pythons>`. An implementation with ``pinned`` runs on its
+    own backends whatever the run's backends are (a reference with only one backend).
     """
 
     key: str
@@ -57,86 +62,34 @@ class Impl:
     backends: tuple[str, ...]
     workloads: tuple[str, ...]
     extra_args: tuple[str, ...] = ()
-    venv: str = "anybus"
+    python: str = "anybus"
+    pinned: bool = False
 
 
-ANYBUS = Impl("anybus", "anybus MemoryBus", "memory", BACKENDS, ("W1", "W2", "W3", "W5"))
+MEMORY = "anybus._bench.memory"
+NETWORK = "anybus._bench.network"
+
+ANYBUS = Impl("anybus", "anybus MemoryBus", MEMORY, BACKENDS, ("W1", "W2", "W3", "W5"))
 #: W4 measures anybus once per overflow policy.
 ANYBUS_W4 = tuple(
-    Impl(f"anybus-{policy}", f"anybus {policy}", "memory", BACKENDS, ("W4",), ("--policy", policy))
+    Impl(f"anybus-{policy}", f"anybus {policy}", MEMORY, BACKENDS, ("W4",), ("--policy", policy))
     for policy in W4_POLICIES
 )
-PIPECAT = Impl(
-    "pipecat",
-    "pipecat AsyncQueueBus",
-    "_pipecat_memory",
-    ("asyncio",),
-    MEMORY_WORKLOADS,
-    venv="pipecat",
-)
-RAW_ANYIO = Impl(
-    "raw-anyio", "raw anyio stream", "raw", BACKENDS, ("W1", "W2"), ("--primitive", "anyio")
-)
-RAW_QUEUE = Impl(
-    "raw-asyncio-queue",
-    "raw asyncio.Queue",
-    "raw",
-    ("asyncio",),
-    ("W1", "W2"),
-    ("--primitive", "asyncio-queue"),
-)
 NETWORK_IMPLS = (
-    Impl("anybus-redis", "anybus RedisBus", "network", BACKENDS, W6_WORKLOADS, ("--impl=redis",)),
+    Impl("anybus-redis", "anybus RedisBus", NETWORK, BACKENDS, W6_IDS, ("--impl=redis",)),
     Impl(
         "anybus-stream",
         "anybus RedisStreamBus",
-        "network",
+        NETWORK,
         BACKENDS,
-        W6_WORKLOADS,
+        W6_IDS,
         ("--impl=stream",),
     ),
-    Impl(
-        "pipecat-redis",
-        "pipecat RedisBus",
-        "_pipecat_network",
-        ("asyncio",),
-        W6_WORKLOADS,
-        ("--impl=redis",),
-        "pipecat",
-    ),
-    # The clients alone, no bus: their rate does not depend on the subscribers, so they run
-    # once, with W6-single, and both W6 tables compare with them.
-    Impl(
-        "raw-glide",
-        "raw glide client",
-        "network",
-        BACKENDS,
-        ("W6-single",),
-        ("--impl=raw-glide",),
-    ),
-    Impl(
-        "raw-redis-py",
-        "raw redis-py client",
-        "_pipecat_network",
-        ("asyncio",),
-        ("W6-single",),
-        ("--impl=raw-redis-py",),
-        "pipecat",
-    ),
-    Impl("anybus-redis", "anybus RedisBus", "network", PAIRS, ("W7",), ("--impl=redis",)),
-    Impl("anybus-stream", "anybus RedisStreamBus", "network", PAIRS, ("W7",), ("--impl=stream",)),
-    Impl(
-        "pipecat-redis",
-        "pipecat RedisBus",
-        "_pipecat_network",
-        ("asyncio+asyncio",),
-        ("W7",),
-        ("--impl=redis",),
-        "pipecat",
-    ),
+    Impl("anybus-redis", "anybus RedisBus", NETWORK, PAIRS, ("W7",), ("--impl=redis",)),
+    Impl("anybus-stream", "anybus RedisStreamBus", NETWORK, PAIRS, ("W7",), ("--impl=stream",)),
 )
-IMPLS = (ANYBUS, *ANYBUS_W4, PIPECAT, RAW_ANYIO, RAW_QUEUE, *NETWORK_IMPLS)
-LABELS = {impl.key: impl.label for impl in IMPLS}
+#: anybus's own implementations: what ``anybus bench`` measures.
+IMPLS = (ANYBUS, *ANYBUS_W4, *NETWORK_IMPLS)
 
 
 def sweep_id(workload: str, subscribers: int) -> str:
@@ -211,35 +164,57 @@ Outcomes = Mapping[tuple[str, str, str], Outcome]
 
 
 def plan(
-    workloads: Sequence[str],
-    backends: Sequence[str],
-    *,
-    pipecat: bool,
-    pipecat_network: bool | None = None,
-    raw: bool = True,
+    workloads: Sequence[str], backends: Sequence[str], impls: Sequence[Impl] = IMPLS
 ) -> dict[str, list[Job]]:
-    """The jobs of one round, grouped by workload id, in a fixed base order.
+    """The jobs of one round, grouped by workload id, in the order of ``impls``.
 
-    ``workloads`` are ids: ``W1``, ``W6-fanout``, or a sweep's ``W1@5``. pipecat runs on
-    asyncio only and is the reference for every anybus backend; W7's backends are pairs,
-    ``asyncio+trio``, and both must be selected. ``pipecat_network`` (default: ``pipecat``)
-    decides for W6/W7 alone.
+    ``workloads`` are ids: ``W1``, ``W6-fanout``, or a sweep's ``W1@5``. W7's backends are
+    pairs, ``asyncio+trio``, and both must be selected; a ``pinned`` implementation runs on
+    its own backends.
     """
-    if pipecat_network is None:
-        pipecat_network = pipecat
     jobs: dict[str, list[Job]] = {}
     for workload in workloads:
         base, _ = base_workload(workload)
-        with_pipecat = pipecat_network if base in NETWORK_WORKLOADS else pipecat
-        cells: list[Job] = []
-        for impl in IMPLS:
-            if impl.venv == "pipecat" and not with_pipecat:
-                continue
-            if base not in impl.workloads or (not raw and impl.key.startswith("raw-")):
-                continue
-            for backend in impl.backends:
-                if impl.venv == "pipecat" or set(backend.split("+")) <= set(backends):
-                    cells.append(Job(impl, backend, workload))
+        cells = [
+            Job(impl, backend, workload)
+            for impl in impls
+            if base in impl.workloads
+            for backend in impl.backends
+            if impl.pinned or set(backend.split("+")) <= set(backends)
+        ]
         if cells:
             jobs[workload] = cells
     return jobs
+
+
+def fmt_value(workload: str, value: float | None) -> str:
+    """A cell's figure, in the workload's unit."""
+    workload, _ = base_workload(workload)
+    if value is None:
+        return "-"
+    if workload in ("W3", "W7"):
+        return f"{value:.3f} ms"
+    if workload in W6_IDS:
+        return f"{value:,.0f}/s"
+    if workload == "W4":
+        return f"{value:,.1f} MB"
+    if workload == "W5":
+        return f"{value * 1e3:,.0f} ms"
+    return f"{value / 1e3:,.0f}k/s"
+
+
+def fmt_spread(workload: str, values: Sequence[float]) -> str:
+    """The min - max of a cell's figures, in the workload's unit."""
+    workload, _ = base_workload(workload)
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    if workload in ("W3", "W7"):
+        return f"{low:.3f} - {high:.3f}"
+    if workload in W6_IDS:
+        return f"{low:,.0f} - {high:,.0f}"
+    if workload == "W4":
+        return f"{low:,.1f} - {high:,.1f}"
+    if workload == "W5":
+        return f"{low * 1e3:,.0f} - {high * 1e3:,.0f}"
+    return f"{low / 1e3:,.0f}k - {high / 1e3:,.0f}k"

@@ -1,8 +1,9 @@
 """What every benchmark worker shares: workload sizes, the delivery tally, the result line.
 
-Standard library only: the pipecat workers (``_pipecat_memory.py``, ``pipecat_network.py``) run
-by path in pipecat's own virtual environment, where anybus and anyio are not installed, and
-import this module as a top-level module from this directory.
+The sizes are those of the workloads defined in ``docs/benchmarks.md``. Standard library only:
+the reference workers of the repository's ``benchmarks/`` run in a virtual environment of their
+own, where anybus and anyio are not installed, and import this module by path, as a top-level
+module from this directory (so do ``_rss.py`` and ``_network_common.py``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ THROUGHPUT_SIZES = {
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each workload is: ``FULL`` (``WORKLOADS.md``'s sizes) or ``QUICK``.
+    """How big each workload is: ``FULL`` (the sizes of ``docs/benchmarks.md``) or ``QUICK``.
 
     ``QUICK`` is for smoke runs (tests, ``anybus bench --quick``): every workload takes a
     fraction of a second, and its figures are not the ones the targets speak of.

@@ -1,7 +1,7 @@
 """What the network workers share (W6, W7): sizes, key names, the command line, results.
 
-Standard library only, like ``_common.py``: the pipecat network worker imports it from its own
-virtual environment, where anybus and anyio are not installed.
+Standard library only, like ``_common.py``: the repository's reference network worker imports it
+by path from its own virtual environment, where anybus and anyio are not installed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from time import perf_counter
 
 try:
     from ._common import FULL, QUICK, Result, percentile, throughput_result
-except ImportError:  # run by path (the pipecat worker): this directory is on sys.path
+except ImportError:  # imported by path (a reference worker): this directory is on sys.path
     from _common import (  # type: ignore[import-not-found,no-redef]
         FULL,
         QUICK,
@@ -35,7 +35,7 @@ __all__ = [
     "READY_TIMEOUT",
     "ROUND_TRIP_TIMEOUT",
     "STOP_TARGET",
-    "W6_WORKLOADS",
+    "W6_IDS",
     "W7_ROUND_TRIPS",
     "W7_WARMUP",
     "CpuClock",
@@ -57,9 +57,9 @@ W6_SIZES = {
     "W6-fanout": (FULL.w6_fanout_messages, 10),
     "W6-single": (FULL.w6_single_messages, 1),
 }
-W6_WORKLOADS = tuple(W6_SIZES)
+W6_IDS = tuple(W6_SIZES)
 #: The raw-client ceiling publishes payloads of this many bytes (an anybus data message is
-#: about 150 bytes on the wire with the JSON serializer, a pipecat one about 110).
+#: about 150 bytes on the wire with the JSON serializer).
 RAW_PAYLOAD_BYTES = 128
 
 #: W7: round trips measured, after this many unmeasured ones.
@@ -200,7 +200,7 @@ def network_args(
     """
     pairs = [f"{a}+{b}" for a in backends for b in backends]
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--workload", required=True, choices=[*W6_WORKLOADS, "W7"])
+    parser.add_argument("--workload", required=True, choices=[*W6_IDS, "W7"])
     parser.add_argument("--impl", default=impls[0], choices=list(impls))
     parser.add_argument("--backend", default=backends[0], choices=[*backends, *pairs])
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)

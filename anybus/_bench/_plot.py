@@ -44,8 +44,8 @@ def series(outcomes: Outcomes, family: str) -> list[Series]:
 def plot_subscribers(
     lines: Sequence[Series], path: Path, *, title: str, note: str, ylabel: str
 ) -> None:
-    """Write a PNG of ``lines`` to ``path``: anybus solid, references (raw, pipecat) dashed,
-    one colour per backend; the band around each anybus line is the min-max of the runs.
+    """Write a PNG of ``lines`` to ``path``: one colour per backend, one line style per
+    implementation, anybus's lines bold; the band around each is the min-max of the runs.
 
     Raises :exc:`ModuleNotFoundError` if matplotlib is not installed, and :exc:`OSError` if
     ``path`` cannot be written.
@@ -70,7 +70,7 @@ def plot_subscribers(
             implementations.append(implementation)
         style, marker = styles[implementations.index(implementation) % len(styles)]
         reference = not label.startswith("anybus")
-        colour = "#555555" if label.startswith("pipecat") else _COLOURS.get(backend, "#2ca02c")
+        colour = _COLOURS.get(backend, "#2ca02c")
         axes.plot(
             xs,
             [p[1] for p in points],

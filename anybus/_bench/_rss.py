@@ -1,6 +1,7 @@
 """The growth of a process's resident set size over a measurement (W4, W5).
 
-Standard library only, like ``_common.py``: the pipecat memory worker imports it too.
+Standard library only, like ``_common.py``: the repository's reference memory worker imports it
+too.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class PeakRss:
 
     ``start()`` takes the baseline right before the clock; ``stop()`` reads the peak since.
     The peak is the kernel's own high-water mark, not a sample, so no short spike is missed
-    and nothing has to run during the measurement (pipecat's ``send()`` never yields to the
-    event loop, so an in-loop sampler would not run at all while its publisher does):
+    and nothing has to run during the measurement (while the publisher of a bus whose
+    ``send()`` never yields to the event loop runs, an in-loop sampler would not run at all):
 
     * ``vmhwm`` (Linux): ``start()`` resets the high-water mark to the current RSS by writing
       ``5`` to ``/proc/self/clear_refs`` and reads it back (``VmHWM``) as the baseline;

@@ -1,13 +1,13 @@
 """Running the benchmark workers: one fresh process per measurement, in rounds.
 
-How one worker is started and its result line read, the rounds, and where pipecat's Python
-is (what is measured is in ``_cells.py``). Both front ends use
-it: ``anybus bench`` (``anybus._cli._bench``) and the text harness (``harness.py``, which
-``benchmarks/run.py`` runs).
+How one worker is started and its result line read, the rounds, and what a report says about
+its run (the machine, the revision, every cell's runs); what is measured is in ``_cells.py``.
+``anybus bench`` (``anybus._cli._bench``) runs anybus's own workers; the repository's
+``benchmarks/run.py`` runs the same ones beside its references.
 
-The anybus workers run as ``python -m anybus._bench.<worker>`` with the interpreter running
-this code and the anybus it imported; the pipecat workers (``_pipecat_*.py``) run *by path*
-with pipecat's Python, so they never import anybus (see ``_pipecat_memory.py``).
+anybus's workers run as ``python -m anybus._bench.<worker>`` with the interpreter running this
+code and the anybus it imported; a worker given by path (``*.py``) runs with the Python its
+implementation names (see :class:`~anybus._bench._cells.Impl`).
 """
 
 from __future__ import annotations
@@ -15,23 +15,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shlex
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ._cells import NETWORK_WORKLOADS, Job, Outcome, base_workload
+from .._version import __version__
+from ._cells import NETWORK_IDS, Job, Outcome, Outcomes, base_workload
 from ._network_common import DEFAULT_REDIS_URL, redis_address
 
 __all__ = [
-    "PipecatNotFound",
+    "PACKAGE_ROOT",
     "RunConfig",
-    "find_pipecat_python",
-    "pipecat_network_ready",
+    "cells_document",
+    "machine",
     "redis_reachable",
+    "revision",
     "run_rounds",
     "run_worker",
     "worker_command",
@@ -39,9 +43,8 @@ __all__ = [
 
 logger = logging.getLogger("anybus.bench")
 
-HERE = Path(__file__).resolve().parent
 #: The directory that holds the ``anybus`` package the workers must import.
-PACKAGE_ROOT = HERE.parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER_TIMEOUT = 300.0
 
 
@@ -54,18 +57,24 @@ class RunConfig:
     #: where they differ from the sizes (``--quick`` or the full ones).
     messages: Mapping[str, int] = field(default_factory=dict)
     redis_url: str = DEFAULT_REDIS_URL
-    pipecat_python: Path | None = None
+    #: The interpreters of the implementations whose ``python`` is not ``"anybus"``.
+    pythons: Mapping[str, Path] = field(default_factory=dict)
     timeout: float = WORKER_TIMEOUT
+
+
+def _python(job: Job, config: RunConfig) -> str:
+    if job.impl.python == "anybus":
+        return sys.executable
+    python = config.pythons.get(job.impl.python)
+    if python is None:
+        raise ValueError(f"{job.describe()} needs a python for {job.impl.python!r}")
+    return str(python)
 
 
 def worker_command(job: Job, config: RunConfig) -> list[str]:
     """The command line that measures ``job`` once."""
-    if job.impl.venv == "pipecat":
-        if config.pipecat_python is None:
-            raise ValueError(f"{job.describe()} needs pipecat's python")
-        command = [str(config.pipecat_python), str(HERE / f"{job.impl.worker}.py")]
-    else:
-        command = [sys.executable, "-m", f"anybus._bench.{job.impl.worker}"]
+    worker = job.impl.worker
+    command = [_python(job, config), *((worker,) if worker.endswith(".py") else ("-m", worker))]
     base, subscribers = base_workload(job.workload)
     command += ["--workload", base, "--backend", job.backend, *job.impl.extra_args]
     if config.quick:
@@ -74,7 +83,7 @@ def worker_command(job: Job, config: RunConfig) -> list[str]:
         command.append(f"--messages={config.messages[base]}")
     if subscribers is not None:
         command.append(f"--subscribers={subscribers}")
-    if base in NETWORK_WORKLOADS:
+    if base in NETWORK_IDS:
         command.append(f"--redis-url={config.redis_url}")
     return command
 
@@ -94,7 +103,7 @@ def run_worker(job: Job, config: RunConfig) -> tuple[dict[str, object] | None, s
     Logs the command (debug) and a failure with the worker's last lines of stderr (info) on
     the ``anybus.bench`` logger.
     """
-    env = None if job.impl.venv == "pipecat" else _anybus_env()
+    env = _anybus_env() if job.impl.python == "anybus" else None
     command = worker_command(job, config)
     logger.debug("measuring %s: %s", job.describe(), shlex.join(command))
     try:
@@ -161,74 +170,6 @@ def run_rounds(
     return outcomes
 
 
-class PipecatNotFound(Exception):
-    """Raised when no Python at hand can import pipecat's bus; the message says what to do."""
-
-
-def _imports(python: Path, module: str) -> bool:
-    try:
-        probe = subprocess.run(
-            [str(python), "-c", f"import {module}"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
-
-
-def _venv_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def find_pipecat_python(explicit: str | None = None, *, default_venv: Path | None = None) -> Path:
-    """The Python that runs the pipecat workers: the first of
-
-    1. ``explicit`` (``anybus bench --pipecat-python PATH``),
-    2. ``$PIPECAT_VENV/bin/python``,
-    3. this Python, if it has pipecat-ai,
-    4. ``default_venv``'s Python (the harness: ``benchmarks/.venv-pipecat``).
-
-    The one chosen must import pipecat's ``AsyncQueueBus``; raises :exc:`PipecatNotFound`
-    (saying which one failed, and how to make one) otherwise.
-    """
-    module = "pipecat.bus.local.async_queue"
-    setup = (
-        "create a virtual environment with pipecat-ai (benchmarks/setup_pipecat.sh does)"
-        " and pass --pipecat-python PATH or set PIPECAT_VENV"
-    )
-    if explicit is not None:
-        candidate = Path(explicit)
-        if not _imports(candidate, module):
-            raise PipecatNotFound(f"{explicit} cannot import pipecat's bus: {setup}")
-        return candidate
-    venv = os.environ.get("PIPECAT_VENV")
-    if venv:
-        candidate = _venv_python(Path(venv))
-        if not _imports(candidate, module):
-            raise PipecatNotFound(f"PIPECAT_VENV={venv} cannot import pipecat's bus: {setup}")
-        return candidate
-    here = Path(sys.executable)
-    if _has_module("pipecat") and _imports(here, module):
-        return here
-    if default_venv is not None and _imports(_venv_python(default_venv), module):
-        return _venv_python(default_venv)
-    raise PipecatNotFound(f"pipecat is not installed in this python: {setup}")
-
-
-def _has_module(name: str) -> bool:
-    from importlib.util import find_spec
-
-    return find_spec(name) is not None
-
-
-def pipecat_network_ready(python: Path) -> bool:
-    """Whether ``python`` can import pipecat's ``RedisBus`` (it needs redis-py)."""
-    return _imports(python, "pipecat.bus.network.redis")
-
-
 def redis_reachable(url: str, timeout: float = 2.0) -> bool:
     """Whether a TCP connection to the Redis server of ``url`` opens."""
     try:
@@ -236,3 +177,49 @@ def redis_reachable(url: str, timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def revision() -> str:
+    """``git describe`` of the checkout anybus runs from, else anybus's version."""
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=PACKAGE_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return __version__
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else __version__
+
+
+def machine() -> dict[str, object]:
+    """The date, the Python and the machine a run measured on."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "anybus_version": __version__,
+        "anybus_revision": revision(),
+    }
+
+
+def cells_document(outcomes: Outcomes) -> list[dict[str, object]]:
+    """Every cell of a run: its median, min and max, and each run's result line."""
+    return [
+        {
+            "impl": outcome.job.impl.key,
+            "label": outcome.job.impl.label,
+            "backend": outcome.job.backend,
+            "workload": outcome.job.workload,
+            "median": outcome.median(),
+            "min": min(outcome.values(), default=None),
+            "max": max(outcome.values(), default=None),
+            "failed": outcome.failed(),
+            "runs": outcome.results,
+        }
+        for outcome in outcomes.values()
+    ]

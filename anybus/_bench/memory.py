@@ -2,8 +2,8 @@
 
 Usage: ``python -m anybus._bench.memory --workload W1 --backend trio [--quick]``; W1/W2 also
 take ``--messages N`` and ``--subscribers N``, W4 ``--policy drop_oldest|drop_newest|block``
-and ``--messages N``. ``anybus bench`` (and ``benchmarks/run.py``) run this in a fresh process
-per measurement; see ``benchmarks/README.md`` for the method.
+and ``--messages N``. ``anybus bench`` (and the repository's ``benchmarks/run.py``) run this in
+a fresh process per measurement. The workloads are defined in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

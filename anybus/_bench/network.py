@@ -3,17 +3,14 @@
 Usage::
 
     python -m anybus._bench.network --workload W6-fanout --impl redis --backend trio
-    python -m anybus._bench.network --workload W6-single --impl raw-glide --backend asyncio
     python -m anybus._bench.network --workload W7 --impl stream --backend asyncio+trio
 
 ``--impl redis`` is :class:`~anybus.redis.RedisBus` (pub/sub), ``stream`` is
-:class:`~anybus.redis.RedisStreamBus`, ``raw-glide`` (W6 only) is the client alone: one glide
-client publishing back to back, another one subscribed. ``--redis-url`` (default
-``redis://127.0.0.1:6379``) is the server; every run uses a channel or stream of its own and
-deletes the keys it created. ``--quick``, ``--messages N`` and ``--subscribers N`` change the
-sizes. Prints one JSON result line; ``anybus bench --bus redis://...`` (and
-``benchmarks/run.py``) run it in a fresh process per measurement. See
-``benchmarks/README.md`` for the method.
+:class:`~anybus.redis.RedisStreamBus`. ``--redis-url`` (default ``redis://127.0.0.1:6379``) is
+the server; every run uses a channel or stream of its own and deletes the keys it created.
+``--quick``, ``--messages N`` and ``--subscribers N`` change the sizes. Prints one JSON result
+line; ``anybus bench --bus redis://...`` runs it in a fresh process per measurement. The
+workloads are defined in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -30,15 +27,16 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from .. import BusDataMessage, BusMessage, BusSubscriber, WireCodec
-from ..redis import RedisBus, RedisStreamBus, configure_glide_logging
+from ..redis import RedisBus, RedisSettings, RedisStreamBus, configure_glide_logging
+from ..redis._client import RedisClient
 from ._common import Result, Tally, emit
-from ._glide import NetworkBus, delete_keys, raw_throughput, wait_done
 from ._network_common import (
     PING_TARGET,
     PONG_TARGET,
     READY_LINE,
     READY_TIMEOUT,
     ROUND_TRIP_TIMEOUT,
+    STALL_TIMEOUT,
     STOP_TARGET,
     CpuClock,
     backend_pair,
@@ -48,21 +46,48 @@ from ._network_common import (
     unique_key,
 )
 
-IMPLS = ("redis", "stream", "raw-glide")
+IMPLS = ("redis", "stream")
 BACKENDS = ("asyncio", "trio")
 #: The ``impl`` field of the result line, per ``--impl``.
-IMPL_NAMES = {
-    "redis": "anybus-redis",
-    "stream": "anybus-stream",
-    "raw-glide": "raw-glide",
-}
+IMPL_NAMES = {"redis": "anybus-redis", "stream": "anybus-stream"}
 
 #: This module, which a W7 pinger runs again as its ponger.
 MODULE = "anybus._bench.network"
 
 
+NetworkBus = RedisBus | RedisStreamBus
+
+
 def _noop() -> None:
     pass
+
+
+async def delete_keys(url: str, *keys: str) -> None:
+    """Delete the keys a run created (streams; pub/sub channels leave none)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+        client = await RedisClient.create(RedisSettings.from_url(url), name="anybus-bench-cleanup")
+        try:
+            await client.command("DEL", *keys)
+        finally:
+            await client.close()
+
+
+async def wait_done(done: anyio.Event, tally: Tally, receiver: NetworkBus) -> None:
+    """Wait until every delivery arrived; fail (not measure) if none arrives for a while.
+
+    The wait wakes up once every ``STALL_TIMEOUT`` seconds at most, to check for progress.
+    """
+    while True:
+        remaining = tally.remaining
+        with anyio.move_on_after(STALL_TIMEOUT):
+            await done.wait()
+            return
+        if tally.remaining == remaining:
+            break
+    raise RuntimeError(
+        f"{tally.remaining:,} deliveries still missing, none for {STALL_TIMEOUT:g} s;"
+        f" receiver: {receiver.transport_statistics()}"
+    )
 
 
 def make_bus(
@@ -110,8 +135,8 @@ async def throughput(
     try:
         # The receiver first: it is subscribed (pub/sub: its probe came back; stream: its
         # consumer group exists) before the sender exists. RedisBus's inbound buffer (unread
-        # messages; beyond it they are dropped) holds the whole run, as pipecat's unbounded
-        # queues do: the sender's outbox lets it outrun a receiver on the same event loop.
+        # messages; beyond it they are dropped) holds the whole run, as an unbounded queue
+        # would: the sender's outbox lets it outrun a receiver on the same event loop.
         inbound = n_messages + 16
         async with (
             make_bus(impl, url, key, "w6-receiver", inbound_buffer=inbound) as receiver,
@@ -319,8 +344,6 @@ def main() -> None:
     args = network_args(__doc__ or "", impls=IMPLS, backends=BACKENDS)
     run: Callable[[], Awaitable[Result]]
     if args.workload == "W7":
-        if args.impl == "raw-glide":
-            raise SystemExit("W7 measures the buses: --impl redis or stream")
         if args.role == "ponger":
             run = partial(ponger, args.impl, args.backend, args.redis_url, args.channel)
             emit(anyio.run(run, backend=args.backend))
@@ -331,18 +354,15 @@ def main() -> None:
         )
         emit(anyio.run(run, backend=backend_pair(args.backend)[0]))
         return
-    if args.impl == "raw-glide":
-        run = partial(raw_throughput, args.workload, args.backend, args.redis_url, args.messages)
-    else:
-        run = partial(
-            throughput,
-            args.impl,
-            args.workload,
-            args.backend,
-            args.redis_url,
-            args.messages,
-            args.subscribers,
-        )
+    run = partial(
+        throughput,
+        args.impl,
+        args.workload,
+        args.backend,
+        args.redis_url,
+        args.messages,
+        args.subscribers,
+    )
     emit(anyio.run(run, backend=args.backend))
 
 

@@ -1,8 +1,10 @@
-"""``anybus bench``: the workloads of ``WORKLOADS.md`` on the memory bus or the Redis buses.
+"""``anybus bench``: anybus's workloads on the memory bus or the Redis buses.
 
-The measurements are ``anybus._bench``'s (one fresh process per measurement, in rounds); this
-module chooses the cells from the options, shows a progress bar on stderr, and prints a table
-of results (or one JSON document), the targets, and a plot. See ``docs/cli.md``.
+The workloads are defined in ``docs/benchmarks.md``; the measurements are ``anybus._bench``'s
+(one fresh process per measurement, in rounds). This module chooses the cells from the options,
+shows a progress bar on stderr, and prints a table of results (or one JSON document) and a
+plot. See ``docs/cli.md``. The comparison with other buses lives in the repository's
+``benchmarks/``, not here.
 """
 
 from __future__ import annotations
@@ -20,19 +22,10 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .._bench._cells import MEMORY_WORKLOADS, NETWORK_WORKLOADS, Job, Outcome, plan, sweep_id
+from .._bench._cells import MEMORY_IDS, NETWORK_IDS, Job, Outcome, plan, sweep_id
 from .._bench._common import FULL, QUICK
-from .._bench._meta import cells_document, machine, targets_document
-from .._bench._runner import (
-    PipecatNotFound,
-    RunConfig,
-    find_pipecat_python,
-    pipecat_network_ready,
-    redis_reachable,
-    run_rounds,
-)
-from .._bench._targets import check_targets
-from ._bench_output import ratios, render, write_plot
+from .._bench._runner import RunConfig, cells_document, machine, redis_reachable, run_rounds
+from ._bench_output import COMPARISON, render, write_plot
 from ._common import BACKENDS, Failure, settings_of, stdout_console
 
 __all__ = ["bench"]
@@ -44,7 +37,7 @@ PLOT_SUBSCRIBERS = (1, 2, 5, 10, 20)
 
 
 def _workloads(value: str | None, network: bool) -> list[str]:
-    allowed = ("W6", "W7", *NETWORK_WORKLOADS) if network else MEMORY_WORKLOADS
+    allowed = ("W6", "W7", *NETWORK_IDS) if network else MEMORY_IDS
     names = [w.strip() for w in value.split(",") if w.strip()] if value else []
     names = names or list(NETWORK_DEFAULT if network else MEMORY_DEFAULT)
     for name in names:
@@ -114,17 +107,14 @@ def _check_environment(backends: list[str], network: bool, plotting: bool) -> No
         raise Failure("a redis:// bus needs redis support: pip install 'anybus[redis,cli]'")
 
 
-def _pipecat(explicit: str | None, network: bool) -> Path:
-    try:
-        python = find_pipecat_python(explicit)
-    except PipecatNotFound as exc:
-        raise Failure(f"--compare pipecat: {exc}") from None
-    if network and not pipecat_network_ready(python):
-        raise Failure(
-            f"--compare pipecat: {python} cannot import pipecat's RedisBus:"
-            " pip install 'pipecat-ai[redis]' there"
+def _moved(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """The options of the comparison that moved to the repository's ``benchmarks/``."""
+    if value is not None:
+        raise click.BadParameter(
+            f"{value!r}: anybus bench measures anybus only, the comparison moved to {COMPARISON}",
+            ctx=ctx,
+            param=param,
         )
-    return python
 
 
 @click.command()
@@ -166,18 +156,8 @@ def _pipecat(explicit: str | None, network: bool) -> Path:
     help="run the fan-out (W1 or W6-fanout) at these numbers of subscribers instead of 10,"
     f" e.g. 1,5,20 (default with --plot: {','.join(map(str, PLOT_SUBSCRIBERS))})",
 )
-@click.option(
-    "--compare",
-    type=click.Choice(["pipecat"]),
-    default=None,
-    help="also measure pipecat's AsyncQueueBus (memory) or RedisBus (redis) and show ratios",
-)
-@click.option(
-    "--pipecat-python",
-    default=None,
-    metavar="PATH",
-    help="a python with pipecat-ai, for --compare (default: $PIPECAT_VENV, else this python)",
-)
+@click.option("--compare", hidden=True, expose_value=False, callback=_moved)
+@click.option("--pipecat-python", hidden=True, expose_value=False, callback=_moved)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document, no table")
 @click.option(
     "--plot",
@@ -196,14 +176,16 @@ def bench(
     quick: bool,
     messages: int | None,
     subscribers: str | None,
-    compare: str | None,
-    pipecat_python: str | None,
     as_json: bool,
     plot: Path | None,
 ) -> None:
-    """Measure the bus on the workloads of WORKLOADS.md, against the raw primitive (and
-    pipecat): each measurement in a fresh process, --runs times, in rounds; shows the median
-    and the min-max of each cell, and ratios."""
+    """Measure anybus's buses on the workloads W1-W7 (defined in the documentation,
+    docs/benchmarks.md): each measurement in a fresh process, --runs times, in rounds; shows
+    the median and the min-max of each cell.
+
+    The comparison with pipecat's buses, the raw primitive and the bare Redis clients runs
+    from a checkout of the repository: python benchmarks/run.py.
+    """
     network = bus != "memory"
     url = bus if network else None
     if url is not None:
@@ -222,7 +204,6 @@ def bench(
     if counts:
         chosen = _with_sweep(chosen, family, counts)
     _check_environment(backends, network, plot is not None)
-    python = _pipecat(pipecat_python, network) if compare else None
     if url is not None and not redis_reachable(url):
         raise Failure(f"redis at {url} is unreachable (check the url, and that redis is running)")
 
@@ -232,14 +213,12 @@ def bench(
         quick=quick,
         messages=dict.fromkeys(bases, messages) if messages else {},
         redis_url=url or "",
-        pipecat_python=python,
     )
-    rounds = plan(chosen, backends, pipecat=python is not None)
+    rounds = plan(chosen, backends)
     started = time.perf_counter()
     outcomes = _run_with_progress(rounds, runs, config)
     wall = time.perf_counter() - started
 
-    verdicts = check_targets(outcomes, chosen)
     meta: dict[str, Any] = {
         **machine(),
         "bus": "memory" if url is None else url,
@@ -248,20 +227,13 @@ def bench(
         "workloads": list(rounds),
         "backends": backends,
         "messages": dict(config.messages),
-        "compare": compare,
-        "pipecat_python": None if python is None else str(python),
         "wall_seconds": wall,
     }
     if as_json:
-        document = {
-            "meta": meta,
-            "cells": cells_document(outcomes),
-            "ratios": ratios(outcomes),
-            "targets": targets_document(verdicts),
-        }
+        document = {"meta": meta, "cells": cells_document(outcomes)}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        render(stdout_console(), outcomes, verdicts, meta, sizes, config.messages)
+        render(stdout_console(), outcomes, meta, sizes, config.messages)
     if plot is not None:
         try:
             write_plot(outcomes, family, plot, meta)

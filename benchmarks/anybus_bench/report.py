@@ -1,15 +1,17 @@
 """The text report of the memory workloads (W1-W5): headings, figures and tables.
 
-Each table is returned as lines of text; ``harness.py`` prints them. The figures' formatting
-(``fmt_value``, ``fmt_spread``) is shared with ``anybus bench``'s tables.
+Each table is returned as lines of text; ``harness.py`` prints them. The figures are formatted
+as ``anybus bench``'s tables do (``fmt_value``, ``fmt_spread``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from ._cells import NETWORK_WORKLOADS, PIPECAT, RAW_ANYIO, Outcome, Outcomes, base_workload, number
-from ._common import SUBSCRIBERS, W4_MAX_BUFFER, W5_MESSAGES_PER_CYCLE, Sizes
+from anybus._bench._cells import Outcome, Outcomes, base_workload, fmt_spread, fmt_value, number
+from anybus._bench._common import SUBSCRIBERS, W4_MAX_BUFFER, W5_MESSAGES_PER_CYCLE, Sizes
+
+from .references import PIPECAT, RAW_ANYIO
 
 __all__ = [
     "churn_table",
@@ -62,45 +64,6 @@ def description(workload: str, sizes: Sizes, messages: Mapping[str, int]) -> str
             " with one subscriber; wall time"
         )
     raise ValueError(workload)
-
-
-def fmt_value(workload: str, value: float | None) -> str:
-    """A cell's figure, in the workload's unit."""
-    workload, _ = base_workload(workload)
-    if value is None:
-        return "-"
-    if workload == "W7":
-        return f"{value:.3f} ms"
-    if workload in NETWORK_WORKLOADS:
-        return f"{value:,.0f}/s"
-    if value is None:
-        return "-"
-    if workload == "W3":
-        return f"{value:.3f} ms"
-    if workload == "W4":
-        return f"{value:,.1f} MB"
-    if workload == "W5":
-        return f"{value * 1e3:,.0f} ms"
-    return f"{value / 1e3:,.0f}k/s"
-
-
-def fmt_spread(workload: str, values: Sequence[float]) -> str:
-    """The min - max of a cell's figures, in the workload's unit."""
-    workload, _ = base_workload(workload)
-    if not values:
-        return "-"
-    low, high = min(values), max(values)
-    if workload == "W7":
-        return f"{low:.3f} - {high:.3f}"
-    if workload in NETWORK_WORKLOADS:
-        return f"{low:,.0f} - {high:,.0f}"
-    if workload == "W3":
-        return f"{low:.3f} - {high:.3f}"
-    if workload == "W4":
-        return f"{low:,.1f} - {high:,.1f}"
-    if workload == "W5":
-        return f"{low * 1e3:,.0f} - {high * 1e3:,.0f}"
-    return f"{low / 1e3:,.0f}k - {high / 1e3:,.0f}k"
 
 
 def fmt_count(value: float | None) -> str:

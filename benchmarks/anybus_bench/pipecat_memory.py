@@ -1,21 +1,25 @@
 """The reference: pipecat's ``AsyncQueueBus`` on workloads W1-W5, on asyncio.
 
 Run by path with a Python that has pipecat-ai (its own virtual environment: pipecat is heavy;
-``benchmarks/setup_pipecat.sh`` creates one), the way ``anybus bench --compare pipecat`` does:
-``.venv-pipecat/bin/python .../anybus/_bench/_pipecat_memory.py --workload W1 [--quick]``. It
-prints one JSON result line. It does not import anybus (nor anyio): only the standard library,
-pipecat, and the stdlib-only ``_common.py`` and ``_rss.py`` beside it. The measurement mirrors
-``memory.py`` step for step, with pipecat's bus, subscriber and message classes and plain
-asyncio in place of anyio.
+``benchmarks/setup_pipecat.sh`` creates one), the way ``benchmarks/run.py`` does:
+``benchmarks/.venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_memory.py --workload W1
+[--quick]``. It prints one JSON result line. It does not import anybus (nor anyio): only the
+standard library, pipecat, and the package's stdlib-only ``anybus/_bench/_common.py`` and
+``_rss.py``, by path (the workload sizes are theirs). The measurement mirrors
+``anybus/_bench/memory.py`` step for step, with pipecat's bus, subscriber and message classes
+and plain asyncio in place of anyio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from pipecat.bus.local.async_queue import AsyncQueueBus  # type: ignore[import-not-found]
 from pipecat.bus.messages import (  # type: ignore[import-not-found]
@@ -26,12 +30,13 @@ from pipecat.bus.messages import (  # type: ignore[import-not-found]
 from pipecat.bus.subscriber import BusSubscriber  # type: ignore[import-not-found]
 from pipecat.utils.asyncio.task_manager import TaskManager  # type: ignore[import-not-found]
 
-try:
-    from . import _common as common
-    from ._rss import PeakRss
-except ImportError:  # run by path, as it is meant to be: this directory is on sys.path
-    import _common as common  # type: ignore[import-not-found,no-redef]
-    from _rss import PeakRss  # type: ignore[import-not-found,no-redef]
+if TYPE_CHECKING:
+    from anybus._bench import _common as common
+    from anybus._bench._rss import PeakRss
+else:  # the package's stdlib-only modules, by path: anybus is not installed here
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "anybus" / "_bench"))
+    import _common as common
+    from _rss import PeakRss
 
 Result = common.Result
 Tally = common.Tally

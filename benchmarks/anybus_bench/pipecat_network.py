@@ -1,19 +1,19 @@
 """The network reference: pipecat's ``RedisBus`` (redis-py) on W6 and W7, on asyncio.
 
 Run by path with a Python that has ``pipecat-ai[redis]`` (``benchmarks/setup_pipecat.sh``
-creates such a virtual environment), the way ``anybus bench --bus redis://... --compare
-pipecat`` does::
+creates such a virtual environment), the way ``benchmarks/run.py --workloads W6,W7`` does::
 
-    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W6-fanout
-    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W7
-    .venv-pipecat/bin/python .../anybus/_bench/_pipecat_network.py --workload W6-single \\
+    .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W6-fanout
+    .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W7
+    .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W6-single \\
         --impl raw-redis-py
 
 ``--impl redis`` is pipecat's ``RedisBus``; ``raw-redis-py`` (W6 only) is redis-py alone, one
 client publishing back to back and one subscribed. It prints one JSON result line and does not
-import anybus (nor anyio): only the standard library, pipecat, redis-py and the stdlib-only
-``_common.py`` and ``_network_common.py`` beside it. Each measurement mirrors ``network.py``
-step for step, with pipecat's bus and messages and plain asyncio in place of anyio.
+import anybus (nor anyio): only the standard library, pipecat, redis-py and the package's
+stdlib-only ``anybus/_bench/_common.py`` and ``_network_common.py``, by path. Each measurement
+mirrors ``anybus/_bench/network.py`` (and ``bare_glide.py``, for the bare client) step for
+step, with pipecat's bus and messages and plain asyncio in place of anyio.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipecat.bus.messages import BusDataMessage, BusMessage  # type: ignore[import-not-found]
 from pipecat.bus.network.redis import RedisBus  # type: ignore[import-not-found]
@@ -34,12 +34,13 @@ from pipecat.bus.subscriber import BusSubscriber  # type: ignore[import-not-foun
 from pipecat.utils.asyncio.task_manager import TaskManager  # type: ignore[import-not-found]
 from redis.asyncio import Redis  # type: ignore[import-not-found]
 
-try:
-    from . import _common as common
-    from . import _network_common as net
-except ImportError:  # run by path, as it is meant to be: this directory is on sys.path
-    import _common as common  # type: ignore[import-not-found,no-redef]
-    import _network_common as net  # type: ignore[import-not-found,no-redef]
+if TYPE_CHECKING:
+    from anybus._bench import _common as common
+    from anybus._bench import _network_common as net
+else:  # the package's stdlib-only modules, by path: anybus is not installed here
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "anybus" / "_bench"))
+    import _common as common
+    import _network_common as net
 
 Result = common.Result
 Tally = common.Tally
@@ -177,7 +178,7 @@ async def throughput(workload: str, url: str, n_messages: int, n_subscribers: in
 
 
 async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
-    """W6's client ceiling, as in ``network.raw_throughput``, with redis-py: one client
+    """W6's client ceiling, as in ``bare_glide.raw_throughput``, with redis-py: one client
     publishes back to back, awaiting each ``PUBLISH``; a subscribed one counts."""
     key = net.unique_key(f"{workload}-raw")
     payload = b"x" * net.RAW_PAYLOAD_BYTES

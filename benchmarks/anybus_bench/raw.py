@@ -8,8 +8,9 @@ when its queue is empty. The producer puts each message into every queue with ``
 / ``put_nowait()`` and yields every 64 messages, as anybus's ``send()`` does. That is one queue
 hop per delivery and nothing else: the practical ceiling for a bus built that way.
 
-Usage: ``python -m anybus._bench.raw --workload W1 --backend trio --primitive anyio
-[--quick] [--messages N] [--subscribers N]``; prints one JSON result line.
+Usage: ``python benchmarks/anybus_bench/raw.py --workload W1 --backend trio --primitive anyio
+[--quick] [--messages N] [--subscribers N]``, with the Python where anybus is installed (for its
+workload sizes; ``benchmarks/run.py`` runs it so); prints one JSON result line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from anyio import EndOfStream, WouldBlock, create_memory_object_stream, create_t
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._common import (
+from anybus._bench._common import (
     THROUGHPUT_SIZES,
     YIELD_INTERVAL,
     Result,
@@ -99,7 +100,7 @@ async def _publish_streams(
 async def anyio_throughput(
     workload: str, backend: str, n_messages: int, n_subscribers: int
 ) -> Result:
-    """W1/W2 over anyio memory object streams; same method as ``memory.throughput``."""
+    """W1/W2 over anyio memory object streams; as ``anybus._bench.memory.throughput``."""
     messages = _make_messages(n_messages)
     sinks = [Sink() for _ in range(n_subscribers)]
     streams = [create_memory_object_stream[object](math.inf) for _ in sinks]
@@ -174,7 +175,7 @@ async def _publish_queues(queues: list[asyncio.Queue[object]], messages: list[ob
 
 
 async def queue_throughput(workload: str, n_messages: int, n_subscribers: int) -> Result:
-    """W1/W2 over ``asyncio.Queue``; same method as ``memory.throughput``."""
+    """W1/W2 over ``asyncio.Queue``; as ``anybus._bench.memory.throughput``."""
     messages = _make_messages(n_messages)
     sinks = [Sink() for _ in range(n_subscribers)]
     queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in sinks]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._cells import LABELS, NETWORK_IMPLS, Outcome, Outcomes, base_workload
-from ._common import Sizes
-from ._network_common import W6_SIZES
-from ._report import fmt_spread, fmt_value
+from anybus._bench._cells import Outcome, Outcomes, base_workload, fmt_spread, fmt_value
+from anybus._bench._common import Sizes
+from anybus._bench._network_common import W6_SIZES
+
+from .references import LABELS, NETWORK_IMPLS
 
 __all__ = ["network_section"]
 

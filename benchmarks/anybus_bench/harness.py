@@ -1,9 +1,10 @@
 """The text harness: anybus against pipecat and the raw primitive, every table and target.
 
-``benchmarks/run.py`` runs it from a checkout (``python benchmarks/run.py --help``); it is
-``anybus bench``'s long-form sibling: the same workers, runner and targets, with the detailed
-W4/W5 tables, the per-round ratios of each target, and the pipecat reference on by default.
-Progress goes to stderr, the report to stdout. See ``benchmarks/README.md``.
+``benchmarks/run.py`` runs it from a checkout (``python benchmarks/run.py --help``). anybus's
+cells are measured by the package's own workers and runner, the ones ``anybus bench`` runs;
+the references (``references.py``), the detailed W4/W5 tables, the targets and the per-round
+ratios of each target are this directory's. Progress goes to stderr, the report to stdout. See
+``benchmarks/README.md``; the workloads and targets are defined in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
-from ._cells import BACKENDS, MEMORY_WORKLOADS, NETWORK_WORKLOADS, Job, number, plan
-from ._common import FULL, QUICK, W4_MESSAGES
-from ._meta import cells_document, machine, targets_document
-from ._network_common import DEFAULT_REDIS_URL, W6_WORKLOADS
-from ._network_report import network_section
-from ._report import (
+from anybus._bench._cells import BACKENDS, MEMORY_IDS, NETWORK_IDS, Job, number, plan
+from anybus._bench._common import FULL, QUICK, W4_MESSAGES
+from anybus._bench._network_common import DEFAULT_REDIS_URL, W6_IDS
+from anybus._bench._runner import (
+    RunConfig,
+    cells_document,
+    machine,
+    redis_reachable,
+    run_rounds,
+)
+
+from .network_report import network_section
+from .references import ALL_IMPLS, PipecatNotFound, find_pipecat_python, pipecat_network_ready
+from .report import (
     churn_table,
     description,
     fmt_value,
@@ -29,22 +38,14 @@ from ._report import (
     memory_table,
     throughput_table,
 )
-from ._runner import (
-    PipecatNotFound,
-    RunConfig,
-    find_pipecat_python,
-    pipecat_network_ready,
-    redis_reachable,
-    run_rounds,
-)
-from ._targets import check_targets, verdict_line
+from .targets import check_targets, targets_document, verdict_line
 
 __all__ = ["main"]
 
-WORKLOADS = (*MEMORY_WORKLOADS, "W6", "W7")
+WORKLOAD_IDS = (*MEMORY_IDS, "W6", "W7")
 #: W4 takes about 30 s a round, W6 about a minute and W7 about 20 s, and W6/W7 need a Redis
 #: server: only when asked for.
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W5")
+DEFAULT_IDS = ("W1", "W2", "W3", "W5")
 W5_LEGEND = (
     "   ('vs pipecat': pipecat's time / this time, above 1 = faster; tasks: live before the"
     " bus,\n   once open, with one subscriber, after the cycles, after closing; back: runs"
@@ -66,7 +67,7 @@ def expand(workloads: Sequence[str]) -> list[str]:
     """The workload ids to run: ``W6`` stands for its two workloads."""
     expanded: list[str] = []
     for workload in workloads:
-        expanded.extend(W6_WORKLOADS if workload == "W6" else [workload])
+        expanded.extend(W6_IDS if workload == "W6" else [workload])
     return expanded
 
 
@@ -91,8 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs per cell (default: 5)")
     parser.add_argument(
         "--workloads",
-        type=lambda v: _parse_list(v, WORKLOADS, "workload"),
-        default=list(DEFAULT_WORKLOADS),
+        type=lambda v: _parse_list(v, WORKLOAD_IDS, "workload"),
+        default=list(DEFAULT_IDS),
         help=(
             "comma-separated, from W1,W2,W3,W4,W5,W6,W7 (default: W1,W2,W3,W5; W4 takes about"
             " 30 s a round; W6 and W7 need a Redis server)"
@@ -148,11 +149,11 @@ def _preflight(
     workloads: list[str], redis_url: str, pipecat_python: Path | None
 ) -> tuple[list[str], bool]:
     """Drop W6/W7 if there is no Redis server; say whether pipecat's RedisBus can run."""
-    if not set(workloads) & set(NETWORK_WORKLOADS):
+    if not set(workloads) & set(NETWORK_IDS):
         return workloads, True
     if not redis_reachable(redis_url):
         _err(f"W6/W7: no Redis server answers at {redis_url} (--redis-url): skipping them\n")
-        return [w for w in workloads if w not in NETWORK_WORKLOADS], True
+        return [w for w in workloads if w not in NETWORK_IDS], True
     if pipecat_python is not None and not pipecat_network_ready(pipecat_python):
         _err(
             f"pipecat network reference: {pipecat_python} cannot import pipecat's RedisBus"
@@ -179,22 +180,27 @@ def main(argv: Sequence[str] | None = None, *, default_pipecat_venv: Path | None
     pipecat_python = None if args.no_pipecat else _find_pipecat(default_pipecat_venv)
     asked = expand(args.workloads)
     workloads, pipecat_network = _preflight(asked, args.redis_url, pipecat_python)
-    rounds = plan(
-        workloads,
-        backends,
-        pipecat=pipecat_python is not None,
-        pipecat_network=pipecat_python is not None and pipecat_network,
-    )
+    with_pipecat = {
+        "memory": pipecat_python is not None,
+        "network": pipecat_python is not None and pipecat_network,
+    }
+    impls = [
+        impl
+        for impl in ALL_IMPLS
+        if impl.python != "pipecat"
+        or with_pipecat["network" if set(impl.workloads) <= set(NETWORK_IDS) else "memory"]
+    ]
+    rounds = plan(workloads, backends, impls)
     messages: dict[str, int] = {}
     if args.w4_messages is not None:
         messages["W4"] = args.w4_messages
     if args.w6_messages is not None:
-        messages.update(dict.fromkeys(W6_WORKLOADS, args.w6_messages))
+        messages.update(dict.fromkeys(W6_IDS, args.w6_messages))
     config = RunConfig(
         quick=args.quick,
         messages=messages,
         redis_url=args.redis_url,
-        pipecat_python=pipecat_python,
+        pythons={} if pipecat_python is None else {"pipecat": pipecat_python},
     )
 
     def on_start(job: Job, done: int, total: int, round_number: int) -> None:
@@ -219,13 +225,13 @@ def main(argv: Sequence[str] | None = None, *, default_pipecat_venv: Path | None
         f" python {meta['python']}, {meta['platform']}, {meta['cpus']} CPUs,"
         f" anybus {meta['anybus_revision']}" + (" (quick sizes)" if args.quick else "")
     )
-    if set(MEMORY_WORKLOADS) & set(workloads):
+    if set(MEMORY_IDS) & set(workloads):
         _out("'vs pipecat': against pipecat AsyncQueueBus on asyncio (its only backend);")
     if {"W1", "W2"} & set(workloads):
         _out("'of raw': fraction of the raw anyio memory stream ceiling on the same backend.")
     for workload in rounds:
         _out()
-        if workload in NETWORK_WORKLOADS:
+        if workload in NETWORK_IDS:
             lines = network_section(workload, outcomes, sizes, messages)
         elif workload == "W3":
             lines = [description(workload, sizes, messages), *latency_table(outcomes)]
@@ -238,7 +244,7 @@ def main(argv: Sequence[str] | None = None, *, default_pipecat_venv: Path | None
         for line in lines:
             _out(line)
     _out()
-    _out("Targets (WORKLOADS.md), on medians:")
+    _out("Targets (docs/benchmarks.md), on medians:")
     verdicts = check_targets(outcomes, workloads)
     for verdict in verdicts:
         _out(verdict_line(verdict))

@@ -1,32 +1,32 @@
-"""Talking to Redis with the bare glide client: W6's client ceiling, and cleaning up after a run.
+"""W6's client floor: the bare glide client, no bus, on asyncio or trio.
 
-``python -m anybus._bench.network --impl raw-glide`` runs :func:`raw_throughput`; the bus
-workers use the rest.
+Usage: ``python benchmarks/anybus_bench/bare_glide.py --workload W6-single --backend trio
+[--quick] [--messages N] [--redis-url URL]``, with the Python where anybus is installed (for
+its workload sizes and URL parsing; ``benchmarks/run.py`` runs it so). Prints one JSON result
+line, as anybus's own worker ``python -m anybus._bench.network`` does.
 """
 
 from __future__ import annotations
 
 import gc
+from functools import partial
 from time import perf_counter
 from typing import Any
 
 import anyio
 from glide import GlideClient, GlideClientConfiguration, NodeAddress, ServerCredentials
 
-from ..redis import RedisBus, RedisSettings, RedisStreamBus
-from ._common import Result, Tally
-from ._network_common import (
+from anybus._bench._common import Result, Tally, emit
+from anybus._bench._network_common import (
     RAW_PAYLOAD_BYTES,
     READY_TIMEOUT,
     STALL_TIMEOUT,
     CpuClock,
+    network_args,
     network_throughput_result,
     unique_key,
 )
-
-__all__ = ["delete_keys", "glide_client", "raw_throughput", "wait_done", "wait_for_subscribers"]
-
-NetworkBus = RedisBus | RedisStreamBus
+from anybus.redis import RedisSettings, configure_glide_logging
 
 
 def _noop() -> None:
@@ -62,16 +62,6 @@ async def glide_client(
     return await GlideClient.create(configuration)
 
 
-async def delete_keys(url: str, *keys: str) -> None:
-    """Delete the keys a run created (streams; pub/sub channels leave none)."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-        client = await glide_client(url, name="anybus-bench-cleanup")
-        try:
-            await client.custom_command(["DEL", *keys])
-        finally:
-            await client.close()
-
-
 async def wait_for_subscribers(client: GlideClient, channel: str, count: int) -> None:
     """Wait (round trip by round trip, no sleeping) until ``count`` clients subscribe."""
     with anyio.fail_after(READY_TIMEOUT):
@@ -83,11 +73,8 @@ async def wait_for_subscribers(client: GlideClient, channel: str, count: int) ->
                 return
 
 
-async def wait_done(done: anyio.Event, tally: Tally, receiver: NetworkBus | None) -> None:
-    """Wait until every delivery arrived; fail (not measure) if none arrives for a while.
-
-    The wait wakes up once every ``STALL_TIMEOUT`` seconds at most, to check for progress.
-    """
+async def wait_done(done: anyio.Event, tally: Tally) -> None:
+    """Wait until every message arrived; fail (not measure) if none arrives for a while."""
     while True:
         remaining = tally.remaining
         with anyio.move_on_after(STALL_TIMEOUT):
@@ -95,15 +82,12 @@ async def wait_done(done: anyio.Event, tally: Tally, receiver: NetworkBus | None
             return
         if tally.remaining == remaining:
             break
-    stats = "" if receiver is None else f"; receiver: {receiver.transport_statistics()}"
-    raise RuntimeError(
-        f"{tally.remaining:,} deliveries still missing, none for {STALL_TIMEOUT:g} s{stats}"
-    )
+    raise RuntimeError(f"{tally.remaining:,} messages still missing, none for {STALL_TIMEOUT:g} s")
 
 
 async def raw_throughput(workload: str, backend: str, url: str, n_messages: int) -> Result:
-    """W6's client ceiling: one glide client publishes the payloads back to back, each
-    ``await``-ed as a bus's ``send()`` does, and a second one, subscribed, counts them.
+    """One glide client publishes the payloads back to back, each ``await``-ed as a bus's
+    ``send()`` does, and a second one, subscribed, counts them.
 
     No bus, no encoding, no dispatch: the fastest a bus that awaits one ``PUBLISH`` per send
     can go with this client. ``subscribers`` is 1 whatever the workload.
@@ -124,7 +108,7 @@ async def raw_throughput(workload: str, backend: str, url: str, n_messages: int)
         primed = anyio.Event()
         tally = Tally(1, primed.set)
         await publisher.publish(payload, key)
-        await wait_done(primed, tally, None)
+        await wait_done(primed, tally)
 
         done = anyio.Event()
         tally = Tally(n_messages, done.set)
@@ -135,7 +119,7 @@ async def raw_throughput(workload: str, backend: str, url: str, n_messages: int)
         for _ in range(n_messages):
             await publisher.publish(payload, key)
         sent_at = perf_counter()
-        await wait_done(done, tally, None)
+        await wait_done(done, tally)
         cpu_used = cpu.stop()
         seconds = tally.finished_at - started_at
     finally:
@@ -153,3 +137,17 @@ async def raw_throughput(workload: str, backend: str, url: str, n_messages: int)
         payload_bytes=RAW_PAYLOAD_BYTES,
         cpu=cpu_used,
     )
+
+
+def main() -> None:
+    """Run the measurement the command line asks for and print its result line."""
+    configure_glide_logging("off")
+    args = network_args(__doc__ or "", impls=["raw-glide"], backends=["asyncio", "trio"])
+    if args.workload == "W7":
+        raise SystemExit("the bare client is measured on W6 only, not on 'W7'")
+    run = partial(raw_throughput, args.workload, args.backend, args.redis_url, args.messages)
+    emit(anyio.run(run, backend=args.backend))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""The targets of ``WORKLOADS.md``, checked on a run's outcomes.
+"""The targets of ``docs/benchmarks.md``, checked on a run's outcomes.
 
 Each check returns verdicts: dicts with ``target`` (its name), ``summary`` (the figure and the
 per-round or per-run detail, one line of text), ``figure`` and ``held`` (the two halves of it,
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._cells import ANYBUS_W4, BACKENDS, LABELS, Outcome, Outcomes, number
+from anybus._bench._cells import ANYBUS_W4, BACKENDS, Outcome, Outcomes, number
 
-__all__ = ["Verdict", "check_targets", "verdict_line"]
+from .references import LABELS
+
+__all__ = ["Verdict", "check_targets", "targets_document", "verdict_line"]
 
 Verdict = dict[str, object]
 
@@ -284,5 +286,10 @@ def _network_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdi
 
 
 def check_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdict]:
-    """The verdicts of every ``WORKLOADS.md`` target that ``workloads`` (ids) speak of."""
+    """The verdicts of every target that ``workloads`` (ids) speak of."""
     return [*_memory_targets(outcomes, workloads), *_network_targets(outcomes, workloads)]
+
+
+def targets_document(verdicts: list[Verdict]) -> list[Verdict]:
+    """The verdicts of the targets that were measured (not the reference lines)."""
+    return [verdict for verdict in verdicts if verdict["met"] is not None]
