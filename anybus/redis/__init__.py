@@ -5,12 +5,13 @@
 valkey-glide, behind a thin adapter.
 """
 
-try:
-    import glide  # noqa: F401
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+from importlib.util import find_spec as _find_spec
+
+# Only the adapter (``_client.py``) imports glide; without it, say which extra to install.
+if _find_spec("glide") is None:  # pragma: no cover - exercised without the extra
     raise ModuleNotFoundError(
-        "anybus.redis needs valkey-glide: pip install 'anybus[redis]'", name=exc.name
-    ) from exc
+        "anybus.redis needs valkey-glide: pip install 'anybus[redis]'", name="glide"
+    )
 
 from ._base import RedisStatistics as RedisStatistics
 from ._client import RedisSettings as RedisSettings
