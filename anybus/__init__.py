@@ -1,6 +1,7 @@
 """anybus: a pub/sub worker bus for asyncio and trio, built on anyio."""
 
 from ._bus import WorkerBus as WorkerBus
+from ._bus import current_bus as current_bus
 from ._exceptions import AnybusError as AnybusError
 from ._exceptions import BusOverflowError as BusOverflowError
 from ._exceptions import BusStateError as BusStateError
@@ -11,6 +12,8 @@ from ._exceptions import JobTimeout as JobTimeout
 from ._exceptions import MessageRejected as MessageRejected
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TransportError as TransportError
+from ._job_calls import open_job as open_job
+from ._job_calls import request as request
 from ._job_worker import JobContext as JobContext
 from ._job_worker import JobHandler as JobHandler
 from ._job_worker import JobWorker as JobWorker
@@ -48,6 +51,7 @@ from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
 from ._portal import BusPortal as BusPortal
+from ._portal import open_thread_portal as open_thread_portal
 from ._serializers import JSONSerializer as JSONSerializer
 from ._serializers import MsgpackSerializer as MsgpackSerializer
 from ._serializers import Serializer as Serializer
@@ -55,7 +59,12 @@ from ._statistics import BusStatistics as BusStatistics
 from ._statistics import OverflowPolicy as OverflowPolicy
 from ._statistics import SubscriptionStatistics as SubscriptionStatistics
 from ._statistics import Undelivered as Undelivered
+from ._subscriber import BusLike as BusLike
 from ._subscriber import BusSubscriber as BusSubscriber
+from ._transport import DeliveryMark as DeliveryMark
+from ._transport import MemoryTransport as MemoryTransport
+from ._transport import Transport as Transport
+from ._transport import TransportHost as TransportHost
 from ._version import __version__ as __version__
 from ._wire import Envelope as Envelope
 from ._wire import RejectionCounter as RejectionCounter
@@ -118,6 +127,15 @@ __all__ = [
     "Undelivered",
     "WireCodec",
     "WorkerBus",
+    "MemoryTransport",
+    "Transport",
+    "TransportHost",
+    "DeliveryMark",
+    "BusLike",
+    "current_bus",
+    "request",
+    "open_job",
+    "open_thread_portal",
     "__version__",
     "default_registry",
     "job_handler",

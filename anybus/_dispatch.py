@@ -7,6 +7,10 @@ takes each data message, whether a system message is waiting to be started; if s
 until the system worker has picked it up. That is the whole priority rule: a system message
 overtakes every data message that has not started.
 
+The data worker starts with the subscription; the system worker starts with the first system
+message (most subscriptions of a short life never get one), so a subscription costs one task.
+Both run in the bus's dispatch task group, each in a cancel scope of the subscription's.
+
 Workers take messages only with ``receive_nowait()`` and hand them straight to the handler, so a
 cancellation can never fall between taking a message and handling it. When a lane is empty the
 worker parks on an event that the next delivery sets. Draining what is buffered without a
@@ -14,8 +18,8 @@ scheduling round trip per message is what makes the bus fast; every ``YIELD_INTE
 a worker yields anyway, so a subscriber with trivial handlers cannot starve the others.
 
 The bound on the data lane is kept by the subscription's own counters (the streams themselves
-are unbounded), so that sends from inside handlers can be admitted over the bound instead of
-deadlocking, and so that the common path is one comparison.
+are unbounded), so that sends from a handler into its own bus can be admitted over the bound
+instead of deadlocking, and so that the common path is one comparison.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,13 +38,12 @@ from anyio import (
     Event,
     WouldBlock,
     create_memory_object_stream,
-    create_task_group,
 )
+from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._exceptions import BusOverflowError
-from ._messages import BusMessage, BusSystemMessage
+from ._messages import BusMessage
 from ._statistics import OverflowPolicy, SubscriptionStatistics
 from ._subscriber import BusSubscriber
 
@@ -50,11 +53,9 @@ logger = logging.getLogger("anybus.dispatch")
 YIELD_INTERVAL = 128
 YIELD_MASK = YIELD_INTERVAL - 1
 
-#: True in every worker task (and the tasks its handlers start): sends from there never block.
-in_handler: ContextVar[bool] = ContextVar("anybus_in_handler", default=False)
-
-#: In the workers of a subscriber that overrides ``run_in_bus()``: the bus they work for.
-delivering_bus: ContextVar[Any] = ContextVar("anybus_delivering_bus", default=None)
+#: In every worker task (and the tasks its handlers start): the bus whose handler runs there.
+#: A send into that same bus is admitted over a full bound rather than deadlocking.
+handling: ContextVar[Any] = ContextVar("anybus_handling", default=None)
 
 #: ``async def hook(subscriber_name, message, exception)``, awaited after a handler failed.
 ErrorHook = Callable[[str, BusMessage, Exception], Awaitable[None]]
@@ -88,8 +89,12 @@ class Subscription:
         "accepts",
         "bounded",
         "bus",
+        "busy",
+        "closed",
         "data_base",
         "data_filtered",
+        "data_in_flight",
+        "data_lost",
         "data_pushed",
         "data_queued",
         "data_receive",
@@ -113,15 +118,23 @@ class Subscription:
         "refused",
         "room_mark",
         "room_waiter",
-        "scope",
+        "runs_in_bus",
+        "scopes",
         "subscriber",
         "system_delivered",
+        "system_in",
+        "system_in_flight",
+        "system_lost",
         "system_queued",
         "system_receive",
+        "system_running",
         "system_send",
         "system_waiter",
+        "targets",
+        "task_group",
         "threshold",
         "undelivered",
+        "workers",
     )
 
     def __init__(
@@ -130,6 +143,7 @@ class Subscription:
         name: str,
         *,
         types: tuple[type[BusMessage], ...] | None,
+        targets: frozenset[str] | None = None,
         max_buffer: int | None,
         overflow: OverflowPolicy,
         hub: Hub,
@@ -138,10 +152,15 @@ class Subscription:
         bus: Any = None,
     ) -> None:
         self.subscriber = subscriber
-        # The bus, handed to the subscriber's run_in_bus() when it overrides it.
-        self.bus = bus if type(subscriber).run_in_bus is not BusSubscriber.run_in_bus else None
+        self.bus = bus
+        kind = type(subscriber)
+        self.runs_in_bus = kind.run_in_bus is not BusSubscriber.run_in_bus
+        self.busy = subscriber.is_busy if kind.is_busy is not BusSubscriber.is_busy else None
         self.name = name
         self.accepts = _make_filter(subscriber, types)
+        #: Message targets this subscription accepts (``None``: all), applied at fan-out;
+        #: a message without a target reaches every subscription.
+        self.targets = targets
         self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
         self.data_send, self.data_receive = create_memory_object_stream[BusMessage](math.inf)
         self.push_system = self.system_send.send_nowait
@@ -156,6 +175,7 @@ class Subscription:
             (self.system_send, self.system_receive, self.data_send, self.data_receive),
         )
         self.passive = passive  # a listener: no workers, the user's task receives
+        self.closed = False
         self.hub = hub
         self.data_base = hub.data_fanned  # data messages fanned out before this subscription
         self.on_error = on_error
@@ -166,6 +186,8 @@ class Subscription:
         # common path free of bookkeeping.
         self.bounded = max_buffer is not None
         self.system_queued = 0  # in the system lane, not yet taken
+        self.system_in = 0  # ever put in the system lane
+        self.system_running = False  # whether the system worker runs now
         self.data_queued = 0  # in the data lane, not yet taken (bounded inboxes only)
         self.high_water = 0
         # fan_out takes the slow path (make_room) once data_queued reaches this: the bound,
@@ -175,6 +197,9 @@ class Subscription:
         self.data_pushed = 0
         self.data_filtered = 0  # taken, then rejected by the filter
         self.data_removed = 0  # taken out without being handled: dropped oldest, undelivered
+        self.data_lost = self.system_lost = 0  # taken out undelivered (a drain's deadline)
+        # Whether a worker's handler was cut short when the workers last ended (see settled).
+        self.data_in_flight = self.system_in_flight = 0
         self.system_delivered = 0
         self.dropped = 0
         self.refused = 0
@@ -186,8 +211,10 @@ class Subscription:
         self.gate_waiter: Event | None = None  # set when system_queued drops to zero
         self.room_waiter: Event | None = None  # set when the data lane drops below the bound
         self.room_mark: float = -1  # max_buffer while a sender waits for room, else -1
-        self.scope: CancelScope | None = None  # the workers' scope, while dispatching
-        self.done: Event | None = None  # set when the workers have ended
+        self.task_group: TaskGroup | None = None  # the dispatch task group, while dispatching
+        self.scopes: list[CancelScope] = []  # one per worker task running now
+        self.workers = 0  # worker tasks running now
+        self.done: Event | None = None  # set when the last worker task has ended
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -210,14 +237,19 @@ class Subscription:
                 self.data_queued -= 1
                 self.data_removed += 1
                 logger.log(level, "inbox of %r full: dropped %s (oldest)", self.name, oldest)
-            # Under BLOCK only a send from inside a handler gets here (others waited for room
-            # first): it is admitted over the bound, so workers answering each other cannot
-            # deadlock.
+            # Under BLOCK only a send from a handler of this bus gets here (others waited for
+            # room first): it is admitted over the bound, so workers answering each other
+            # cannot deadlock.
         queued = self.data_queued + 1
         if queued > self.high_water:
             self.high_water = queued
         self.threshold = min(self.max_buffer, self.high_water)
         return True
+
+    def wants(self, message: BusMessage) -> bool:
+        """Whether the fan-out puts ``message`` in this inbox (the ``targets`` filter)."""
+        targets = self.targets
+        return targets is None or message.target is None or message.target in targets
 
     async def wait_for_room(self) -> None:
         """Wait until the data lane is below its bound (or the subscription is closed)."""
@@ -234,11 +266,34 @@ class Subscription:
         if waiter is not None:
             waiter.set()
 
+    def data_in(self) -> int:
+        """Data messages ever put in the data lane."""
+        return self.data_pushed if self.bounded else self.hub.data_fanned - self.data_base
+
     def delivered(self) -> int:
         """Messages handed to the subscriber so far (its handler started, or it received)."""
-        pushed = self.data_pushed if self.bounded else self.hub.data_fanned - self.data_base
-        taken = pushed - self.data_backlog() - self.data_removed
+        taken = self.data_in() - self.data_backlog() - self.data_removed
         return self.system_delivered + taken - self.data_filtered
+
+    def settled(self) -> tuple[int, int]:
+        """How many (system, data) messages this subscription is done with: handled to the
+        end, refused by a filter, or dropped by the overflow policy.
+
+        A message taken out undelivered (a drain's deadline) is not settled, nor is one whose
+        handler a worker may still be running (counted conservatively: a worker that is not
+        parked may be in the middle of its last message).
+        """
+        system_taken = self.system_in - self.system_queued - self.system_lost
+        data_taken = self.data_in() - self.data_backlog() - self.data_lost
+        if self.passive:
+            return system_taken, data_taken
+        if self.workers:
+            system_busy = 1 if self.system_running and self.system_waiter is None else 0
+            parked = self.data_waiter is not None or self.gate_waiter is not None
+            data_busy = 0 if parked else 1
+        else:
+            system_busy, data_busy = self.system_in_flight, self.data_in_flight
+        return max(0, system_taken - system_busy), max(0, data_taken - data_busy)
 
     def data_backlog(self) -> int:
         """The number of data messages waiting in the inbox."""
@@ -257,11 +312,12 @@ class Subscription:
         """Whether nothing is queued and, if dispatching, no handler is running."""
         if self.system_queued or self.data_backlog():
             return False
-        if self.bus is not None and self.subscriber._anybus_busy():
-            return False  # work of its own in run_in_bus(), such as a JobWorker's jobs
+        if self.busy is not None and self.busy():
+            return False  # work of its own, such as a JobWorker's jobs
         if self.passive or not dispatching:
             return True
-        return self.data_waiter is not None and self.system_waiter is not None
+        system_idle = not self.system_running or self.system_waiter is not None
+        return self.data_waiter is not None and system_idle
 
     def take_all(self) -> list[BusMessage]:
         """Take every queued message out of the lanes (system first), without handling it."""
@@ -272,7 +328,10 @@ class Subscription:
                     taken.append(receive.receive_nowait())
                 except (WouldBlock, EndOfStream, ClosedResourceError):
                     break
-        self.data_removed += len(taken) - self.system_queued
+        data = len(taken) - self.system_queued
+        self.data_removed += data
+        self.data_lost += data
+        self.system_lost += self.system_queued
         self.system_queued = self.data_queued = 0
         self._signal_room()
         return taken
@@ -296,6 +355,7 @@ class Subscription:
 
     def close(self) -> None:
         """Close both lanes, discarding whatever they still hold; wake whoever waits on them."""
+        self.closed = True
         self._close_lanes()
         self._signal_room()
         for waiter in (self.data_waiter, self.system_waiter):
@@ -304,60 +364,98 @@ class Subscription:
 
     # --- the workers ----------------------------------------------------------------------
 
-    async def serve(self, scope: CancelScope, done: Event) -> None:
-        """Run both workers inside ``scope`` until it is cancelled; then set ``done``."""
-        in_handler.set(True)
-        if self.bus is not None:
-            delivering_bus.set(self.bus)
+    def spawn(self, task_group: TaskGroup) -> None:
+        """Start the workers in the dispatch ``task_group`` (the system worker only once a
+        system message is queued)."""
+        if self.passive or self.closed:
+            return
+        self.task_group = task_group
+        self.done = Event()
+        self.data_in_flight = self.system_in_flight = 0
+        self._start(task_group, self._data_worker, "data worker")
+        if self.system_queued:
+            self.start_system_worker()
+        if self.runs_in_bus:
+            self._start(task_group, self._run_in_bus, "run_in_bus")
+
+    def start_system_worker(self) -> None:
+        """Start the system worker if dispatching and not started yet (fan-out calls it)."""
+        task_group = self.task_group
+        if task_group is not None and not self.system_running and not self.closed:
+            self._start(task_group, self._system_worker, "system worker")
+
+    def _start(
+        self,
+        task_group: TaskGroup,
+        worker: Callable[[CancelScope], Coroutine[Any, Any, None]],
+        what: str,
+    ) -> None:
+        scope = CancelScope()
+        if worker == self._system_worker:
+            self.system_running = True
+        self.scopes.append(scope)
+        self.workers += 1
+        task_group.start_soon(worker, scope, name=f"anybus {what} {self.name!r}")
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the workers; ``done`` is set once they have ended."""
+        self.task_group = None
+        for scope in self.scopes:
+            scope.cancel(reason=reason)
+
+    def _ended(self, scope: CancelScope) -> None:
+        self.scopes.remove(scope)
+        self.workers -= 1
+        if not self.workers:
+            self.task_group = None
+            if self.done is not None:
+                self.done.set()
+
+    async def _run_in_bus(self, scope: CancelScope) -> None:
         try:
             with scope:
-                async with create_task_group() as task_group:
-                    if self.bus is not None:
-                        task_group.start_soon(
-                            self._run_in_bus, name=f"anybus run_in_bus {self.name!r}"
-                        )
-                    task_group.start_soon(
-                        self._system_worker, name=f"anybus system worker {self.name!r}"
-                    )
-                    await self._data_worker()
-        finally:
-            done.set()
-
-    async def _run_in_bus(self) -> None:
-        assert self.bus is not None
-        try:
-            await self.subscriber.run_in_bus(self.bus)
+                await self.subscriber.run_in_bus(self.bus)
         except Exception as exc:
             logger.error("run_in_bus() of subscriber %r failed", self.name, exc_info=exc)
+        finally:
+            self._ended(scope)
 
-    async def _system_worker(self) -> None:
+    async def _system_worker(self, scope: CancelScope) -> None:
+        handling.set(self.bus)
         receive_nowait = self.system_receive.receive_nowait
-        while True:
-            try:
-                message = receive_nowait()
-            except WouldBlock:
-                waiter = self.system_waiter = Event()
-                self.hub.notify_idle()
-                try:
-                    await waiter.wait()
-                finally:
-                    if self.system_waiter is waiter:
-                        self.system_waiter = None
-                continue
-            except (EndOfStream, ClosedResourceError):
-                return
-            self.system_queued -= 1
-            if not self.system_queued and self.gate_waiter is not None:
-                self.gate_waiter.set()
-            accepts = self.accepts
-            try:
-                if accepts is None or accepts(message):
-                    self.system_delivered += 1
-                    await self.subscriber.on_bus_message(message)
-            except Exception as exc:
-                await self._failed(message, exc)
+        message: BusMessage | None = None
+        try:
+            with scope:
+                while True:
+                    try:
+                        message = receive_nowait()
+                    except WouldBlock:
+                        waiter = self.system_waiter = Event()
+                        self.hub.notify_idle()
+                        await waiter.wait()
+                        continue
+                    except (EndOfStream, ClosedResourceError):
+                        return
+                    self.system_waiter = None
+                    self.system_queued -= 1
+                    if not self.system_queued and self.gate_waiter is not None:
+                        self.gate_waiter.set()
+                    accepts = self.accepts
+                    try:
+                        if accepts is None or accepts(message):
+                            self.system_delivered += 1
+                            await self.subscriber.on_bus_message(message)
+                    except Exception as exc:
+                        await self._failed(message, exc)
+                    message = None
+        finally:
+            self.system_in_flight = 0 if message is None else 1
+            self.system_waiter = None
+            self.system_running = False
+            self._ended(scope)
 
-    async def _data_worker(self) -> None:
+    async def _data_worker(self, scope: CancelScope) -> None:
+        handling.set(self.bus)
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
         handle = self.subscriber.on_bus_message
@@ -365,50 +463,57 @@ class Subscription:
         if not bounded:
             self._sample_high_water()
         handled = 0
-        while True:
-            if self.system_queued:
-                # A system message is waiting: let it start before any further data message.
-                waiter = self.gate_waiter = Event()
-                try:
-                    await waiter.wait()
-                finally:
-                    if self.gate_waiter is waiter:
-                        self.gate_waiter = None
-                continue
-            try:
-                message = receive_nowait()
-            except WouldBlock:
-                handled = 0
-                waiter = self.data_waiter = Event()
-                self.hub.notify_idle()
-                try:
-                    await waiter.wait()
-                finally:
-                    if self.data_waiter is waiter:
-                        self.data_waiter = None
-                if not bounded:
-                    self._sample_high_water()
-                continue
-            except (EndOfStream, ClosedResourceError):
-                return
-            if bounded:
-                queued = self.data_queued - 1
-                self.data_queued = queued
-                if queued < self.room_mark:
-                    self._signal_room()
-            # The common case, inlined: no filter, a handler that returns normally.
-            try:
-                if accepts is None or accepts(message):
-                    await handle(message)
-                else:
-                    self.data_filtered += 1
-            except Exception as exc:
-                await self._failed(message, exc)
-            handled += 1
-            if not handled & YIELD_MASK:
-                await checkpoint()
-                if not bounded:
-                    self._sample_high_water()
+        message: BusMessage | None = None
+        try:
+            with scope:
+                while True:
+                    if self.system_queued:
+                        # A system message is waiting: let it start before any further data.
+                        waiter = self.gate_waiter = Event()
+                        try:
+                            await waiter.wait()
+                        finally:
+                            if self.gate_waiter is waiter:
+                                self.gate_waiter = None
+                        continue
+                    try:
+                        message = receive_nowait()
+                    except WouldBlock:
+                        handled = 0
+                        waiter = self.data_waiter = Event()
+                        self.hub.notify_idle()
+                        try:
+                            await waiter.wait()
+                        finally:
+                            if self.data_waiter is waiter:
+                                self.data_waiter = None
+                        if not bounded:
+                            self._sample_high_water()
+                        continue
+                    except (EndOfStream, ClosedResourceError):
+                        return
+                    if bounded:
+                        queued = self.data_queued - 1
+                        self.data_queued = queued
+                        if queued < self.room_mark:
+                            self._signal_room()
+                    # The common case, inlined: no filter, a handler that returns normally.
+                    try:
+                        if accepts is None or accepts(message):
+                            await handle(message)
+                        else:
+                            self.data_filtered += 1
+                    except Exception as exc:
+                        await self._failed(message, exc)
+                    message = None
+                    handled += 1
+                    if not handled & YIELD_MASK:
+                        await checkpoint()
+                        if not bounded:
+                            self._sample_high_water()
+        finally:
+            self.data_in_flight = 0 if message is None else 1
+            self._ended(scope)
 
     def take_nowait(self) -> BusMessage:
         """For listeners: take the next accepted message, system first.
@@ -468,59 +573,3 @@ def _close_all(
 ) -> None:
     for stream in streams:
         stream.close()
-
-
-FanOut = Callable[[BusMessage], None]
-
-
-def make_fan_out(subscriptions: Iterable[Subscription], hub: Hub) -> FanOut:
-    """Build the function that puts a message in the matching lane of every subscription.
-
-    The function never blocks and wakes each worker parked on an empty lane. It is rebuilt
-    whenever the subscriptions change, with the subscriptions split into unbounded ones
-    (whose data path needs no bookkeeping) and bounded ones, bound as closure cells.
-
-    The function raises :class:`BusOverflowError` if subscribers with the ``error`` policy
-    refused the message; every other subscriber has it queued by then.
-    """
-    targets = tuple(subscriptions)
-    unbounded = tuple(sub for sub in targets if not sub.bounded)
-    bounded = tuple(sub for sub in targets if sub.bounded)
-
-    def fan_out(message: BusMessage) -> None:
-        if isinstance(message, BusSystemMessage):
-            for sub in targets:
-                sub.system_queued += 1
-                sub.push_system(message)
-                waiter = sub.system_waiter
-                if waiter is not None:
-                    sub.system_waiter = None
-                    waiter.set()
-            return
-        hub.data_fanned += 1
-        for sub in unbounded:
-            sub.push_data(message)
-            waiter = sub.data_waiter
-            if waiter is not None:
-                sub.data_waiter = None
-                waiter.set()
-        if bounded:
-            _fan_out_bounded(bounded, message)
-
-    return fan_out
-
-
-def _fan_out_bounded(bounded: tuple[Subscription, ...], message: BusMessage) -> None:
-    refused: list[Subscription] = []
-    for sub in bounded:
-        if sub.data_queued >= sub.threshold and not sub.make_room(message, refused):
-            continue
-        sub.data_queued += 1
-        sub.data_pushed += 1
-        sub.push_data(message)
-        waiter = sub.data_waiter
-        if waiter is not None:
-            sub.data_waiter = None
-            waiter.set()
-    if refused:
-        raise BusOverflowError(message.name, [sub.name for sub in refused])

@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 
-from ._dispatch import delivering_bus
+from ._bus import current_bus
 from ._exceptions import JobFailed, SerializationError
 from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
@@ -34,10 +34,7 @@ from ._messages import (
     BusMessage,
     JobStatus,
 )
-from ._subscriber import BusSubscriber
-
-if TYPE_CHECKING:
-    from ._bus import WorkerBus
+from ._subscriber import BusLike, BusSubscriber
 
 __all__ = ["JobContext", "JobHandler", "JobWorker", "job_handler"]
 
@@ -97,7 +94,7 @@ class JobContext:
         last_update: the last update sent (``None`` before the first).
     """
 
-    def __init__(self, worker: JobWorker, bus: WorkerBus, request: BusJobRequestMessage) -> None:
+    def __init__(self, worker: JobWorker, bus: BusLike, request: BusJobRequestMessage) -> None:
         self.id = request.job_id
         self.name = request.job_name
         self.payload: dict[str, Any] = dict(request.payload or {})
@@ -115,8 +112,8 @@ class JobContext:
         """Send a progress update to the caller (``urgent``: with system priority).
 
         It is also what the worker answers an update request with, until the next one.
-        Sending can block only as :meth:`WorkerBus.send` does; when the job is cancelled
-        meanwhile, the update may or may not have gone out.
+        Sending can block only as :meth:`WorkerBus.send <anybus.WorkerBus.send>` does; when
+        the job is cancelled meanwhile, the update may or may not have gone out.
         """
         data = dict(update or {})
         self.last_update = data
@@ -224,7 +221,7 @@ class JobWorker(BusSubscriber):
         self._running: dict[str, JobContext] = {}
         self._update_requests: deque[BusJobUpdateRequestMessage] = deque()
         self._wakeup = Event()
-        self._serving: WorkerBus | None = None  # while run_in_bus() runs
+        self._serving: BusLike | None = None  # while run_in_bus() runs
         self._idle_slots: deque[Event] = deque()  # parked slots, each waiting for a request
         self.completed = 0
         self.failed = 0
@@ -239,7 +236,8 @@ class JobWorker(BusSubscriber):
 
         return register
 
-    def _anybus_busy(self) -> bool:
+    def is_busy(self) -> bool:
+        """Whether jobs are running or queued, or answers are still to be sent."""
         return bool(
             self._running or self._queue or self._cancelled_queued or self._update_requests
         )
@@ -291,7 +289,7 @@ class JobWorker(BusSubscriber):
 
     async def _from_served_bus(self, message: BusMessage) -> bool:
         """Whether ``message`` came from the bus this worker serves; refuse it if not."""
-        bus = delivering_bus.get()
+        bus = current_bus()
         serving = self._serving
         if serving is None or bus is None or bus is serving:
             return True
@@ -338,7 +336,7 @@ class JobWorker(BusSubscriber):
 
     # --- running jobs ---------------------------------------------------------------------
 
-    async def run_in_bus(self, bus: WorkerBus) -> None:
+    async def run_in_bus(self, bus: BusLike) -> None:
         """Run the jobs, ``concurrency`` at a time, until the bus stops the worker.
 
         Each of ``concurrency`` slots is a task of the task group this keeps open, and runs
@@ -359,13 +357,13 @@ class JobWorker(BusSubscriber):
                 while True:
                     self._wakeup = Event()
                     await self._serve_round(bus)
-                    if not self._anybus_busy():
-                        bus._notify_idle()
+                    if not self.is_busy():
+                        bus.notify_idle()
                     await self._wakeup.wait()
         finally:
             self._serving = None
 
-    async def _slot(self, bus: WorkerBus) -> None:
+    async def _slot(self, bus: BusLike) -> None:
         """Run queued jobs one after the other; park while there are none."""
         while True:
             if not self._queue:
@@ -386,7 +384,7 @@ class JobWorker(BusSubscriber):
         if self._idle_slots:
             self._idle_slots.popleft().set()
 
-    async def _serve_round(self, bus: WorkerBus) -> None:
+    async def _serve_round(self, bus: BusLike) -> None:
         while self._cancelled_queued:
             request, reason = self._cancelled_queued.popleft()
             self.cancelled += 1
@@ -394,7 +392,7 @@ class JobWorker(BusSubscriber):
         while self._update_requests:
             await self._report(bus, self._update_requests.popleft())
 
-    async def _report(self, bus: WorkerBus, request: BusJobUpdateRequestMessage) -> None:
+    async def _report(self, bus: BusLike, request: BusJobUpdateRequestMessage) -> None:
         job = self._running.get(request.job_id)
         report: dict[str, Any]
         if job is not None:
@@ -419,7 +417,7 @@ class JobWorker(BusSubscriber):
                 exc_info=exc,
             )
 
-    async def _run_job(self, bus: WorkerBus, job: JobContext) -> None:
+    async def _run_job(self, bus: BusLike, job: JobContext) -> None:
         outcome: tuple[JobStatus, dict[str, Any] | None] | None = None
         try:
             outcome = await self._outcome(job)
@@ -435,8 +433,8 @@ class JobWorker(BusSubscriber):
                 await self._answer(bus, job.request, *outcome)
             raise
         finally:
-            if not self._anybus_busy():
-                bus._notify_idle()
+            if not self.is_busy():
+                bus.notify_idle()
 
     async def _outcome(self, job: JobContext) -> tuple[JobStatus, dict[str, Any] | None]:
         """Run the job's handler in the job's scope; return the status and response to send."""
@@ -470,7 +468,7 @@ class JobWorker(BusSubscriber):
 
     async def _answer(
         self,
-        bus: WorkerBus,
+        bus: BusLike,
         request: BusJobRequestMessage,
         status: JobStatus,
         response: dict[str, Any] | None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,6 +114,19 @@ class _JobClient(BusSubscriber):
         waiting._feed(message)
 
 
+#: The job client of each bus: one subscriber per bus routes every job's answers.
+_clients: weakref.WeakKeyDictionary[WorkerBus, _JobClient] = weakref.WeakKeyDictionary()
+
+
+async def job_client(bus: WorkerBus) -> _JobClient:
+    """The subscriber routing ``bus``'s job answers, subscribed the first time."""
+    client = _clients.get(bus)
+    if client is None or client.name not in {sub.name for sub in bus.subscribers}:
+        client = _clients[bus] = _JobClient()
+        await bus.subscribe(client, types=ANSWER_TYPES, max_buffer=None)
+    return client
+
+
 class Job:
     """A job sent to a worker, as seen by the caller: ``async with bus.job(...) as job:``.
 
@@ -164,7 +178,7 @@ class Job:
     async def __aenter__(self) -> Self:
         if self._client is not None:
             raise RuntimeError(f"{self!r} was already entered; a job runs once")
-        client = self._client = await self._bus._job_client()
+        client = self._client = await job_client(self._bus)
         if self.id in client.pending:
             raise ValueError(f"a job with id {self.id!r} is already outstanding")
         self.source = self.source or client.name
@@ -200,7 +214,9 @@ class Job:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if not self.done:
+            if self._response is None:
+                # No final answer from the worker (even if this side already gave up on the
+                # job, say because the worker announced an error): cancel it there.
                 await self._send_cancel("the caller left the job's scope")
         finally:
             if self._client is not None:

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from anyio.from_thread import BlockingPortal
 
+from ._job_calls import request as request_job
 from ._jobs import JobResult
 from ._messages import BusMessage
 
 if TYPE_CHECKING:
     from ._bus import WorkerBus
 
-__all__ = ["BusPortal"]
+__all__ = ["BusPortal", "open_thread_portal"]
 
 _T = TypeVar("_T")
 
@@ -23,7 +24,7 @@ _T = TypeVar("_T")
 class BusPortal:
     """A thread-safe handle on a bus, for code that runs outside the event loop.
 
-    Get one with ``async with bus.thread_portal() as portal:`` and hand it to threads. Each
+    Get one with ``async with open_thread_portal(bus) as portal:`` and hand it to threads. Each
     method runs the call in the bus's event loop and blocks the calling thread until it
     returns, raising what the call raised. Calling from the event loop's own thread raises
     :class:`RuntimeError` (it would deadlock); code there awaits the bus directly.
@@ -58,15 +59,15 @@ class BusPortal:
         timeout: float | None = None,
         source: str | None = None,
     ) -> JobResult:
-        """Run a job and return its result (as :meth:`WorkerBus.request`), from a thread.
+        """Run a job and return its result (as :func:`~anybus.request`), from a thread.
 
-        ``timeout`` bounds the wait as in :meth:`WorkerBus.request`; without one, the thread
+        ``timeout`` bounds the wait as in :func:`~anybus.request`; without one, the thread
         blocks until the worker answers or the portal closes.
         """
 
         async def request() -> JobResult:
-            return await self.bus.request(
-                worker, payload, job_name=job_name, timeout=timeout, source=source
+            return await request_job(
+                self.bus, worker, payload, job_name=job_name, timeout=timeout, source=source
             )
 
         return self._portal.call(request)
@@ -77,3 +78,17 @@ class BusPortal:
 
     def __repr__(self) -> str:
         return f"<BusPortal for {self.bus!r}>"
+
+
+@asynccontextmanager
+async def open_thread_portal(bus: WorkerBus) -> AsyncIterator[BusPortal]:
+    """Let threads use ``bus``: ``async with open_thread_portal(bus) as portal:``.
+
+    The :class:`~anybus.BusPortal` is thread-safe: a thread calls ``portal.send(message)`` or
+    ``portal.request(worker, payload)`` and blocks until the call, run in this event loop,
+    returns. Leaving the block cancels calls still running (those threads get
+    :class:`concurrent.futures.CancelledError`); calls made after it raise
+    :class:`RuntimeError`.
+    """
+    async with BusPortal._open(bus) as portal:
+        yield portal

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Literal, TypeVar, overload
 
 from anyio.lowlevel import checkpoint
 
-from ._dispatch import ErrorHook, Hub, Subscription, make_fan_out
+from ._dispatch import ErrorHook, Hub, Subscription
+from ._fan_out import make_fan_out
 from ._listen import FunctionSubscriber, Handler, MessageStream, _Listener
 from ._messages import BusMessage
 from ._statistics import OverflowPolicy
@@ -35,10 +37,66 @@ BufferSetting = int | None | Literal[_Default.DEFAULT]
 
 
 def _check_buffer(max_buffer: int | None) -> None:
-    if max_buffer is not None and max_buffer < 1:
+    if max_buffer is not None and (
+        not isinstance(max_buffer, int) or isinstance(max_buffer, bool) or max_buffer < 1
+    ):
         raise ValueError(
-            f"max_buffer must be at least 1 (or None for unbounded), got {max_buffer!r}"
+            f"max_buffer must be a whole number of at least 1 (or None for unbounded), "
+            f"got {max_buffer!r}"
         )
+
+
+def overflow_policy(overflow: OverflowPolicy | str) -> OverflowPolicy:
+    """``overflow`` as an :class:`OverflowPolicy`, or a :class:`ValueError` that lists them."""
+    try:
+        return OverflowPolicy(overflow)
+    except ValueError:
+        choices = ", ".join(repr(policy.value) for policy in OverflowPolicy)
+        raise ValueError(f"overflow must be one of {choices}, got {overflow!r}") from None
+
+
+def _check_targets(targets: Iterable[str] | str | None) -> frozenset[str] | None:
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        raise TypeError(
+            f"targets takes a collection of names, got the string {targets!r}: "
+            f"write targets=[{targets!r}]"
+        )
+    names = frozenset(targets)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"targets must hold names (str), got {name!r}")
+    return names
+
+
+def _check_handler(subscriber: object) -> None:
+    if isinstance(subscriber, BusSubscriber):
+        handler: object = type(subscriber).on_bus_message
+        what = f"{type(subscriber).__name__}.on_bus_message"
+    else:
+        if not callable(subscriber):
+            raise TypeError(
+                f"subscribe() takes a BusSubscriber or an 'async def handler(message)', "
+                f"got {subscriber!r}"
+            )
+        handler = subscriber
+        what = f"the handler {subscriber!r}"
+    if not _is_async(handler):
+        raise TypeError(
+            f"{what} is not a coroutine function: handlers must be 'async def' "
+            f"(the bus awaits them)"
+        )
+
+
+def _is_async(handler: object) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - an async __call__ counts
+    func = getattr(handler, "func", None)  # functools.partial
+    return inspect.iscoroutinefunction(call) or (
+        func is not None and inspect.iscoroutinefunction(func)
+    )
 
 
 class SubscriptionRegistry(ABC):
@@ -53,7 +111,7 @@ class SubscriptionRegistry(ABC):
     ) -> None:
         _check_buffer(max_buffer)
         self._max_buffer = max_buffer
-        self._overflow = OverflowPolicy(overflow)
+        self._overflow = overflow_policy(overflow)
         self._on_handler_error = on_handler_error
         self._subscriptions: dict[str, Subscription] = {}
         # A tuple snapshot of the subscriptions, rebuilt on (un)subscribe: the send path only
@@ -74,29 +132,35 @@ class SubscriptionRegistry(ABC):
         subscriber: BusSubscriber,
         *,
         types: Sequence[type[BusMessage]] | None,
+        targets: Iterable[str] | None = None,
         max_buffer: BufferSetting,
         overflow: OverflowPolicy | str | None,
         passive: bool = False,
     ) -> Subscription | None:
         name = subscriber.name
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a subscriber's name must be a non-empty str, got {name!r}")
         existing = self._subscriptions.get(name)
         if existing is not None:
-            if existing.subscriber is not subscriber:
-                logger.warning(
-                    "%r: a subscriber named %r is already subscribed; ignoring %r",
-                    self,
-                    name,
-                    subscriber,
-                )
-            return None
+            if existing.subscriber is subscriber:
+                return None
+            raise ValueError(
+                f"a subscriber named {name!r} is already subscribed ({existing.subscriber!r}): "
+                f"unsubscribe it first, or give {subscriber!r} another name"
+            )
         bound = self._max_buffer if max_buffer is DEFAULT else max_buffer
         _check_buffer(bound)
+        if types is not None:
+            for kind in types:
+                if not (isinstance(kind, type) and issubclass(kind, BusMessage)):
+                    raise TypeError(f"types must hold message classes, got {kind!r}")
         sub = Subscription(
             subscriber,
             name,
             types=tuple(types) if types else None,
+            targets=_check_targets(targets),
             max_buffer=bound,
-            overflow=self._overflow if overflow is None else OverflowPolicy(overflow),
+            overflow=self._overflow if overflow is None else overflow_policy(overflow),
             hub=self._hub,
             on_error=self._on_handler_error,
             passive=passive,
@@ -120,6 +184,7 @@ class SubscriptionRegistry(ABC):
         subscriber: _S,
         *,
         types: Sequence[type[BusMessage]] | None = None,
+        targets: Iterable[str] | None = None,
         max_buffer: BufferSetting = DEFAULT,
         overflow: OverflowPolicy | str | None = None,
     ) -> _S: ...
@@ -131,6 +196,7 @@ class SubscriptionRegistry(ABC):
         *,
         name: str | None = None,
         types: Sequence[type[BusMessage]] | None = None,
+        targets: Iterable[str] | None = None,
         max_buffer: BufferSetting = DEFAULT,
         overflow: OverflowPolicy | str | None = None,
     ) -> FunctionSubscriber: ...
@@ -141,6 +207,7 @@ class SubscriptionRegistry(ABC):
         *,
         name: str | None = None,
         types: Sequence[type[BusMessage]] | None = None,
+        targets: Iterable[str] | None = None,
         max_buffer: BufferSetting = DEFAULT,
         overflow: OverflowPolicy | str | None = None,
     ) -> BusSubscriber:
@@ -148,26 +215,39 @@ class SubscriptionRegistry(ABC):
 
         ``subscriber`` is a :class:`BusSubscriber`, or a plain ``async def handler(message)``
         (wrapped in a :class:`FunctionSubscriber` named ``name``, by default the function's
-        name). ``types`` limits delivery to instances of those message classes (checked
-        before the subscriber's own ``accepts_bus_message``). ``max_buffer`` and
-        ``overflow`` override the bus's defaults for this subscriber.
+        name).
 
-        A no-op if a subscriber of the same name is already registered (a different object
-        under that name is logged and ignored). If the bus is dispatching, the subscriber's
-        workers start at once.
+        Every subscriber gets every message, whatever its ``target`` says, unless it declares
+        what it accepts. ``targets`` (names) keeps out of its inbox every message whose
+        ``target`` is set to another name — applied as the message is fanned out, before the
+        bound, so a refused message is never queued and never waits for room; messages
+        without a target still arrive. ``types`` limits delivery to instances of those message
+        classes (checked, like the subscriber's own ``accepts_bus_message``, as each message
+        is taken). ``max_buffer`` and ``overflow`` override the bus's defaults for this
+        subscriber.
+
+        Subscribing the same object again is a no-op. If the bus is dispatching, the
+        subscriber's workers start at once.
 
         ``subscribe()`` waits for nothing: it registers the subscriber, then checks for
         cancellation once. A cancelled call has registered the subscriber all the same.
 
         Raises:
             AttributeError: if the subscriber has no name.
-            ValueError: if ``max_buffer`` is below 1.
+            TypeError: if ``subscriber`` is neither a :class:`BusSubscriber` nor a callable,
+                or its handler is not an ``async def`` function; if ``types`` or ``targets``
+                hold something else than message classes or names.
+            ValueError: if another subscriber has that name, or ``max_buffer`` is below 1, or
+                ``overflow`` names no policy.
         """
+        _check_handler(subscriber)
         if not isinstance(subscriber, BusSubscriber):
             handler = subscriber
             default_name = getattr(handler, "__name__", repr(handler))
             subscriber = FunctionSubscriber(name or default_name, handler)
-        sub = self._add(subscriber, types=types, max_buffer=max_buffer, overflow=overflow)
+        sub = self._add(
+            subscriber, types=types, targets=targets, max_buffer=max_buffer, overflow=overflow
+        )
         if sub is not None:
             self._spawn_if_dispatching(sub)
         await checkpoint()
@@ -188,8 +268,8 @@ class SubscriptionRegistry(ABC):
         self._changed()
         logger.debug("%r: unsubscribed %r", self, name)
         try:
-            if sub.scope is not None and sub.done is not None:
-                sub.scope.cancel(reason=f"anybus: {sub.name!r} unsubscribed")
+            if sub.workers and sub.done is not None:
+                sub.cancel(reason=f"anybus: {sub.name!r} unsubscribed")
                 await sub.done.wait()
             else:
                 await checkpoint()
@@ -228,8 +308,7 @@ class SubscriptionRegistry(ABC):
         sub = self._add(
             listener, types=types, max_buffer=max_buffer, overflow=overflow, passive=True
         )
-        if sub is None:
-            raise ValueError(f"a subscriber named {listener.name!r} is already subscribed")
+        assert sub is not None  # a new listener object is never subscribed already
         stream = MessageStream(sub, lambda: self._remove_now(sub))
         try:
             yield stream

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._bus import WorkerBus
     from ._messages import BusMessage
 
-__all__ = ["BusSubscriber"]
+__all__ = ["BusLike", "BusSubscriber"]
+
+
+class BusLike(Protocol):
+    """The bus as :meth:`BusSubscriber.run_in_bus` is handed it (a :class:`~anybus.WorkerBus`).
+
+    It names the calls a subscriber's own tasks make; the object is the bus itself.
+    """
+
+    async def send(self, message: BusMessage) -> None:
+        """Send ``message`` on the bus (see :meth:`WorkerBus.send <anybus.WorkerBus.send>`)."""
+        ...
+
+    def notify_idle(self) -> None:
+        """Tell the bus that :meth:`BusSubscriber.is_busy` may have turned false."""
+        ...
 
 
 class BusSubscriber:
@@ -17,7 +31,8 @@ class BusSubscriber:
     It has no constructor of its own. Give the subscriber a ``name`` — assign ``self.name``,
     declare a ``name`` class attribute or dataclass field, or override the property — and
     override :meth:`on_bus_message`. Names are unique per bus: subscribing a second subscriber
-    under a name already taken is a no-op.
+    under a name already taken raises :class:`ValueError` (subscribing the same object again is
+    a no-op).
     """
 
     @property
@@ -54,7 +69,7 @@ class BusSubscriber:
         this subscriber is unsubscribed, a handler still running is cancelled.
         """
 
-    async def run_in_bus(self, bus: WorkerBus) -> None:
+    async def run_in_bus(self, bus: BusLike) -> None:
         """Run this subscriber's own tasks inside the bus's scope; override to use it.
 
         The bus starts it, as a task next to the subscriber's workers, whenever those start
@@ -68,9 +83,14 @@ class BusSubscriber:
         :class:`~anybus.JobWorker` runs its jobs here.
         """
 
-    def _anybus_busy(self) -> bool:
-        """Whether work of :meth:`run_in_bus` is outstanding: it keeps ``wait_idle()`` waiting.
+    def is_busy(self) -> bool:
+        """Whether work of this subscriber's own is outstanding; override to report it.
 
-        A subscriber that overrides it must call ``bus._notify_idle()`` when it turns false.
+        While it returns true, the bus is not idle: :meth:`WorkerBus.wait_idle
+        <anybus.WorkerBus.wait_idle>` and the drain on leaving ``async with bus:`` wait. The
+        bus asks when it looks for idleness; a subscriber that overrides this calls
+        :meth:`BusLike.notify_idle` (``bus.notify_idle()``) when it turns false, so that the
+        bus looks again. :class:`~anybus.JobWorker` reports its running and queued jobs so.
+        The default is never busy (and the bus then never asks).
         """
         return False

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from anybus import JobContext, JobFailed, JobWorker, MemoryBus
+from anybus import JobContext, JobFailed, JobWorker, MemoryBus, open_job, request
 
 transcriber = JobWorker("transcriber")  # concurrency=1: a sequential worker
 
@@ -57,8 +57,8 @@ async def main(backend: str) -> None:
         print(f"runner: on {backend}")
 
         # 1. A job followed step by step: progress updates, then the result.
-        async with bus.job(
-            "transcriber", {"file": "a.wav", "seconds": 3}, job_name="transcribe"
+        async with open_job(
+            bus, "transcriber", {"file": "a.wav", "seconds": 3}, job_name="transcribe"
         ) as job:
             async for update in job.updates():
                 print(f"runner: a.wav {update['percent']}%")
@@ -70,28 +70,35 @@ async def main(backend: str) -> None:
 
             async def long_one() -> None:
                 with anyio.move_on_after(0.12):
-                    await bus.request(
-                        "transcriber", {"file": "long.wav", "seconds": 100}, job_name="transcribe"
+                    await request(
+                        bus,
+                        "transcriber",
+                        {"file": "long.wav", "seconds": 100},
+                        job_name="transcribe",
                     )
                 print("runner: gave up on long.wav")
 
             task_group.start_soon(long_one)
             await anyio.wait_all_tasks_blocked()
-            result = await bus.request(
-                "transcriber", {"file": "b.wav", "seconds": 2}, job_name="transcribe", timeout=5
+            result = await request(
+                bus,
+                "transcriber",
+                {"file": "b.wav", "seconds": 2},
+                job_name="transcribe",
+                timeout=5,
             )
             print(f"runner: b.wav -> {result.response['text']!r} (it waited for long.wav)")
 
         # 3. A domain error comes back as JobFailed.
         try:
-            await bus.request(
-                "transcriber", {"file": "empty.wav", "seconds": 0}, job_name="transcribe"
+            await request(
+                bus, "transcriber", {"file": "empty.wav", "seconds": 0}, job_name="transcribe"
             )
         except JobFailed as error:
             print(f"runner: empty.wav failed: {error.response['error']}")
 
         # 4. A streamed answer.
-        async with bus.job("summarizer", {"text": "structured concurrency is nice"}) as job:
+        async with open_job(bus, "summarizer", {"text": "structured concurrency is nice"}) as job:
             words = [chunk["word"] async for chunk in job.stream()]
             print(f"runner: streamed {words} ({job.stream_metadata})")
             print(f"runner: summary {(await job.result()).response['summary']!r}")

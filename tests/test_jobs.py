@@ -1,4 +1,4 @@
-"""Jobs on every bus: bus.request() and bus.job() against JobWorker on the memory bus and
+"""Jobs on every bus: request(bus) and open_job(bus) against JobWorker on the memory bus and
 both Redis buses, on both backends.
 
 What the caller sees is in test_jobs_caller.py, the worker's side in test_jobs_worker.py,
@@ -25,6 +25,8 @@ from anybus import (
     JobWorker,
     MemoryBus,
     WorkerBus,
+    open_job,
+    request,
 )
 
 from .jobs_support import Blocker
@@ -57,7 +59,7 @@ async def test_request_returns_the_response(make_bus: BusMaker) -> None:
     async with make_bus() as bus:
         await bus.subscribe(JobWorker("adder", handlers={"add": add}))
         with fail_after(10):
-            result = await bus.request("adder", {"a": 2, "b": 3}, job_name="add")
+            result = await request(bus, "adder", {"a": 2, "b": 3}, job_name="add")
     assert result.status is JobStatus.COMPLETED
     assert result.response == {"sum": 5, "job": "add"}
     assert result.worker == "adder"
@@ -76,7 +78,7 @@ async def test_updates_and_stream_arrive_in_order_before_the_result(make_bus: Bu
     async with make_bus() as bus:
         await bus.subscribe(JobWorker("producer", handlers={None: produce}))
         with fail_after(10):
-            async with bus.job("producer") as job:
+            async with open_job(bus, "producer") as job:
                 updates = [update async for update in job.updates()]
                 chunks = [chunk async for chunk in job.stream()]
                 result = await job.result()
@@ -94,7 +96,7 @@ async def test_cancelling_the_caller_cancels_the_job_at_the_worker(make_bus: Bus
         await bus.subscribe(worker)
         with fail_after(10):
             async with anyio.create_task_group() as task_group:
-                task_group.start_soon(partial(bus.request, "busy", job_name="block"))
+                task_group.start_soon(partial(request, bus, "busy", job_name="block"))
                 await blocker.started.wait()
                 task_group.cancel_scope.cancel()
             # The cancel is a system message: it reaches the worker although its job is busy.
@@ -110,7 +112,7 @@ async def test_a_timeout_raises_job_timeout_and_cancels_the_job(make_bus: BusMak
         await bus.subscribe(JobWorker("slow", handlers={None: blocker}))
         with fail_after(10):
             with pytest.raises(JobTimeout) as caught:
-                await bus.request("slow", timeout=0.3)
+                await request(bus, "slow", timeout=0.3)
             await blocker.cancelled.wait()
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.worker == "slow"
@@ -126,7 +128,7 @@ async def test_hundreds_of_concurrent_jobs_are_correlated(make_bus: BusMaker) ->
     results: dict[int, Any] = {}
 
     async def call(n: int) -> None:
-        async with bus.job("echo", {"n": n}) as job:
+        async with open_job(bus, "echo", {"n": n}) as job:
             updates = [update async for update in job.updates()]
             result = await job.result()
         assert updates == [{"seen": n}]
@@ -157,7 +159,7 @@ async def test_jobs_on_one_bus_are_answered_from_another(make_network_bus: BusMa
     async with make_bus() as worker_bus, make_bus() as caller_bus:
         await worker_bus.subscribe(JobWorker("shouter", handlers={None: shout}))
         with fail_after(10):
-            result = await caller_bus.request("shouter", {"text": "hi"})
+            result = await request(caller_bus, "shouter", {"text": "hi"})
     assert result.response == {"text": "HI"}
 
 
@@ -170,5 +172,5 @@ async def test_a_response_that_cannot_be_sent_answers_error(
     async with make_network_bus() as bus:
         await bus.subscribe(JobWorker("w", handlers={None: unsendable}))
         with fail_after(10), pytest.raises(JobError, match="could not be sent") as caught:
-            await bus.request("w")
+            await request(bus, "w")
     assert caught.value.status is JobStatus.ERROR

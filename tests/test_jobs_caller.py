@@ -1,4 +1,4 @@
-"""Jobs from the caller's side: each outcome of a job as bus.request() reports it, answers
+"""Jobs from the caller's side: each outcome of a job as request(bus) reports it, answers
 that nobody waits for any more, and calls from other threads through the portal.
 """
 
@@ -23,6 +23,9 @@ from anybus import (
     JobStatus,
     JobWorker,
     MemoryBus,
+    open_job,
+    open_thread_portal,
+    request,
 )
 from anybus.testing import RecordingSubscriber
 
@@ -39,7 +42,7 @@ async def test_job_failed_reaches_the_caller_with_its_response() -> None:
         worker = JobWorker("w", handlers={None: fail})
         await bus.subscribe(worker)
         with fail_after(5), pytest.raises(JobFailed) as caught:
-            await bus.request("w")
+            await request(bus, "w")
     assert caught.value.status is JobStatus.FAILED
     assert caught.value.response == {"path": "/x", "error": "no such file"}
     assert "no such file" in str(caught.value)
@@ -57,8 +60,8 @@ async def test_an_unexpected_exception_answers_error_and_the_worker_goes_on(
     async with worker_bus(broken) as bus:
         with fail_after(5):
             with pytest.raises(JobError) as caught:
-                await bus.request("w", {"break": True})
-            assert (await bus.request("w")).response == {"ok": True}
+                await request(bus, "w", {"break": True})
+            assert (await request(bus, "w")).response == {"ok": True}
     assert type(caught.value) is JobError
     assert caught.value.status is JobStatus.ERROR
     assert caught.value.response == {"error": "ZeroDivisionError: boom"}
@@ -71,7 +74,7 @@ async def test_a_job_without_a_handler_answers_error() -> None:
     async with MemoryBus() as bus:
         await bus.subscribe(JobWorker("w"))
         with fail_after(5), pytest.raises(JobError, match="no handler for job 'missing'"):
-            await bus.request("w", job_name="missing")
+            await request(bus, "w", job_name="missing")
 
 
 async def test_a_worker_error_fails_its_outstanding_jobs() -> None:
@@ -81,7 +84,7 @@ async def test_a_worker_error_fails_its_outstanding_jobs() -> None:
 
     async with worker_bus(announce_and_hang) as bus:
         with fail_after(5), pytest.raises(JobError, match="GPU lost") as caught:
-            await bus.request("w")
+            await request(bus, "w")
     assert caught.value.status is JobStatus.ERROR
 
 
@@ -90,7 +93,7 @@ async def test_late_answers_after_the_caller_left_are_ignored() -> None:
         recorder = RecordingSubscriber("r")
         await bus.subscribe(recorder)
         with fail_after(5):
-            async with bus.job("nobody") as job:
+            async with open_job(bus, "nobody") as job:
                 pass
             await bus.send(
                 BusJobResponseMessage(
@@ -105,7 +108,7 @@ async def test_jobs_log_under_anybus_jobs(caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.DEBUG, logger="anybus.jobs")
     async with MemoryBus() as bus:
         with fail_after(5):
-            async with bus.job("nobody"):
+            async with open_job(bus, "nobody"):
                 pass
     assert any(record.name == "anybus.jobs" for record in caplog.records)
 
@@ -121,7 +124,7 @@ async def test_threads_send_and_request_through_the_portal() -> None:
     async with worker_bus(double) as bus:
         await bus.subscribe(recorder)
         with fail_after(10):
-            async with bus.thread_portal() as portal:
+            async with open_thread_portal(bus) as portal:
 
                 def from_thread() -> int:
                     portal.send(BusDataMessage(source="thread"))
@@ -157,7 +160,7 @@ async def test_leaving_the_portal_cancels_calls_in_flight() -> None:
                 except BaseException as exc:
                     outcome.append(exc)
 
-            async with anyio.create_task_group() as task_group, bus.thread_portal() as portal:
+            async with anyio.create_task_group() as task_group, open_thread_portal(bus) as portal:
                 task_group.start_soon(anyio.to_thread.run_sync, call, portal)
                 await blocker.started.wait()
             await blocker.cancelled.wait()
@@ -168,13 +171,13 @@ async def test_leaving_the_portal_cancels_calls_in_flight() -> None:
 
 
 async def test_the_portal_refuses_calls_from_the_event_loop_thread() -> None:
-    async with MemoryBus() as bus, bus.thread_portal() as portal:
+    async with MemoryBus() as bus, open_thread_portal(bus) as portal:
         with pytest.raises(RuntimeError):
             portal.send(BusDataMessage(source="loop"))
 
 
 async def test_the_portal_runs_any_coroutine_function_in_the_loop() -> None:
-    async with MemoryBus() as bus, bus.thread_portal() as portal:
+    async with MemoryBus() as bus, open_thread_portal(bus) as portal:
         recorder = await bus.subscribe(RecordingSubscriber("r"))
 
         def from_thread() -> int:

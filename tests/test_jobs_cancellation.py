@@ -19,7 +19,9 @@ from anybus import (
     JobStatus,
     JobWorker,
     MemoryBus,
+    open_job,
 )
+from anybus._jobs import _clients
 from anybus.testing import RecordingSubscriber
 
 from .jobs_support import Blocker, worker_bus
@@ -31,7 +33,7 @@ async def test_a_cancel_from_elsewhere_answers_cancelled() -> None:
     blocker = Blocker()
     async with worker_bus(blocker) as bus:
         with fail_after(5):
-            async with bus.job("w") as job:
+            async with open_job(bus, "w") as job:
                 await blocker.started.wait()
                 await bus.send(
                     BusJobCancelMessage(source="admin", target="w", job_id=job.id, reason="ops")
@@ -52,7 +54,10 @@ async def test_job_cancel_cancels_a_queued_job_without_running_it() -> None:
     async with MemoryBus() as bus:
         await bus.subscribe(worker)
         with fail_after(5):
-            async with bus.job("w", job_name="block"), bus.job("w", job_name="record") as queued:
+            async with (
+                open_job(bus, "w", job_name="block"),
+                open_job(bus, "w", job_name="record") as queued,
+            ):
                 await blocker.started.wait()
                 await wait_all_tasks_blocked()
                 assert worker.queued_jobs == [queued.id]
@@ -71,16 +76,19 @@ async def test_a_cancel_that_overtakes_its_request_still_cancels_the_job() -> No
     async def record(job: JobContext) -> None:
         ran.append(job.id)
 
-    bus = MemoryBus()
     worker = JobWorker("w", handlers={None: record})
-    await bus.subscribe(worker)
-    # While the bus is stopped both wait in the inbox; on start the cancel, a system message,
-    # is handled first, before the request it cancels.
-    await bus.send(BusJobRequestMessage(source="caller", target="w", job_id="j1"))
-    await bus.send(BusJobCancelMessage(source="caller", target="w", job_id="j1", reason="late"))
     answers = RecordingSubscriber("caller", accepts=lambda m: isinstance(m, BusJobResponseMessage))
-    await bus.subscribe(answers)
-    async with bus:
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker)
+        await bus.subscribe(answers)
+        # While the bus is stopped both wait in the inbox; on start the cancel, a system
+        # message, is handled first, before the request it cancels.
+        await bus.stop()
+        await bus.send(BusJobRequestMessage(source="caller", target="w", job_id="j1"))
+        await bus.send(
+            BusJobCancelMessage(source="caller", target="w", job_id="j1", reason="late")
+        )
+        await bus.start()
         with fail_after(5):
             await answers.wait_for_count(1)
             await bus.wait_idle()
@@ -95,7 +103,7 @@ async def test_leaving_the_job_block_early_cancels_the_job() -> None:
     blocker = Blocker()
     async with worker_bus(blocker) as bus:
         with fail_after(5):
-            async with bus.job("w"):
+            async with open_job(bus, "w"):
                 await blocker.started.wait()
             await blocker.cancelled.wait()
 
@@ -106,7 +114,7 @@ async def test_stopping_the_bus_cancels_running_jobs_and_answers_them() -> None:
     async with MemoryBus() as bus:
         await bus.subscribe(worker)
         with fail_after(5):
-            async with bus.job("w") as job:
+            async with open_job(bus, "w") as job:
                 await blocker.started.wait()
                 await bus.stop()
                 assert blocker.cancelled.is_set()
@@ -119,7 +127,7 @@ async def test_wait_idle_waits_for_running_jobs() -> None:
     blocker = Blocker()
     async with worker_bus(blocker) as bus:
         with fail_after(5):
-            async with bus.job("w") as job:
+            async with open_job(bus, "w") as job:
                 await blocker.started.wait()
                 idle = Event()
 
@@ -145,7 +153,7 @@ async def test_cancelling_a_wait_on_a_job_leaves_it_running_until_the_block_ends
     blocker = Blocker()
     async with worker_bus(blocker) as bus:
         with fail_after(5):
-            async with bus.job("w") as job:
+            async with open_job(bus, "w") as job:
                 await blocker.started.wait()
                 with anyio.CancelScope() as scope:
                     scope.cancel()
@@ -167,14 +175,13 @@ async def test_a_cancelled_job_releases_its_resources() -> None:
     async with worker_bus(blocker) as bus:
         with fail_after(5):
             with anyio.CancelScope() as scope:
-                async with bus.job("w") as job:
+                async with open_job(bus, "w") as job:
                     await blocker.started.wait()
                     scope.cancel()
                     await job.result()
             await blocker.cancelled.wait()
             await bus.wait_idle()
-        assert bus._jobs is not None
-        assert bus._jobs.pending == {}
+        assert _clients[bus].pending == {}
         assert job.done is False
 
 
@@ -196,7 +203,7 @@ async def test_cancelling_the_request_send_cancels_the_job_too() -> None:
                 async with anyio.create_task_group() as task_group:
 
                     async def enter() -> None:
-                        async with bus.job("w"):
+                        async with open_job(bus, "w"):
                             raise AssertionError("the request went out")
 
                     task_group.start_soon(enter)
@@ -204,6 +211,5 @@ async def test_cancelling_the_request_send_cancels_the_job_too() -> None:
                     scope.cancel()
             await recorder.wait_for_count(1)  # the cancel is a system message: never held
             gate.set()
-        assert bus._jobs is not None
-        assert bus._jobs.pending == {}
+        assert _clients[bus].pending == {}
         await bus.unsubscribe(holder)

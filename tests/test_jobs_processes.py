@@ -18,6 +18,8 @@ from anybus import (
     JobError,
     JobStatus,
     JobTimeout,
+    open_job,
+    request,
 )
 from anybus.testing import RecordingSubscriber
 
@@ -57,11 +59,11 @@ async def test_jobs_between_an_asyncio_and_a_trio_process(
                 )
 
                 # request/reply, and the answer comes from the other event loop
-                result = await bus.request("remote", {"x": 1}, job_name="echo", timeout=10)
+                result = await request(bus, "remote", {"x": 1}, job_name="echo", timeout=10)
                 assert result.response == {"x": 1, "backend": other}
 
                 # updates, then a stream, then the response
-                async with bus.job("remote", job_name="progress") as job:
+                async with open_job(bus, "remote", job_name="progress") as job:
                     updates = [update async for update in job.updates()]
                     chunks = [chunk async for chunk in job.stream()]
                     assert (await job.result()).response == {"backend": other}
@@ -71,7 +73,7 @@ async def test_jobs_between_an_asyncio_and_a_trio_process(
 
                 # cancelling the caller's scope cancels the job's scope in the other process
                 with anyio.CancelScope() as scope:
-                    async with bus.job("remote", job_name="block") as blocked:
+                    async with open_job(bus, "remote", job_name="block") as blocked:
                         assert await anext(blocked.updates()) == {"started": True}
                         cancelled_at = current_time()
                         scope.cancel()
@@ -89,7 +91,7 @@ async def test_jobs_between_an_asyncio_and_a_trio_process(
                 results: dict[int, Any] = {}
 
                 async def call(n: int) -> None:
-                    answer = await bus.request("remote", {"n": n}, job_name="echo", timeout=30)
+                    answer = await request(bus, "remote", {"n": n}, job_name="echo", timeout=30)
                     results[n] = answer.response["n"]
 
                 async with anyio.create_task_group() as task_group:
@@ -99,11 +101,11 @@ async def test_jobs_between_an_asyncio_and_a_trio_process(
 
                 # the worker announces a failure: outstanding jobs fail at once, no hang
                 with pytest.raises(JobError, match="out of memory"):
-                    await bus.request("remote", job_name="announce", timeout=30)
+                    await request(bus, "remote", job_name="announce", timeout=30)
 
                 # the worker dies mid-job: the deadline turns it into an error, not a hang
                 with pytest.raises(JobTimeout):
-                    await bus.request("remote", job_name="crash", timeout=2)
+                    await request(bus, "remote", job_name="crash", timeout=2)
                 assert await process.wait() == 3
         finally:
             if process.returncode is None:

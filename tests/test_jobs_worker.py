@@ -14,13 +14,15 @@ from anybus import (
     BusDataMessage,
     BusJobRequestMessage,
     BusJobUpdateRequestMessage,
+    BusLike,
     BusMessage,
     JobContext,
     JobError,
     JobWorker,
     MemoryBus,
-    WorkerBus,
     job_handler,
+    open_job,
+    request,
 )
 from anybus.testing import RecordingSubscriber
 
@@ -48,7 +50,7 @@ async def test_concurrency_limit_and_arrival_order() -> None:
         with fail_after(5):
             async with anyio.create_task_group() as task_group:
                 for n in range(8):
-                    task_group.start_soon(bus.request, "w", {"n": n})
+                    task_group.start_soon(request, bus, "w", {"n": n})
                     await wait_all_tasks_blocked()  # queued in this order
                 assert len(worker.queued_jobs) == 5
                 # Finishing one job at a time lets the next queued one in, in arrival order.
@@ -74,8 +76,8 @@ async def test_update_requests_are_answered_while_the_job_runs() -> None:
         await bus.subscribe(worker)
         with fail_after(5):
             async with (
-                bus.job("w", job_name="progress") as running,
-                bus.job("w", job_name="block") as queued,
+                open_job(bus, "w", job_name="progress") as running,
+                open_job(bus, "w", job_name="block") as queued,
             ):
                 updates = running.updates()
                 assert await anext(updates) == {"percent": 50}
@@ -88,7 +90,7 @@ async def test_update_requests_are_answered_while_the_job_runs() -> None:
                 await blocker.started.wait()
                 await queued.request_update()
                 assert await anext(queued.updates()) == {"state": "running"}
-            async with bus.job("nobody-home") as ghost:
+            async with open_job(bus, "nobody-home") as ghost:
                 pass
             unknown = RecordingSubscriber("u", accepts=lambda m: m.target == "probe")
             await bus.subscribe(unknown)
@@ -132,11 +134,11 @@ async def test_job_handler_methods_and_other_messages() -> None:
             return {"text": "o/"}
 
         with fail_after(5):
-            assert (await bus.request("greeter", {"who": "ann"}, job_name="greet")).response == {
+            assert (await request(bus, "greeter", {"who": "ann"}, job_name="greet")).response == {
                 "text": "hello ann"
             }
-            assert (await bus.request("greeter")).response == {"text": "hello"}
-            assert (await bus.request("greeter", job_name="wave")).response == {"text": "o/"}
+            assert (await request(bus, "greeter")).response == {"text": "hello"}
+            assert (await request(bus, "greeter", job_name="wave")).response == {"text": "o/"}
             await bus.send(BusDataMessage(source="x"))
             await bus.wait_idle()
     assert [type(m) for m in greeter.others] == [BusDataMessage]
@@ -152,7 +154,7 @@ async def test_requests_for_other_workers_are_ignored() -> None:
         await bus.subscribe(JobWorker("a", handlers={None: record}))
         await bus.subscribe(JobWorker("b", handlers={None: record}))
         with fail_after(5):
-            result = await bus.request("b")
+            result = await request(bus, "b")
             await bus.wait_idle()
     assert ran == [result.job_id]
 
@@ -163,7 +165,7 @@ async def test_a_duplicate_request_is_ignored(caplog: pytest.LogCaptureFixture) 
     async with MemoryBus() as bus:
         await bus.subscribe(worker)
         with fail_after(5):
-            async with bus.job("w", job_id="same"):
+            async with open_job(bus, "w", job_id="same"):
                 await blocker.started.wait()
                 await bus.send(BusJobRequestMessage(source="x", target="w", job_id="same"))
                 await wait_all_tasks_blocked()  # (wait_idle() would wait for the job)
@@ -180,11 +182,11 @@ async def test_a_job_worker_serves_one_bus(caplog: pytest.LogCaptureFixture) -> 
     async with MemoryBus() as first, MemoryBus() as second:
         await first.subscribe(worker)
         with fail_after(5):
-            assert (await first.request("w", {"a": 1})).response == {"a": 1}
+            assert (await request(first, "w", {"a": 1})).response == {"a": 1}
             await second.subscribe(worker)
             with pytest.raises(JobError, match="serves another bus"):
-                await second.request("w", {"a": 2})
-            assert (await first.request("w", {"a": 3})).response == {"a": 3}
+                await request(second, "w", {"a": 2})
+            assert (await request(first, "w", {"a": 3})).response == {"a": 3}
     assert "a JobWorker serves one bus" in caplog.text
     assert worker.completed == 2
 
@@ -196,7 +198,7 @@ async def test_a_failing_run_in_bus_is_logged_and_delivery_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     class Faulty(RecordingSubscriber):
-        async def run_in_bus(self, bus: WorkerBus) -> None:
+        async def run_in_bus(self, bus: BusLike) -> None:
             raise RuntimeError("hook broke")
 
     faulty = Faulty("faulty")
@@ -213,7 +215,7 @@ async def test_run_in_bus_is_cancelled_on_unsubscribe() -> None:
     ended = Event()
 
     class Background(RecordingSubscriber):
-        async def run_in_bus(self, bus: WorkerBus) -> None:
+        async def run_in_bus(self, bus: BusLike) -> None:
             started.set()
             try:
                 await anyio.sleep_forever()

@@ -1,4 +1,5 @@
-"""What the Redis buses share: identity, encoding, sequence tracking, counters, health."""
+"""What the Redis transports share (identity, encoding, sequence tracking, counters, health),
+and the bus class both Redis buses are: a :class:`~anybus.WorkerBus` given a Redis transport."""
 
 from __future__ import annotations
 
@@ -6,20 +7,26 @@ import logging
 import os
 import secrets
 import socket
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
 
 from .._bus import WorkerBus
 from .._dispatch import ErrorHook
 from .._exceptions import BusOverflowError, MessageRejected
 from .._messages import BusMessage
 from .._statistics import OverflowPolicy
+from .._transport import TransportHost
 from .._wire import Envelope, RejectionCounter, WireCodec
 from ._client import RedisSettings
 from ._monitor import Health
 
-__all__ = ["RedisStatistics", "RedisTransportBus"]
+__all__ = ["RedisBusBase", "RedisStatistics", "RedisTransport"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -93,10 +100,22 @@ def instance_id(name: str | None, *, incarnation: bool) -> str:
     return f"{base}/{secrets.token_hex(4)}" if incarnation else base
 
 
-class RedisTransportBus(WorkerBus):
-    """The common part of :class:`RedisBus` and :class:`RedisStreamBus`."""
+class RedisTransport(ABC):
+    """The common part of the pub/sub and the stream transports."""
 
-    _has_transport = True
+    @abstractmethod
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """See :meth:`anybus.Transport.serve`."""
+
+    @abstractmethod
+    async def publish(self, message: BusMessage) -> None:
+        """See :meth:`anybus.Transport.publish`."""
+
+    @abstractmethod
+    async def stop_intake(self) -> None:
+        """See :meth:`anybus.Transport.stop_intake`."""
 
     def __init__(
         self,
@@ -108,17 +127,7 @@ class RedisTransportBus(WorkerBus):
         request_timeout: float,
         health_interval: float,
         dedupe: int,
-        max_buffer: int | None,
-        overflow: OverflowPolicy | str,
-        exit_drain: float | None,
-        on_handler_error: ErrorHook | None,
     ) -> None:
-        super().__init__(
-            max_buffer=max_buffer,
-            overflow=overflow,
-            exit_drain=exit_drain,
-            on_handler_error=on_handler_error,
-        )
         if dedupe < 0:
             raise ValueError(f"dedupe cannot be negative, got {dedupe!r}")
         if isinstance(url, RedisSettings):
@@ -137,6 +146,7 @@ class RedisTransportBus(WorkerBus):
         self._published = self._publish_failures = self._unheard = 0
         self._received = self._inbound_overflow = self._gaps = self._missed = 0
         self._duplicates = self._groups_recreated = 0
+        self._host: TransportHost | None = None  # while serving
 
     @property
     def instance(self) -> str:
@@ -189,8 +199,15 @@ class RedisTransportBus(WorkerBus):
         return True
 
     async def _deliver_received(self, message: BusMessage) -> None:
-        with suppress(BusOverflowError):  # counted by the subscriptions that refused it
-            await self.deliver(message)
+        host = self._host
+        if host is not None:
+            with suppress(BusOverflowError):  # counted by the subscriptions that refused it
+                await host.deliver(message)
+
+    async def _deliver_local(self, message: BusMessage) -> None:
+        host = self._host
+        if host is not None:
+            await host.deliver(message)
 
     async def wait_connected(self, connected: bool = True) -> None:
         """Wait until the health checks find Redis reachable (or, with ``False``, unreachable).
@@ -220,5 +237,50 @@ class RedisTransportBus(WorkerBus):
     def _where(self) -> str:
         return self._settings.address
 
+    def __str__(self) -> str:
+        return f"{self._instance!r} on {self._where()}"
+
     def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, {self._instance!r} on {self._where()}>"
+        return f"<{type(self).__name__} {self}>"
+
+
+_T = TypeVar("_T", bound=RedisTransport)
+
+
+class RedisBusBase(WorkerBus, Generic[_T]):
+    """A :class:`~anybus.WorkerBus` given a Redis transport: what both Redis buses add."""
+
+    def __init__(
+        self,
+        transport: _T,
+        *,
+        max_buffer: int | None,
+        overflow: OverflowPolicy | str,
+        exit_drain: float | None,
+        on_handler_error: ErrorHook | None,
+    ) -> None:
+        super().__init__(
+            transport,
+            max_buffer=max_buffer,
+            overflow=overflow,
+            exit_drain=exit_drain,
+            on_handler_error=on_handler_error,
+        )
+        self._redis: _T = transport
+
+    @property
+    def instance(self) -> str:
+        """This bus's identity among the buses it talks to."""
+        return self._redis.instance
+
+    async def wait_connected(self, connected: bool = True) -> None:
+        """Wait until the health checks find Redis reachable (or, with ``False``, unreachable).
+
+        Outages are detected by a ping every ``health_interval`` seconds. Cancelling the wait
+        changes nothing.
+        """
+        await self._redis.wait_connected(connected)
+
+    def transport_statistics(self) -> RedisStatistics:
+        """A snapshot of the transport's counters."""
+        return self._redis.transport_statistics()

@@ -10,6 +10,7 @@ from functools import partial
 from typing import final
 
 from anyio import (
+    TASK_STATUS_IGNORED,
     BrokenResourceError,
     CancelScope,
     CapacityLimiter,
@@ -32,11 +33,12 @@ from .._dispatch import ErrorHook
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._statistics import OverflowPolicy
+from .._transport import TransportHost
 from .._wire import WireCodec
-from ._base import RecentPayloads, RedisTransportBus, instance_id
+from ._base import RecentPayloads, RedisBusBase, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, RedisClient, RedisSettings
 
-__all__ = ["RedisBus"]
+__all__ = ["PubSubTransport", "RedisBus"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -54,7 +56,7 @@ PROBE_TARGET = "anybus:probe"
 
 
 @final
-class RedisBus(RedisTransportBus):
+class RedisBus(RedisBusBase["PubSubTransport"]):
     """A bus carried over a Redis pub/sub channel: every bus on the channel gets every
     non-local message.
 
@@ -110,6 +112,49 @@ class RedisBus(RedisTransportBus):
         on_handler_error: ErrorHook | None = None,
     ) -> None:
         super().__init__(
+            PubSubTransport(
+                url,
+                channel=channel,
+                name=name,
+                codec=codec,
+                connect_timeout=connect_timeout,
+                request_timeout=request_timeout,
+                inbound_buffer=inbound_buffer,
+                outbox=outbox,
+                health_interval=health_interval,
+                dedupe=dedupe,
+            ),
+            max_buffer=max_buffer,
+            overflow=overflow,
+            exit_drain=exit_drain,
+            on_handler_error=on_handler_error,
+        )
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel."""
+        return self._redis.channel
+
+
+@final
+class PubSubTransport(RedisTransport):
+    """The transport of :class:`RedisBus`: a Redis pub/sub channel (see there)."""
+
+    def __init__(
+        self,
+        url: str | RedisSettings = "redis://127.0.0.1:6379",
+        *,
+        channel: str = "anybus",
+        name: str | None = None,
+        codec: WireCodec | None = None,
+        connect_timeout: float | None = 5.0,
+        request_timeout: float = 1.0,
+        inbound_buffer: int = 100_000,
+        outbox: int = 10_000,
+        health_interval: float = 0.5,
+        dedupe: int = 0,
+    ) -> None:
+        super().__init__(
             url,
             instance=instance_id(name, incarnation=True),
             codec=codec,
@@ -117,10 +162,6 @@ class RedisBus(RedisTransportBus):
             request_timeout=request_timeout,
             health_interval=health_interval,
             dedupe=dedupe,
-            max_buffer=max_buffer,
-            overflow=overflow,
-            exit_drain=exit_drain,
-            on_handler_error=on_handler_error,
         )
         if inbound_buffer < 1:
             raise ValueError(f"inbound_buffer must be at least 1, got {inbound_buffer!r}")
@@ -135,6 +176,8 @@ class RedisBus(RedisTransportBus):
         self._last_failure_log = -math.inf
         self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
         self._probe_heard: Event | None = None
+        self._intake: CancelScope | None = None  # the reader's, while it runs
+        self._intake_ended: Event | None = None  # set when that reader has ended
 
     @property
     def channel(self) -> str:
@@ -159,7 +202,7 @@ class RedisBus(RedisTransportBus):
         if outbox is None or not self._health.connected:
             # Numbered all the same: the receivers see the gap it leaves and report it.
             self._encode(message)
-            await self.deliver(message)
+            await self._deliver_local(message)
             self._publish_failures += 1
             state = "is not connected (run it first)" if outbox is None else "has lost redis"
             raise TransportError(f"{self!r} {state}: delivered to local subscribers only")
@@ -173,13 +216,13 @@ class RedisBus(RedisTransportBus):
                 await outbox.send(payload)
         except (BrokenResourceError, ClosedResourceError):
             # The bus stopped while this send waited for room in the outbox.
-            await self.deliver(message)
+            await self._deliver_local(message)
             self._publish_failures += 1
             raise TransportError(
                 f"{self!r} stopped before it could publish: delivered to local subscribers only"
             ) from None
         self._own.add(payload)
-        await self.deliver(message)
+        await self._deliver_local(message)
 
     async def _write(
         self, publisher: RedisClient, outbox: MemoryObjectReceiveStream[bytes]
@@ -236,7 +279,27 @@ class RedisBus(RedisTransportBus):
 
     # --- the transport ----------------------------------------------------------------------
 
-    async def _serve_transport(self, *, task_status: TaskStatus[None]) -> None:
+    async def stop_intake(self) -> None:
+        """Stop delivering what arrives on the channel; return once the reader has ended."""
+        scope, ended = self._intake, self._intake_ended
+        if scope is not None and ended is not None:
+            scope.cancel(reason="anybus: the bus stops its intake")
+            await ended.wait()
+        await checkpoint()
+
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, subscribe, confirm the subscription with a probe, then publish and read
+        until cancelled; what ``send()`` queued before that is still published (shielded,
+        bounded)."""
+        self._host = host
+        try:
+            await self._serve(task_status)
+        finally:
+            self._host = None
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
         inbound_send, inbound_receive = create_memory_object_stream[bytes](self._inbound_buffer)
         outbox_send, outbox_receive = create_memory_object_stream[bytes](self._outbox_size)
 
@@ -262,7 +325,11 @@ class RedisBus(RedisTransportBus):
                 # its first command.
                 await self._health.wait_for_server(subscriber, self._connect_timeout)
                 async with create_task_group() as task_group:
-                    task_group.start_soon(self._read, inbound_receive, name="anybus redis reader")
+                    self._intake = CancelScope()
+                    self._intake_ended = Event()
+                    task_group.start_soon(
+                        self._read, self._intake, inbound_receive, name="anybus redis reader"
+                    )
                     await self._probe(publisher)
                     task_group.start_soon(
                         self._write, publisher, outbox_receive, name="anybus redis writer"
@@ -314,7 +381,18 @@ class RedisBus(RedisTransportBus):
                 f"{self._settings.address} was not confirmed within {timeout} s"
             ) from None
 
-    async def _read(self, inbound: MemoryObjectReceiveStream[bytes]) -> None:
+    async def _read(self, scope: CancelScope, inbound: MemoryObjectReceiveStream[bytes]) -> None:
+        try:
+            with scope:
+                await self._read_all(inbound)
+        finally:
+            ended = self._intake_ended
+            if self._intake is scope:
+                self._intake = None
+            if ended is not None:
+                ended.set()
+
+    async def _read_all(self, inbound: MemoryObjectReceiveStream[bytes]) -> None:
         # Take what has arrived without a scheduling round trip per message (as the workers
         # do), so that the workers wake once per batch rather than once per message.
         handled = 0

@@ -7,28 +7,34 @@ import logging
 import math
 import os
 import socket
+from collections import deque
 from typing import final
 
 from anyio import (
+    TASK_STATUS_IGNORED,
     CancelScope,
     CapacityLimiter,
+    Event,
     Lock,
     create_task_group,
+    current_time,
     fail_after,
     move_on_after,
     sleep,
 )
 from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
 from .._dispatch import ErrorHook
 from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._statistics import OverflowPolicy
+from .._transport import DeliveryMark, TransportHost
 from .._wire import WireCodec
-from ._base import RecentPayloads, RedisTransportBus, instance_id
+from ._base import RecentPayloads, RedisBusBase, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
 
-__all__ = ["RedisStreamBus"]
+__all__ = ["RedisStreamBus", "StreamTransport"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -41,12 +47,12 @@ _default_names = itertools.count(1)
 
 
 @final
-class RedisStreamBus(RedisTransportBus):
+class RedisStreamBus(RedisBusBase["StreamTransport"]):
     """A bus carried over a Redis stream: durable and at-least-once.
 
     Every message is added to the stream (``XADD``). Each bus instance reads it through a
     consumer group of its own, named after the instance, so every instance receives every
-    message, and acknowledges an entry only once the message is in its subscribers' inboxes.
+    message, and acknowledges an entry only once every subscriber has handled its message.
     An instance that disconnects, or whose process restarts under the same ``name``, resumes
     where it left off: entries it had been given but not acknowledged are given again.
 
@@ -102,6 +108,56 @@ class RedisStreamBus(RedisTransportBus):
         exit_drain: float | None = 5.0,
         on_handler_error: ErrorHook | None = None,
     ) -> None:
+        super().__init__(
+            StreamTransport(
+                url,
+                stream=stream,
+                name=name,
+                codec=codec,
+                connect_timeout=connect_timeout,
+                request_timeout=request_timeout,
+                health_interval=health_interval,
+                max_len=max_len,
+                send_deadline=send_deadline,
+                dedupe=dedupe,
+                read_batch=read_batch,
+            ),
+            max_buffer=max_buffer,
+            overflow=overflow,
+            exit_drain=exit_drain,
+            on_handler_error=on_handler_error,
+        )
+
+    @property
+    def stream(self) -> str:
+        """The stream's key."""
+        return self._redis.stream
+
+    @property
+    def group(self) -> str:
+        """This instance's consumer group (and consumer) name."""
+        return self._redis.group
+
+
+@final
+class StreamTransport(RedisTransport):
+    """The transport of :class:`RedisStreamBus`: a Redis stream (see there)."""
+
+    def __init__(
+        self,
+        url: str | RedisSettings = "redis://127.0.0.1:6379",
+        *,
+        stream: str = "anybus",
+        name: str | None = None,
+        codec: WireCodec | None = None,
+        connect_timeout: float | None = 5.0,
+        request_timeout: float = 1.0,
+        health_interval: float = 0.5,
+        max_len: int = 100_000,
+        send_deadline: float = 10.0,
+        dedupe: int = 10_000,
+        read_batch: int = 100,
+    ) -> None:
         # The default is unique to this instance (so two buses of one process do not share a
         # group, and so each get every message), and so it cannot resume after a restart.
         group = name or f"{socket.gethostname()}-{os.getpid()}-{next(_default_names)}"
@@ -115,10 +171,6 @@ class RedisStreamBus(RedisTransportBus):
             request_timeout=request_timeout,
             health_interval=health_interval,
             dedupe=dedupe,
-            max_buffer=max_buffer,
-            overflow=overflow,
-            exit_drain=exit_drain,
-            on_handler_error=on_handler_error,
         )
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len!r}")
@@ -136,6 +188,11 @@ class RedisStreamBus(RedisTransportBus):
         self._send_lock = Lock()
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
+        # Entries read and not acknowledged yet, in read order, each with the host's mark
+        # taken just after its message was delivered (None: nothing to wait for).
+        self._unacked: deque[tuple[str, DeliveryMark | None]] = deque()
+        self._intake: CancelScope | None = None  # the reader's, while it runs
+        self._intake_ended: Event | None = None  # set when that reader has ended
 
     @property
     def stream(self) -> str:
@@ -163,7 +220,7 @@ class RedisStreamBus(RedisTransportBus):
         # Encoded once up front so that a message that cannot be encoded is refused before
         # anything is delivered; encoded again, numbered, in turn below.
         self._codec.encode(message, sender=self._instance, seq=0)
-        await self.deliver(message)
+        await self._deliver_local(message)
         # One send at a time per bus: entries reach the stream in the order of their sequence
         # numbers, so receivers never mistake a reordering for a loss.
         async with self._send_lock:
@@ -200,7 +257,30 @@ class RedisStreamBus(RedisTransportBus):
 
     # --- the transport ----------------------------------------------------------------------
 
-    async def _serve_transport(self, *, task_status: TaskStatus[None]) -> None:
+    async def stop_intake(self) -> None:
+        """Stop reading the stream; return once the reader has ended.
+
+        A read in flight is abandoned: the entries it was given stay pending for this
+        consumer and come again when an instance of this name reads next.
+        """
+        scope, ended = self._intake, self._intake_ended
+        if scope is not None and ended is not None:
+            scope.cancel(reason="anybus: the bus stops its intake")
+            await ended.wait()
+        await checkpoint()
+
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, make sure of the consumer group, then read until cancelled; then
+        acknowledge what the host handled (shielded, bounded) and close."""
+        self._host = host
+        try:
+            await self._serve(host, task_status)
+        finally:
+            self._host = None
+
+    async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
         name = self._instance.replace("/", "-")
         writer = await RedisClient.create(self._settings, name=f"anybus-write-{name}")
         # A blocking XREADGROUP holds its connection: the reader has a client of its own.
@@ -212,16 +292,54 @@ class RedisStreamBus(RedisTransportBus):
                 "%r: consumer group %r %s", self, self._group, "created" if created else "resumed"
             )
             async with create_task_group() as task_group:
-                task_group.start_soon(self._read, reader, name="anybus redis stream reader")
+                self._intake = CancelScope()
+                self._intake_ended = Event()
+                task_group.start_soon(
+                    self._read, self._intake, host, reader, name="anybus redis stream reader"
+                )
                 task_group.start_soon(self._health.watch, writer, name="anybus redis health")
                 self._writer = writer
                 task_status.started()
         finally:
             self._writer = None
-            with CancelScope(shield=True), move_on_after(2):
+            with CancelScope(shield=True) as scope:
+                scope.deadline = current_time() + 2
+                # The last step of the ordered stop: acknowledge exactly what was handled
+                # (with the writer: the reader's connection may be held by a cancelled read).
+                await self._settle(writer, host, final=True)
                 await writer.close()
                 # Also ends a read the cancellation left blocked on the server.
                 await reader.close()
+
+    async def _settle(self, client: RedisClient, host: TransportHost, *, final: bool) -> None:
+        """Acknowledge the entries read so far whose messages every subscriber handled, in
+        read order up to the first that is still being handled."""
+        unacked = self._unacked
+        done: list[str] = []
+        while unacked:
+            entry_id, mark = unacked[0]
+            if mark is not None and not host.handled(mark):
+                break
+            done.append(entry_id)
+            unacked.popleft()
+        if final:
+            left = len(unacked)
+            if left:
+                logger.info(
+                    "%r: %d entr%s not handled when the bus stopped: left unacknowledged, "
+                    "they come again next time",
+                    self,
+                    left,
+                    "y" if left == 1 else "ies",
+                )
+            unacked.clear()
+        if not done:
+            return
+        try:
+            await client.ack(self._stream, self._group, done)
+        except TransportError as exc:
+            # Not acknowledged: they will be given again, and dropped as repeats.
+            logger.debug("%r: acknowledging failed: %s", self, exc)
 
     async def _ensure_group(self, client: RedisClient) -> bool:
         timeout = math.inf if self._connect_timeout is None else self._connect_timeout
@@ -232,10 +350,23 @@ class RedisStreamBus(RedisTransportBus):
                 except TransportError:
                     await sleep(0.05)
 
-    async def _read(self, client: RedisClient) -> None:
+    async def _read(self, scope: CancelScope, host: TransportHost, client: RedisClient) -> None:
+        try:
+            with scope:
+                await self._read_all(host, client)
+        finally:
+            ended = self._intake_ended
+            if self._intake is scope:
+                self._intake = None
+            if ended is not None:
+                ended.set()
+
+    async def _read_all(self, host: TransportHost, client: RedisClient) -> None:
         pending = True  # first, what was given to this consumer before and never acknowledged
+        after = "0"  # in a pending pass: the last pending entry read
         delay = 0.05
         while True:
+            await self._settle(client, host, final=False)
             try:
                 entries = await client.read_group(
                     self._stream,
@@ -244,6 +375,7 @@ class RedisStreamBus(RedisTransportBus):
                     pending=pending,
                     count=self._read_batch,
                     block=min(1.0, max(0.05, self._settings.request_timeout / 2)),
+                    after=after,
                 )
             except NoGroupError:
                 await self._recreate_group(client)
@@ -253,16 +385,21 @@ class RedisStreamBus(RedisTransportBus):
                 logger.debug("%r: reading the stream failed: %s", self, exc)
                 # A read whose answer was lost still gave its entries to this consumer: read
                 # what is pending first when the connection is back.
-                pending = True
+                pending, after = True, "0"
                 await sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 continue
             delay = 0.05
-            if pending and not entries:
-                pending = False
-                continue
-            done: list[str] = []
+            if pending:
+                if not entries:
+                    pending = False
+                    continue
+                after = entries[-1][0]
+                # Entries this run read before (delivered, not yet handled) keep their place.
+                known = {entry_id for entry_id, _ in self._unacked}
+                entries = [entry for entry in entries if entry[0] not in known]
             for entry_id, payload in entries:
+                mark: DeliveryMark | None = None
                 if payload is not None and not self._own.discard_if_present(payload):
                     envelope = self._decode(payload, self._stream)
                     if (
@@ -271,13 +408,8 @@ class RedisStreamBus(RedisTransportBus):
                         and self._is_new(envelope)
                     ):
                         await self._deliver_received(envelope.message)
-                done.append(entry_id)
-            try:
-                await client.ack(self._stream, self._group, done)
-            except TransportError as exc:
-                # Not acknowledged: they will be given again, and dropped as repeats.
-                logger.debug("%r: acknowledging failed: %s", self, exc)
-                pending = True
+                        mark = host.mark()
+                self._unacked.append((entry_id, mark))
 
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:

@@ -20,19 +20,17 @@ from ._common import TIMEOUT, BusFactory, ids
 class SubscriptionTests:
     """``subscribe()``, ``unsubscribe()`` and ``accepts_bus_message()``."""
 
-    async def test_subscribe_is_idempotent_per_name(
-        self, bus_factory: BusFactory, caplog: pytest.LogCaptureFixture
-    ) -> None:
+    async def test_subscribe_is_idempotent_per_name(self, bus_factory: BusFactory) -> None:
         """Subscribing the same subscriber twice is a no-op; another subscriber under a taken name
-        is logged and ignored; each message is handled once.
+        is refused with a ValueError naming it; each message is handled once.
         """
         bus = bus_factory()
         first = RecordingSubscriber("same")
-        await bus.subscribe(first)
-        await bus.subscribe(first)
-        await bus.subscribe(RecordingSubscriber("same"))
+        assert await bus.subscribe(first) is first
+        assert await bus.subscribe(first) is first
+        with pytest.raises(ValueError, match="a subscriber named 'same' is already subscribed"):
+            await bus.subscribe(RecordingSubscriber("same"))
         assert bus.subscribers == [first]
-        assert "already subscribed" in caplog.text
         async with bus:
             await bus.send(BusDataMessage(source="t"))
             with anyio.fail_after(5):

@@ -1,0 +1,87 @@
+"""The caller side of jobs, as functions of a bus: :func:`request` and :func:`open_job`.
+
+Jobs are a leaf of the library: they use the bus through its public API (``send``,
+``subscribe``) and the bus knows nothing of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from typing import Any
+
+from anyio import move_on_after
+
+from ._bus import WorkerBus
+from ._exceptions import JobTimeout
+from ._jobs import CANCEL_TIMEOUT, Job, JobResult
+
+__all__ = ["open_job", "request"]
+
+
+def open_job(
+    bus: WorkerBus,
+    worker: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    job_name: str | None = None,
+    source: str | None = None,
+    job_id: str | None = None,
+    cancel_timeout: float = CANCEL_TIMEOUT,
+) -> Job:
+    """Send a job to ``worker`` on ``bus``; follow it: ``async with open_job(bus, ...) as job:``.
+
+    Entering the block sends a :class:`~anybus.BusJobRequestMessage` (``payload``,
+    ``job_name``) addressed to ``worker``; inside it, read ``job.updates()``,
+    ``job.stream()`` and ``await job.result()`` (see :class:`Job`). Answers are addressed to
+    ``source`` (by default the name of the bus's job client, a subscriber the first job adds)
+    and matched by the job's id (``job_id``, by default a random one).
+
+    Leaving the block before the job has ended — cancelled, timed out, raised, or done
+    waiting — sends a :class:`~anybus.BusJobCancelMessage` to the worker, shielded from the
+    cancellation, for at most ``cancel_timeout`` seconds. So does leaving it after this side
+    gave up on the job (say, the worker announced an error) without the worker's answer.
+    """
+    return Job(
+        bus,
+        worker,
+        payload,
+        job_name=job_name,
+        source=source,
+        job_id=job_id,
+        cancel_timeout=cancel_timeout,
+    )
+
+
+async def request(
+    bus: WorkerBus,
+    worker: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    job_name: str | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the job's deadline, a part of the call
+    source: str | None = None,
+) -> JobResult:
+    """Send a job to ``worker`` on ``bus``, wait for its response and return it.
+
+    Updates and stream chunks the worker sends are ignored (use :func:`open_job` to read
+    them). If the call is cancelled, or ``timeout`` seconds pass without a response, a
+    :class:`~anybus.BusJobCancelMessage` is sent to the worker (see :func:`open_job`).
+
+    Raises:
+        JobTimeout: if no response came within ``timeout`` seconds.
+        JobFailed: if the worker answered ``failed`` (the handler raised ``JobFailed``).
+        JobCancelled: if the worker answered ``cancelled``.
+        JobError: if the worker answered ``error``, or announced an error of its own
+            (``BusWorkerErrorMessage``) while the job was outstanding.
+    """
+    job = open_job(bus, worker, payload, job_name=job_name, source=source)
+    # No cancel scope at all without a timeout: one less per request.
+    with move_on_after(timeout) if timeout is not None else nullcontext():
+        async with job:
+            return await job.result()
+    raise JobTimeout(
+        f"job {job.id} at {worker!r} did not answer within {timeout} s; it was cancelled",
+        job_id=job.id,
+        worker=worker,
+    )

@@ -1,0 +1,138 @@
+"""What a transport must do to carry a bus's messages, and the transport of the in-memory bus.
+
+A :class:`~anybus.WorkerBus` owns its subscriptions, their dispatch and its lifecycle; it is
+*given* a transport, which does three things and nothing else:
+
+* :meth:`Transport.serve` — connect, start taking messages from the network and hand each to
+  :meth:`TransportHost.deliver`; call ``task_status.started()`` once messages flow both ways;
+  run until cancelled, then acknowledge what :meth:`TransportHost.handled` says was handled and
+  close.
+* :meth:`Transport.publish` — carry one message to every bus on the transport, this one's
+  local subscribers included (usually through :meth:`TransportHost.deliver` directly).
+* :meth:`Transport.stop_intake` — the first step of the ordered stop: stop taking messages
+  from the network, and return once nothing more will be delivered.
+
+The bus stops in this order: ``stop_intake()`` → drain the inboxes (up to the bus's deadline)
+→ cancel ``serve()``, which acknowledges exactly what was handled and closes. Nothing read
+after intake stopped is delivered, so nothing of it is acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, final
+
+from anyio import TASK_STATUS_IGNORED, sleep_forever
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
+
+if TYPE_CHECKING:
+    from ._messages import BusMessage
+
+__all__ = ["DeliveryMark", "MemoryTransport", "Transport", "TransportHost"]
+
+
+class DeliveryMark(Protocol):
+    """A point in a bus's deliveries, from :meth:`TransportHost.mark` (opaque)."""
+
+
+class TransportHost(Protocol):
+    """What a bus offers the transport it is given."""
+
+    async def deliver(self, message: BusMessage) -> None:
+        """Put ``message`` in every local subscriber's inbox, by their overflow policies.
+
+        Under the ``block`` policy it waits for room first, so a cancelled call has queued
+        the message nowhere.
+        """
+        ...
+
+    def mark(self) -> DeliveryMark:
+        """A mark of everything delivered so far, to ask :meth:`handled` about later."""
+        ...
+
+    def handled(self, mark: DeliveryMark) -> bool:
+        """Whether every message delivered before ``mark`` was taken was handled.
+
+        Handled means: its handler returned (or raised), a filter refused it, or an overflow
+        policy dropped it, for every subscriber. A message whose handler was cancelled, or
+        that was taken out of an inbox undelivered when a drain ended, is not handled.
+        """
+        ...
+
+
+class Transport(Protocol):
+    """What carries a bus's messages between processes: see the module docs for the contract.
+
+    Write one as a module implementing these three methods, give it to
+    :class:`~anybus.WorkerBus` (``WorkerBus(transport=MyTransport(...))``), and run
+    :mod:`anybus.testing`'s conformance suite against it.
+    """
+
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Carry messages for ``host`` until cancelled.
+
+        Called by the bus in its own task group when it starts. Calls
+        ``task_status.started()`` once :meth:`publish` works and incoming messages reach
+        ``host.deliver()``; an exception before that fails the bus's start. When cancelled,
+        acknowledge what ``host.handled()`` reports (a durable transport) and close,
+        shielded with a deadline.
+        """
+        ...
+
+    async def publish(self, message: BusMessage) -> None:
+        """Carry ``message`` to every bus on the transport, this one's subscribers included.
+
+        Each transport documents what a cancelled ``publish()`` has done.
+        """
+        ...
+
+    async def stop_intake(self) -> None:
+        """Stop handing incoming messages to the host; return once none will be.
+
+        A no-op when not serving. Called before the bus drains its inboxes.
+        """
+        ...
+
+
+@final
+class MemoryTransport:
+    """The transport of :class:`~anybus.MemoryBus`: this process's memory.
+
+    :meth:`publish` delivers to the host's subscribers directly; nothing is serialized. The bus
+    recognises this transport and takes its own fast path instead of calling :meth:`publish`.
+    """
+
+    def __init__(self) -> None:
+        self._host: TransportHost | None = None
+
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold on to ``host`` until cancelled; nothing to connect."""
+        self._host = host
+        try:
+            task_status.started()
+            await sleep_forever()
+        finally:
+            self._host = None
+
+    async def publish(self, message: BusMessage) -> None:
+        """Deliver ``message`` to the host's subscribers (as :meth:`TransportHost.deliver`).
+
+        Cancelled while it waits for room (the ``block`` policy), it has queued the message
+        nowhere.
+        """
+        host = self._host
+        if host is None:
+            await checkpoint()
+            return
+        await host.deliver(message)
+
+    async def stop_intake(self) -> None:
+        """Nothing comes from outside the process: a checkpoint."""
+        await checkpoint()
+
+    def __str__(self) -> str:
+        return "memory"
