@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import anyio
 import pytest
@@ -29,12 +30,15 @@ async def test_drop_newest_keeps_the_first_messages() -> None:
     bus = MemoryBus(max_buffer=3, overflow="drop_newest")
     recorder = await bus.subscribe(RecordingSubscriber("r"))
     sent = data(5)
-    for message in sent:
-        await bus.send(message)
-    stats = bus.statistics().subscriptions[0]
-    assert (stats.queued_data, stats.dropped, stats.high_water_mark) == (3, 2, 3)
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()  # nothing is handled: the inbox fills up
+        for message in sent:
+            await bus.send(message)
+        stats = bus.statistics().subscriptions[0]
+        assert (stats.queued_data, stats.dropped, stats.high_water_mark) == (3, 2, 3)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == sent[:3]
 
 
@@ -43,10 +47,13 @@ async def test_drop_oldest_keeps_the_latest_messages(caplog: pytest.LogCaptureFi
     bus = MemoryBus(max_buffer=3, overflow=OverflowPolicy.DROP_OLDEST)
     recorder = await bus.subscribe(RecordingSubscriber("r"))
     sent = data(6)
-    for message in sent:
-        await bus.send(message)
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()
+        for message in sent:
+            await bus.send(message)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == sent[3:]
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     # One warning when the subscriber starts dropping, then debug lines only.
@@ -60,11 +67,14 @@ async def test_system_messages_are_never_bounded(overflow: str) -> None:
     bus = MemoryBus(max_buffer=1, overflow=overflow)
     recorder = await bus.subscribe(RecordingSubscriber("r"))
     cancels = [BusCancelMessage(source="t") for _ in range(10)]
-    for message in cancels:
-        await bus.send(message)
-    assert bus.statistics().subscriptions[0].queued_system == 10
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()
+        for message in cancels:
+            await bus.send(message)  # never blocks, drops or refuses, whatever the policy
+        assert bus.statistics().subscriptions[0].queued_system == 10
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == cancels
 
 
@@ -73,17 +83,20 @@ async def test_error_policy_refuses_and_names_the_full_subscriber() -> None:
     strict = await bus.subscribe(RecordingSubscriber("strict"), max_buffer=2, overflow="error")
     relaxed = await bus.subscribe(RecordingSubscriber("relaxed"))
     sent = data(3)
-    await bus.send(sent[0])
-    await bus.send(sent[1])
-    with pytest.raises(BusOverflowError) as info:
-        await bus.send(sent[2])
-    assert info.value.subscribers == ("strict",)
-    assert str(info.value) == (
-        f"inbox full for subscriber(s) 'strict': {sent[2].name} was not queued for them; "
-        "raise their max_buffer, or choose another overflow policy"
-    )
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()
+        await bus.send(sent[0])
+        await bus.send(sent[1])
+        with pytest.raises(BusOverflowError) as info:
+            await bus.send(sent[2])
+        assert info.value.subscribers == ("strict",)
+        assert str(info.value) == (
+            f"inbox full for subscriber(s) 'strict': {sent[2].name} was not queued for them; "
+            "raise their max_buffer, or choose another overflow policy"
+        )
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert strict.messages == sent[:2]
     assert relaxed.messages == sent  # the others still got it
     assert bus.statistics().subscriptions[0].refused == 1
@@ -165,13 +178,24 @@ async def test_a_blocked_send_waits_for_a_stopped_bus_to_start() -> None:
 async def test_unsubscribing_wakes_a_sender_blocked_on_that_inbox() -> None:
     bus = MemoryBus(max_buffer=1)
     recorder = await bus.subscribe(RecordingSubscriber("r"))
-    await bus.send(BusDataMessage(source="t"))  # bus not running: stays queued
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(bus.send, BusDataMessage(source="t"))
-        await wait_all_tasks_blocked()
-        with anyio.fail_after(5):
-            await bus.unsubscribe(recorder)
-    assert bus.subscribers == []
+    finished = anyio.Event()
+
+    async def blocked_send() -> None:
+        await bus.send(BusDataMessage(source="t"))
+        finished.set()
+
+    async with bus:
+        await bus.stop()
+        await bus.send(BusDataMessage(source="t"))  # bus stopped: stays queued, inbox full
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(blocked_send)
+            await wait_all_tasks_blocked()
+            assert not finished.is_set()
+            with anyio.fail_after(5):
+                await bus.unsubscribe(recorder)
+                await finished.wait()
+        assert bus.subscribers == []
+    assert recorder.messages == []
 
 
 async def test_handlers_sending_on_a_full_bus_do_not_deadlock() -> None:
@@ -210,10 +234,13 @@ async def test_a_subscriber_can_override_the_bus_defaults() -> None:
     bounded = await bus.subscribe(RecordingSubscriber("bounded"))
     unbounded = await bus.subscribe(RecordingSubscriber("unbounded"), max_buffer=None)
     sent = data(5)
-    for message in sent:
-        await bus.send(message)
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()
+        for message in sent:
+            await bus.send(message)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert bounded.messages == sent[:1]
     assert unbounded.messages == sent
     stats = {s.name: s for s in bus.statistics().subscriptions}
@@ -223,13 +250,38 @@ async def test_a_subscriber_can_override_the_bus_defaults() -> None:
 
 
 async def test_bad_settings_are_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="max_buffer must be at least 1"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "max_buffer must be a whole number of at least 1 (or None for unbounded), got 0"
+        ),
+    ):
         MemoryBus(max_buffer=0)
-    with pytest.raises(ValueError, match="exit_drain cannot be negative, got -1"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("exit_drain must be a number of seconds >= 0 (or None), got -1"),
+    ):
         MemoryBus(exit_drain=-1)
-    with pytest.raises(ValueError, match="'sometimes' is not a valid OverflowPolicy"):
-        MemoryBus(overflow="sometimes")
     bus = MemoryBus()
-    with pytest.raises(ValueError, match="max_buffer must be at least 1"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "max_buffer must be a whole number of at least 1 (or None for unbounded), got -5"
+        ),
+    ):
         await bus.subscribe(RecordingSubscriber("r"), max_buffer=-5)
+    assert bus.subscribers == []
+
+
+BAD_OVERFLOW = "overflow must be one of 'block', 'drop_oldest', 'drop_newest', 'error', got 'drop'"
+
+
+async def test_an_unknown_overflow_policy_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(BAD_OVERFLOW)}$") as info:
+        MemoryBus(overflow="drop")
+    # Not chained to the enum's own "'drop' is not a valid OverflowPolicy".
+    assert info.value.__suppress_context__
+    bus = MemoryBus()
+    with pytest.raises(ValueError, match=f"^{re.escape(BAD_OVERFLOW)}$"):
+        await bus.subscribe(RecordingSubscriber("r"), overflow="drop")
     assert bus.subscribers == []

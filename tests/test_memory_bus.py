@@ -7,14 +7,18 @@ import gc
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
 from anybus import (
     BusCancelMessage,
     BusDataMessage,
     BusLocalMessage,
     BusMessage,
+    BusStateError,
     BusWorkerLocalErrorMessage,
     MemoryBus,
+    TransportHost,
     WorkerBus,
 )
 from anybus._bus import SEND_YIELD_INTERVAL
@@ -30,17 +34,45 @@ class TestMemoryBus(BusConformance):
         return MemoryBus
 
 
+async def test_send_outside_the_running_bus_is_refused_and_says_what_to_do() -> None:
+    bus = MemoryBus()
+    recorder = await bus.subscribe(RecordingSubscriber("r"))
+    expected = (
+        "<MemoryBus stopped, 1 subscriber, 0 queued> is not running: send inside "
+        "'async with bus:' or after 'await task_group.start(bus.run)'"
+    )
+    with pytest.raises(BusStateError) as before:
+        await bus.send(BusDataMessage(source="t"))
+    assert str(before.value) == expected
+    async with bus:
+        await bus.send(sent := BusDataMessage(source="t"))
+    with pytest.raises(BusStateError) as after:
+        await bus.send(BusCancelMessage(source="t"))
+    assert str(after.value) == expected
+    async with anyio.create_task_group() as tg:
+        await tg.start(bus.run)
+        await bus.stop()
+    with pytest.raises(BusStateError, match=r"is not running: send inside"):
+        await bus.send(BusDataMessage(source="t"))
+    # The refused sends were counted nowhere and queued nowhere.
+    assert recorder.messages == [sent]
+    assert (bus.statistics().sent, bus.statistics().queued) == (1, 0)
+
+
 async def test_unsubscribe_while_stopped_discards_the_queue() -> None:
     bus = MemoryBus()
     recorder = RecordingSubscriber("r")
     await bus.subscribe(recorder)
-    await bus.send(BusDataMessage(source="t"))
-    assert "1 queued" in repr(bus)
-    await bus.unsubscribe(recorder)
-    assert repr(bus) == "<MemoryBus stopped, 0 subscribers, 0 queued>"
-    await bus.subscribe(recorder)
     async with bus:
-        await wait_all_tasks_blocked()
+        await bus.stop()
+        await bus.send(BusDataMessage(source="t"))
+        assert "1 queued" in repr(bus)
+        await bus.unsubscribe(recorder)
+        assert repr(bus) == "<MemoryBus stopped, 0 subscribers, 0 queued>"
+        await bus.subscribe(recorder)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == []
 
 
@@ -48,24 +80,31 @@ async def test_repr_tells_the_state() -> None:
     bus = MemoryBus()
     assert repr(bus) == "<MemoryBus stopped, 0 subscribers, 0 queued>"
     await bus.subscribe(RecordingSubscriber("a"))
-    await bus.send(BusDataMessage(source="t"))
-    await bus.send(BusCancelMessage(source="t"))
-    assert repr(bus) == "<MemoryBus stopped, 1 subscriber, 2 queued>"
     async with bus:
-        await wait_all_tasks_blocked()
+        await bus.stop()
+        await bus.send(BusDataMessage(source="t"))
+        await bus.send(BusCancelMessage(source="t"))
+        assert repr(bus) == "<MemoryBus stopped, 1 subscriber, 2 queued>"
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
         assert repr(bus) == "<MemoryBus running, 1 subscriber, 0 queued>"
+    assert repr(bus) == "<MemoryBus stopped, 1 subscriber, 0 queued>"
 
 
-async def test_messages_sent_before_the_first_run_are_dispatched_system_first() -> None:
+async def test_messages_queued_while_stopped_are_dispatched_system_first() -> None:
     bus = MemoryBus()
     recorder = await bus.subscribe(RecordingSubscriber("r"))
     data = [BusDataMessage(source="t") for _ in range(3)]
     cancel = BusCancelMessage(source="t")
-    for message in [data[0], cancel, *data[1:]]:
-        await bus.send(message)
-    assert "4 queued" in repr(bus)
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()
+        for message in [data[0], cancel, *data[1:]]:
+            await bus.send(message)
+        assert "4 queued" in repr(bus)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == [cancel, *data]
 
 
@@ -89,54 +128,88 @@ async def test_the_filter_is_asked_when_the_message_is_handed_over() -> None:
     recorder = RecordingSubscriber("r", accepts=lambda message: accepting)
     bus = MemoryBus()
     await bus.subscribe(recorder)
-    await bus.send(BusDataMessage(source="t"))  # queued while the filter still accepts
-    accepting = False
     async with bus:
-        await wait_all_tasks_blocked()
+        await bus.stop()
+        await bus.send(BusDataMessage(source="t"))  # queued while the filter still accepts
+        assert bus.statistics().queued == 1
+        accepting = False
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
     assert recorder.messages == []
 
 
-class RecordingBus(WorkerBus):
-    """A transport that records what reaches publish() and delivers nothing itself."""
+class RecordingTransport:
+    """A transport that records what reaches publish() and delivers nothing itself.
+
+    While it serves, ``host`` is the bus it serves: a test hands messages to
+    ``host.deliver()`` as a network transport's reader would.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self.published: list[BusMessage] = []
+        self.host: TransportHost | None = None
+
+    async def serve(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.host = host
+        try:
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            self.host = None
 
     async def publish(self, message: BusMessage) -> None:
         self.published.append(message)
+        await checkpoint()
+
+    async def stop_intake(self) -> None:
+        await checkpoint()
+
+    def __str__(self) -> str:
+        return "recording"
 
 
-async def test_local_messages_skip_publish_and_others_go_through_it() -> None:
+async def test_local_messages_skip_the_transport_and_others_go_through_it() -> None:
     recorder = RecordingSubscriber("r")
     local = BusWorkerLocalErrorMessage(source="t", error="child failed")
     remote = BusDataMessage(source="t")
-    async with RecordingBus() as bus:
+    transport = RecordingTransport()
+    bus = WorkerBus(transport=transport)
+    assert bus.transport is transport
+    assert transport.host is None  # served only while the bus runs
+    async with bus:
+        assert transport.host is bus
+        assert repr(bus) == "<WorkerBus running, 0 subscribers, 0 queued, recording>"
         await bus.subscribe(recorder)
         await bus.send(local)
         await bus.send(remote)
         with anyio.fail_after(5):
             await recorder.wait_for_count(1)
         await wait_all_tasks_blocked()
-        assert bus.published == [remote]
+        assert transport.published == [remote]
         assert recorder.messages == [local]
-        # What the transport hands back reaches the subscribers through deliver().
-        await bus.deliver(remote)
+        # What the transport hands to its host reaches the subscribers.
+        await transport.host.deliver(remote)
         with anyio.fail_after(5):
             await recorder.wait_for_count(2)
+    assert transport.host is None
     assert recorder.messages == [local, remote]
+    assert transport.published == [remote]
 
 
 async def test_a_user_defined_local_message_stays_local() -> None:
     class Note(BusDataMessage, BusLocalMessage):
         pass
 
-    async with RecordingBus() as bus:
+    transport = RecordingTransport()
+    async with WorkerBus(transport=transport) as bus:
         await bus.subscribe(recorder := RecordingSubscriber("r"))
         await bus.send(note := Note(source="t"))
         with anyio.fail_after(5):
             await recorder.wait_for_count(1)
-        assert bus.published == []
+        assert transport.published == []
         assert recorder.messages == [note]
 
 
@@ -176,8 +249,8 @@ async def test_a_dropped_bus_closes_its_inboxes_quietly() -> None:
         holder = Holder("holder")
         holder.bus = bus
         await bus.subscribe(holder)
-        await bus.send(BusDataMessage(source="t"))
         async with bus:
+            await bus.send(BusDataMessage(source="t"))
             with anyio.fail_after(5):
                 await holder.wait_for_count(1)
         del bus, holder

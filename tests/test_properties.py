@@ -10,6 +10,7 @@ the same machine runs on asyncio and on trio. After every step the invariants ar
 * priority: a system message starts before every data message that had not started when the
   system message was sent;
 * nothing is handled after unsubscribe, and a stopped bus keeps what is queued;
+* a name holds one subscriber: the same one again is a no-op, another is refused;
 * no task is left behind after a stop.
 """
 
@@ -23,6 +24,7 @@ from functools import partial
 from typing import ClassVar
 
 import anyio
+import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from anyio.lowlevel import checkpoint
 from hypothesis import HealthCheck, settings
@@ -76,6 +78,7 @@ class Expected:
     """What one subscription should see: the messages sent while it was subscribed."""
 
     key: str
+    worker: Worker
     sent: list[BusMessage]
     active: bool = True
     handled_at_unsubscribe: int = 0
@@ -118,14 +121,32 @@ class BusMachine(RuleBasedStateMachine):
 
     # --- rules ------------------------------------------------------------------------------
 
-    @rule(name=st.sampled_from(NAMES), kind=st.sampled_from(["fast", "slow", "failing"]))
-    def subscribe(self, name: str, kind: str) -> None:
+    @rule(
+        name=st.sampled_from(NAMES),
+        kind=st.sampled_from(["fast", "slow", "failing"]),
+        same=st.booleans(),
+    )
+    def subscribe(self, name: str, kind: str, same: bool) -> None:
+        """Subscribe a new worker; under a taken name, subscribe the same worker again (a
+        no-op) or another one (refused), and check that either changes nothing."""
         current = self.current.get(name)
         if current is None or not current.active:
-            current = Expected(key=f"{name}#{len(self.history)}", sent=[])
+            key = f"{name}#{len(self.history)}"
+            worker = Worker(name, key, kind, self.log)
+            current = Expected(key=key, worker=worker, sent=[])
             self.current[name] = current
             self.history.append(current)
-        self.portal.call(self.bus.subscribe, Worker(name, current.key, kind, self.log))
+            assert self.portal.call(self.bus.subscribe, worker) is worker
+            return
+        before = self.portal.call(self._subscribers)
+        if same:
+            assert self.portal.call(self.bus.subscribe, current.worker) is current.worker
+        else:
+            # Logging under the same key: were it subscribed, it would handle messages twice.
+            other = Worker(name, current.key, kind, self.log)
+            with pytest.raises(ValueError, match=f"a subscriber named {name!r} is already"):
+                self.portal.call(self.bus.subscribe, other)
+        assert self.portal.call(self._subscribers) == before
 
     @rule(name=st.sampled_from(NAMES))
     def unsubscribe(self, name: str) -> None:
@@ -226,6 +247,9 @@ class BusMachine(RuleBasedStateMachine):
 
     async def _snapshot(self) -> list[tuple[str, str, str]]:
         return list(self.log)
+
+    async def _subscribers(self) -> list[BusSubscriber]:
+        return self.bus.subscribers
 
     @invariant()
     def delivery_is_at_most_once_in_lane_order_with_priority(self) -> None:

@@ -180,11 +180,21 @@ async def test_wait_idle_returns_at_once_on_an_idle_bus() -> None:
 async def test_wait_idle_can_be_cancelled() -> None:
     bus = MemoryBus()
     recorder = await bus.subscribe(RecordingSubscriber("r"))
-    await bus.send(BusDataMessage(source="t"))  # queued on a stopped bus: never idle
-    with anyio.move_on_after(0.01) as scope:
+    returned = anyio.Event()
+
+    async def wait_idle() -> None:
         await bus.wait_idle()
-    assert scope.cancelled_caught
+        returned.set()
+
     async with bus:
+        await bus.stop()
+        await bus.send(BusDataMessage(source="t"))  # queued on a stopped bus: never idle
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_idle)
+            await wait_all_tasks_blocked()  # waiting
+            tg.cancel_scope.cancel()
+        assert not returned.is_set()
+        await bus.start()
         with anyio.fail_after(5):
             await bus.wait_idle()  # a cancelled wait left nothing behind
     assert len(recorder.messages) == 1

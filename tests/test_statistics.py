@@ -32,17 +32,21 @@ async def test_statistics_count_what_happened() -> None:
         RecordingSubscriber("r", handler=fail_on_cancel, accepts=lambda m: m.target != "skip")
     )
     await bus.subscribe(RecordingSubscriber("late-filter"), max_buffer=10)
-    for _ in range(5):
-        await bus.send(BusDataMessage(source="t"))
-    await bus.send(BusDataMessage(source="t", target="skip"))
-    await bus.send(cancel := BusCancelMessage(source="t"))
-
-    stats = bus.statistics()
-    assert isinstance(stats, BusStatistics)
-    assert (stats.running, stats.sent, stats.queued, stats.delivered) == (False, 7, 14, 0)
     async with bus:
-        await bus.wait_idle()
+        await bus.stop()  # queue everything before anything is handled
+        for _ in range(5):
+            await bus.send(BusDataMessage(source="t"))
+        await bus.send(BusDataMessage(source="t", target="skip"))
+        await bus.send(cancel := BusCancelMessage(source="t"))
+
         stats = bus.statistics()
+        assert isinstance(stats, BusStatistics)
+        assert (stats.running, stats.sent, stats.queued, stats.delivered) == (False, 7, 14, 0)
+        await bus.start()
+        with anyio.fail_after(5):
+            await bus.wait_idle()
+        stats = bus.statistics()
+        assert stats.running
     r, other = stats.subscriptions
     assert isinstance(r, SubscriptionStatistics)
     assert r == SubscriptionStatistics(
