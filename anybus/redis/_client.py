@@ -49,6 +49,7 @@ from .._exceptions import TransportError
 
 __all__ = [
     "MAX_IN_FLIGHT",
+    "NoDatabaseError",
     "NoGroupError",
     "RedisClient",
     "RedisSettings",
@@ -83,6 +84,31 @@ def configure_glide_logging(level: str = "off", file_name: str | None = None) ->
         raise ValueError(f"level must be one of {sorted(levels)}, got {level!r}") from None
     Logger.set_logger_config(chosen, file_name)
     _glide_logging_configured = True
+
+
+_CLUSTER_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _cluster_of(query: str) -> bool:
+    """The ``cluster`` parameter of a url's query (the only one a url may carry)."""
+    parameters = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(name for name in parameters if name != "cluster")
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r} in the url's query {query!r}: the only "
+            f"parameter accepted is 'cluster' (pass other options to the bus or to "
+            f"RedisSettings)"
+        )
+    values = parameters.get("cluster", ["false"])
+    if len(values) > 1:
+        raise ValueError(f"cluster is given {len(values)} times in the url, give it once")
+    accepted = ", ".join(_CLUSTER_VALUES)
+    try:
+        return _CLUSTER_VALUES[values[0].lower()]
+    except KeyError:
+        raise ValueError(
+            f"cluster in the url must be one of {accepted}, got {values[0]!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -136,7 +162,9 @@ class RedisSettings:
         for TLS; with ``cluster=true``, host:port is a seed node of a cluster).
 
         Raises:
-            ValueError: if the URL is not a redis URL, or asks for a database on a cluster.
+            ValueError: if the URL is not a redis URL, has a query parameter other than
+                ``cluster`` (or a value of it other than true/false, yes/no, 1/0), or asks
+                for a database on a cluster.
         """
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
@@ -144,10 +172,11 @@ class RedisSettings:
         database = parts.path.lstrip("/")
         if database and not database.isdigit():
             raise ValueError(f"the database in the url must be a number, got {database!r}")
-        query = parse_qs(parts.query)
-        cluster = query.get("cluster", ["false"])[-1].lower() in ("1", "true", "yes")
+        cluster = _cluster_of(parts.query)
         if cluster and int(database or 0):
-            raise ValueError(f"a cluster has only database 0, got {database!r} in {url!r}")
+            raise ValueError(
+                f"a cluster has only database 0, got {database!r}: remove /{database} from the url"
+            )
         options.setdefault("cluster", cluster)
         return cls(
             host=parts.hostname or "127.0.0.1",
@@ -168,6 +197,10 @@ class RedisSettings:
 class NoGroupError(TransportError):
     """Raised when a stream or its consumer group does not exist (any more): a server that
     restarted without persistence lost them."""
+
+
+class NoDatabaseError(TransportError):
+    """Raised when the url's database number is beyond the databases the server has."""
 
 
 class _GroupExistsError(TransportError):
@@ -196,6 +229,11 @@ def map_errors(action: str, settings: RedisSettings) -> Iterator[None]:
             raise NoGroupError(f"redis at {settings.address}: {text}") from exc
         if "BUSYGROUP" in text:
             raise _GroupExistsError(text) from exc
+        if "WRONGTYPE" in text:
+            raise TransportError(
+                f"redis at {settings.address} refused {action}: the key holds another type "
+                f"of value than {action} works on; use a key name no other kind of data uses"
+            ) from exc
         raise TransportError(f"redis at {settings.address} refused {action}: {exc}") from exc
 
 
@@ -301,6 +339,43 @@ class RedisClient:
         with map_errors("PING", self.settings):
             await self._client.ping()
 
+    async def check_database(self, database: int) -> None:
+        """Check that the server has ``database``, with ``SELECT`` on this client: call it
+        on a client of its own (it stays on that database), connected to database 0.
+
+        glide does not say why a client on a missing database cannot connect (its connection
+        attempts just time out), so the buses ask this way first.
+
+        Raises:
+            NoDatabaseError: if the server has no database of that number.
+            TransportError: if it is unreachable or does not answer in time.
+        """
+        with map_errors("SELECT", self.settings):
+            try:
+                await self._client.custom_command(["SELECT", str(database)])
+            except GlideRequestError as exc:
+                text = str(exc)
+                if "connect" in text.lower():
+                    raise  # unreachable: translated by map_errors
+                if "out of range" not in text:
+                    return  # SELECT refused for another reason (not allowed, renamed): go on
+                known = await self._databases_known()
+                raise NoDatabaseError(
+                    f"database {database} does not exist on redis at {self.settings.address}"
+                    f"{known}: use a database number the server has in the url"
+                ) from exc
+
+    async def _databases_known(self) -> str:
+        """`` (it has N: 0 to N-1)``, if the server says how many databases it has."""
+        try:
+            reply = await self.command("CONFIG", "GET", "databases")
+            if isinstance(reply, dict):  # RESP3: {name: value}; RESP2: [name, value]
+                reply = [item for pair in reply.items() for item in pair]
+            count = int(reply[1])
+        except (TransportError, LookupError, TypeError, ValueError):
+            return ""
+        return f" (it has {count}: 0 to {count - 1})"
+
     async def publish(self, channel: str, payload: bytes) -> int:
         """PUBLISH; return how many subscribers received it (0 during a resubscribe gap)."""
         with map_errors("PUBLISH", self.settings):
@@ -351,10 +426,12 @@ class RedisClient:
         pending: bool,
         count: int,
         block: float,
+        after: str = "0",
     ) -> list[tuple[str, bytes | None]]:
         """XREADGROUP: new entries (``pending=False``), or the ones delivered to
-        ``consumer`` before and not yet acknowledged. Blocks up to ``block`` seconds for new
-        ones. An entry trimmed since it was delivered comes back with ``None``.
+        ``consumer`` before and not yet acknowledged (those with ids above ``after``). Blocks
+        up to ``block`` seconds for new ones. An entry trimmed since it was delivered comes
+        back with ``None``.
 
         Raises:
             NoGroupError: if the stream or the group is gone.
@@ -370,7 +447,7 @@ class RedisClient:
             str(max(1, int(block * 1000))),
             "STREAMS",
             stream,
-            "0" if pending else ">",
+            after if pending else ">",
         )
         entries: list[tuple[str, bytes | None]] = []
         if not reply:
