@@ -6,12 +6,13 @@ With ``examples/redis_worker.py`` running in another terminal::
 
 It waits for the worker to answer, runs three ``resize`` jobs concurrently while printing
 their progress, gives up on a fourth (which cancels it in the worker's process), and finally
-shuts the worker down (``--keep-worker`` leaves it running).
+shuts the worker down (``--keep-worker`` leaves it running). Ctrl-C stops it (status 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import anyio
 
@@ -65,4 +66,11 @@ if __name__ == "__main__":
     parser.add_argument("--channel", default="anybus-example")
     parser.add_argument("--keep-worker", action="store_true", help="do not shut the worker down")
     args = parser.parse_args()
-    anyio.run(main, args.backend, args.url, args.channel, args.keep_worker, backend=args.backend)
+    try:
+        anyio.run(
+            main, args.backend, args.url, args.channel, args.keep_worker, backend=args.backend
+        )
+    except* KeyboardInterrupt:  # on trio, grouped with the tasks it interrupted
+        # Ctrl-C cancelled the jobs in flight (and so, in the worker, the jobs themselves).
+        print("runner: interrupted", file=sys.stderr)
+        sys.exit(130)  # the shell's status for "ended by Ctrl-C" (128 + SIGINT)

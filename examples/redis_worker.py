@@ -6,12 +6,14 @@ Start it first, in one terminal (``pip install 'anybus[redis,trio]'``, a Redis s
     python examples/redis_worker.py --backend trio
 
 then run ``examples/redis_runner.py`` in another. The worker serves ``resize`` jobs, with
-progress updates, until a runner sends it the ``shutdown`` job (or you press Ctrl-C).
+progress updates, until a runner sends it the ``shutdown`` job (or you press Ctrl-C, which
+cancels the jobs it runs and exits with status 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import anyio
@@ -58,4 +60,9 @@ if __name__ == "__main__":
     parser.add_argument("--url", default="redis://127.0.0.1:6379")
     parser.add_argument("--channel", default="anybus-example")
     args = parser.parse_args()
-    anyio.run(main, args.backend, args.url, args.channel, backend=args.backend)
+    try:
+        anyio.run(main, args.backend, args.url, args.channel, backend=args.backend)
+    except* KeyboardInterrupt:  # on trio, grouped with the tasks it interrupted
+        # Ctrl-C cancelled everything inside anyio.run; a traceback would tell nothing more.
+        print("worker: interrupted", file=sys.stderr)
+        sys.exit(130)  # the shell's status for "ended by Ctrl-C" (128 + SIGINT)

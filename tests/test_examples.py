@@ -5,6 +5,7 @@ Each runs as its own process, as a reader would run it, with warnings turned int
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -140,3 +141,36 @@ def test_two_processes_over_redis(
     )
     assert "worker: huge.tiff cancelled by the runner" in worker_lines
     assert worker_lines[-1] == "worker: stopped after 5 jobs (1 cancelled)"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize(
+    ("example", "ready", "interrupted"),
+    [
+        ("redis_worker.py", "worker: serving 'resize' jobs", "worker: interrupted"),
+        # No worker on the channel: the runner waits for one, saying so every second.
+        ("redis_runner.py", "runner: waiting for the worker...", "runner: interrupted"),
+    ],
+)
+def test_ctrl_c_ends_the_redis_examples_with_one_line(
+    redis_url: str, backend: str, example: str, ready: str, interrupted: str
+) -> None:
+    channel = f"anybus-example-{uuid.uuid4().hex}"
+    options = ["--backend", backend, "--url", redis_url, "--channel", channel]
+    process = subprocess.Popen(
+        [sys.executable, "-W", "error", str(EXAMPLES / example), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith(ready), first
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, err) == (130, f"{interrupted}\n")
