@@ -14,10 +14,10 @@ from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TransportError as TransportError
 from ._job_calls import open_job as open_job
 from ._job_calls import request as request
-from ._job_worker import JobContext as JobContext
-from ._job_worker import JobHandler as JobHandler
+from ._job_context import JobContext as JobContext
+from ._job_context import JobHandler as JobHandler
+from ._job_context import job_handler as job_handler
 from ._job_worker import JobWorker as JobWorker
-from ._job_worker import job_handler as job_handler
 from ._jobs import Job as Job
 from ._jobs import JobResult as JobResult
 from ._listen import FunctionSubscriber as FunctionSubscriber

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 from ._dispatch import Hub, Subscription
 from ._exceptions import BusOverflowError
+from ._inbox import Inbox
 from ._messages import BusMessage, BusSystemMessage
 
 __all__ = ["FanOut", "make_fan_out"]
@@ -75,7 +76,7 @@ def _fan_out_selective(selective: tuple[Subscription, ...], message: BusMessage)
 
 
 def _fan_out_bounded(bounded: tuple[Subscription, ...], message: BusMessage) -> None:
-    refused: list[Subscription] = []
+    refused: list[Inbox] = []
     for sub in bounded:
         if sub.targets is not None and not sub.wants(message):
             continue

@@ -13,42 +13,29 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 
 from ._bus import current_bus
 from ._exceptions import JobFailed, SerializationError
+from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler
 from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
     BusJobResponseMessage,
-    BusJobStreamDataMessage,
-    BusJobStreamEndMessage,
-    BusJobStreamStartMessage,
     BusJobUpdateMessage,
     BusJobUpdateRequestMessage,
-    BusJobUpdateUrgentMessage,
     BusMessage,
     JobStatus,
 )
 from ._subscriber import BusLike, BusSubscriber
 
-__all__ = ["JobContext", "JobHandler", "JobWorker", "job_handler"]
+__all__ = ["JobWorker"]
 
 logger = logging.getLogger("anybus.jobs")
-
-
-class JobHandler(Protocol):
-    """A job handler: ``async def handler(job: JobContext) -> dict | None``.
-
-    What it returns is the response of a completed job. It runs in the job's own cancel scope
-    (``job.cancel_scope``): a cancel for the job cancels it there, like any cancellation.
-    """
-
-    def __call__(self, job: JobContext, /) -> Awaitable[Mapping[str, Any] | None]: ...
 
 
 #: Cancels for jobs not seen yet that a worker remembers, in case the request comes after.
@@ -56,113 +43,6 @@ EARLY_CANCELS: Final = 10_000
 
 #: Seconds a job's final answer may take to send, shielded, when the worker is stopped.
 STOP_ANSWER_TIMEOUT: Final = 2.0
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-_JOB_NAME_ATTRIBUTE = "_anybus_job_name"
-
-
-def job_handler(name: str | None = None) -> Callable[[_F], _F]:
-    """Mark a method of a :class:`JobWorker` subclass as the handler of jobs named ``name``.
-
-    ``name=None`` handles requests that name no job. The method is
-    ``async def method(self, job: JobContext) -> dict | None``::
-
-        class Transcriber(JobWorker):
-            @job_handler("transcribe")
-            async def transcribe(self, job: JobContext) -> dict[str, Any]:
-                ...
-    """
-
-    def mark(method: _F) -> _F:
-        setattr(method, _JOB_NAME_ATTRIBUTE, name)
-        return method
-
-    return mark
-
-
-class JobContext:
-    """What a job handler gets: the request, and the way to answer while it runs.
-
-    Attributes:
-        id: the job's id.
-        name: the job's name (``None`` if the request named none).
-        payload: the request's payload (``{}`` if none).
-        requester: the name the request came from; answers are addressed to it.
-        request: the request message itself.
-        cancel_scope: the job's own cancel scope; a :class:`~anybus.BusJobCancelMessage`
-            for this job cancels it.
-        last_update: the last update sent (``None`` before the first).
-    """
-
-    def __init__(self, worker: JobWorker, bus: BusLike, request: BusJobRequestMessage) -> None:
-        self.id = request.job_id
-        self.name = request.job_name
-        self.payload: dict[str, Any] = dict(request.payload or {})
-        self.requester = request.source
-        self.request = request
-        self.cancel_scope = CancelScope()
-        self.last_update: dict[str, Any] | None = None
-        self.cancel_reason: str | None = None
-        self._worker = worker
-        self._bus = bus
-
-    async def update(
-        self, update: Mapping[str, Any] | None = None, *, urgent: bool = False
-    ) -> None:
-        """Send a progress update to the caller (``urgent``: with system priority).
-
-        It is also what the worker answers an update request with, until the next one.
-        Sending can block only as :meth:`WorkerBus.send <anybus.WorkerBus.send>` does; when
-        the job is cancelled meanwhile, the update may or may not have gone out.
-        """
-        data = dict(update or {})
-        self.last_update = data
-        kind = BusJobUpdateUrgentMessage if urgent else BusJobUpdateMessage
-        await self._bus.send(
-            kind(source=self._worker.name, target=self.requester, job_id=self.id, update=data)
-        )
-
-    async def stream_start(self, metadata: Mapping[str, Any] | None = None) -> None:
-        """Open a streamed answer, with optional metadata.
-
-        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
-        not have gone out.
-        """
-        await self._send_stream(BusJobStreamStartMessage, metadata)
-
-    async def stream_data(self, chunk: Mapping[str, Any]) -> None:
-        """Send one chunk of the streamed answer.
-
-        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
-        not have gone out.
-        """
-        await self._send_stream(BusJobStreamDataMessage, chunk)
-
-    async def stream_end(self, metadata: Mapping[str, Any] | None = None) -> None:
-        """Close the streamed answer, with optional final metadata.
-
-        Like :meth:`update`: if the job is cancelled while this sends, the message may or may
-        not have gone out.
-        """
-        await self._send_stream(BusJobStreamEndMessage, metadata)
-
-    async def _send_stream(
-        self,
-        kind: type[BusJobStreamStartMessage | BusJobStreamDataMessage | BusJobStreamEndMessage],
-        data: Mapping[str, Any] | None,
-    ) -> None:
-        await self._bus.send(
-            kind(
-                source=self._worker.name,
-                target=self.requester,
-                job_id=self.id,
-                data=dict(data) if data is not None else None,
-            )
-        )
-
-    def __repr__(self) -> str:
-        name = f" {self.name!r}" if self.name else ""
-        return f"<JobContext {self.id}{name} for {self.requester!r}>"
 
 
 class JobWorker(BusSubscriber):
@@ -211,8 +91,8 @@ class JobWorker(BusSubscriber):
         self._handlers: dict[str | None, JobHandler] = {}
         for klass in reversed(type(self).__mro__):
             for attribute, value in vars(klass).items():
-                if hasattr(value, _JOB_NAME_ATTRIBUTE):
-                    job_name: str | None = getattr(value, _JOB_NAME_ATTRIBUTE)
+                if hasattr(value, JOB_NAME_ATTRIBUTE):
+                    job_name: str | None = getattr(value, JOB_NAME_ATTRIBUTE)
                     self._handlers[job_name] = getattr(self, attribute)
         self._handlers.update(handlers or {})
         self._queue: deque[BusJobRequestMessage] = deque()

@@ -19,14 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import pytest
 
 if TYPE_CHECKING:
-    from anybus.redis._base import RedisTransportBus
+    from anybus.redis._base import RedisBusBase
 
 SHARED_URL = os.environ.get("ANYBUS_REDIS_URL", "redis://127.0.0.1:6379")
 READY_LINE = "Ready to accept connections"
@@ -252,7 +252,7 @@ def unique_name() -> str:
     return f"anybus-test-{secrets.token_hex(6)}"
 
 
-def network_bus(kind: str, url: str, channel: str, name: str | None = None) -> RedisTransportBus:
+def network_bus(kind: str, url: str, channel: str, name: str | None = None) -> RedisBusBase[Any]:
     """A ``RedisBus`` (``kind`` "pubsub") or ``RedisStreamBus`` ("stream") on ``channel``."""
     from anybus.redis import RedisBus, RedisStreamBus
 

@@ -29,16 +29,14 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._dispatch import ErrorHook
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
-from .._statistics import OverflowPolicy
 from .._transport import TransportHost
 from .._wire import WireCodec
-from ._base import RecentPayloads, RedisBusBase, RedisTransport, instance_id
+from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, RedisClient, RedisSettings
 
-__all__ = ["PubSubTransport", "RedisBus"]
+__all__ = ["PubSubTransport"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -53,87 +51,6 @@ FAILURE_LOG_INTERVAL = 10.0
 #: The target of the probes a bus publishes to itself, to prove its subscription is in
 #: place. Messages with this target are never delivered to subscribers.
 PROBE_TARGET = "anybus:probe"
-
-
-@final
-class RedisBus(RedisBusBase["PubSubTransport"]):
-    """A bus carried over a Redis pub/sub channel: every bus on the channel gets every
-    non-local message.
-
-    Delivery is at-most-once: a bus that is disconnected misses what is published meanwhile.
-    Each sender numbers its messages, so receivers detect such gaps, count them and log them.
-    Messages sent by this bus reach its own subscribers directly (not through Redis, and
-    without a duplicate when the copy comes back), so local delivery keeps working while
-    Redis is away.
-
-    ``send()`` does not wait for Redis: it queues the message in an outbox (waiting only when
-    ``outbox`` messages are already queued), and a writer task publishes what has queued up
-    in one pipelined round trip. A publish that fails is counted (``publish_failures``) and
-    logged, and shows as a gap at the receivers. While an outage is known (the health checks
-    found Redis unreachable), ``send()`` raises :class:`~anybus.TransportError` instead,
-    after delivering locally.
-
-    Args:
-        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS; or a
-            ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
-        channel: the pub/sub channel the buses share.
-        name: this bus instance's name on the channel (default: host and process id).
-        codec: how messages are encoded (serializer, registry, size limit, signing).
-        connect_timeout: seconds to wait for the server when the bus starts before failing
-            with :class:`~anybus.TransportError`; ``None`` waits as long as it takes.
-        request_timeout: seconds a Redis request may take.
-        inbound_buffer: messages read from Redis that may wait for the reader; beyond it
-            they are dropped and counted.
-        outbox: messages that may wait to be published; beyond it ``send()`` waits.
-        health_interval: seconds between health checks (outages are detected by them).
-        dedupe: remember the ids of this many recent messages and drop repeats (0: off).
-        max_buffer: as for :class:`~anybus.WorkerBus`.
-        overflow: as for :class:`~anybus.WorkerBus`.
-        exit_drain: as for :class:`~anybus.WorkerBus`.
-        on_handler_error: as for :class:`~anybus.WorkerBus`.
-    """
-
-    def __init__(
-        self,
-        url: str | RedisSettings = "redis://127.0.0.1:6379",
-        *,
-        channel: str = "anybus",
-        name: str | None = None,
-        codec: WireCodec | None = None,
-        connect_timeout: float | None = 5.0,
-        request_timeout: float = 1.0,
-        inbound_buffer: int = 100_000,
-        outbox: int = 10_000,
-        health_interval: float = 0.5,
-        dedupe: int = 0,
-        max_buffer: int | None = None,
-        overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
-        exit_drain: float | None = 5.0,
-        on_handler_error: ErrorHook | None = None,
-    ) -> None:
-        super().__init__(
-            PubSubTransport(
-                url,
-                channel=channel,
-                name=name,
-                codec=codec,
-                connect_timeout=connect_timeout,
-                request_timeout=request_timeout,
-                inbound_buffer=inbound_buffer,
-                outbox=outbox,
-                health_interval=health_interval,
-                dedupe=dedupe,
-            ),
-            max_buffer=max_buffer,
-            overflow=overflow,
-            exit_drain=exit_drain,
-            on_handler_error=on_handler_error,
-        )
-
-    @property
-    def channel(self) -> str:
-        """The pub/sub channel."""
-        return self._redis.channel
 
 
 @final

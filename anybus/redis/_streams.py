@@ -25,16 +25,14 @@ from anyio import (
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
-from .._dispatch import ErrorHook
 from .._exceptions import TransportError
 from .._messages import BusMessage
-from .._statistics import OverflowPolicy
 from .._transport import DeliveryMark, TransportHost
 from .._wire import WireCodec
-from ._base import RecentPayloads, RedisBusBase, RedisTransport, instance_id
+from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
 
-__all__ = ["RedisStreamBus", "StreamTransport"]
+__all__ = ["StreamTransport"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -44,99 +42,6 @@ MAX_RETRY_DELAY = 1.0
 
 #: Numbers the default names of the instances of this process.
 _default_names = itertools.count(1)
-
-
-@final
-class RedisStreamBus(RedisBusBase["StreamTransport"]):
-    """A bus carried over a Redis stream: durable and at-least-once.
-
-    Every message is added to the stream (``XADD``). Each bus instance reads it through a
-    consumer group of its own, named after the instance, so every instance receives every
-    message, and acknowledges an entry only once every subscriber has handled its message.
-    An instance that disconnects, or whose process restarts under the same ``name``, resumes
-    where it left off: entries it had been given but not acknowledged are given again.
-
-    ``send()`` returns only once Redis has stored the message; while Redis is away it retries
-    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`. Sends
-    on one bus reach Redis one at a time, in order (so a loop of sends pays one round trip
-    per message). A retry
-    after a timeout may store a message twice, and a crash may deliver one twice: with
-    ``dedupe`` (on by default) a bus drops messages whose id it has seen recently.
-
-    The stream is trimmed to about ``max_len`` entries as messages are added, so Redis memory
-    stays bounded; an instance that falls further behind than that loses the oldest entries,
-    which its peers' sequence numbers reveal as gaps (counted and logged). Messages sent by
-    this bus reach its own subscribers directly, as with :class:`RedisBus`.
-
-    Args:
-        url: ``redis://[user[:password]@]host[:port][/db]``, or ``rediss://`` for TLS; or a
-            ready :class:`RedisSettings` (then ``request_timeout`` is taken from it).
-        stream: the stream's key.
-        name: this instance's name, which names its consumer group: keep it stable across
-            restarts to resume (default: host, process id and a count of the instances in
-            the process; unique, so it cannot resume).
-        max_len: the approximate length the stream is trimmed to.
-        send_deadline: seconds a send may keep retrying while Redis is away.
-        dedupe: remember the ids of this many recent messages and drop repeats (0: off).
-        read_batch: entries read at a time.
-        codec: as for :class:`RedisBus`.
-        connect_timeout: as for :class:`RedisBus`.
-        request_timeout: as for :class:`RedisBus`.
-        health_interval: as for :class:`RedisBus`.
-        max_buffer: as for :class:`~anybus.WorkerBus`.
-        overflow: as for :class:`~anybus.WorkerBus`.
-        exit_drain: as for :class:`~anybus.WorkerBus`.
-        on_handler_error: as for :class:`~anybus.WorkerBus`.
-    """
-
-    def __init__(
-        self,
-        url: str | RedisSettings = "redis://127.0.0.1:6379",
-        *,
-        stream: str = "anybus",
-        name: str | None = None,
-        codec: WireCodec | None = None,
-        connect_timeout: float | None = 5.0,
-        request_timeout: float = 1.0,
-        health_interval: float = 0.5,
-        max_len: int = 100_000,
-        send_deadline: float = 10.0,
-        dedupe: int = 10_000,
-        read_batch: int = 100,
-        max_buffer: int | None = None,
-        overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
-        exit_drain: float | None = 5.0,
-        on_handler_error: ErrorHook | None = None,
-    ) -> None:
-        super().__init__(
-            StreamTransport(
-                url,
-                stream=stream,
-                name=name,
-                codec=codec,
-                connect_timeout=connect_timeout,
-                request_timeout=request_timeout,
-                health_interval=health_interval,
-                max_len=max_len,
-                send_deadline=send_deadline,
-                dedupe=dedupe,
-                read_batch=read_batch,
-            ),
-            max_buffer=max_buffer,
-            overflow=overflow,
-            exit_drain=exit_drain,
-            on_handler_error=on_handler_error,
-        )
-
-    @property
-    def stream(self) -> str:
-        """The stream's key."""
-        return self._redis.stream
-
-    @property
-    def group(self) -> str:
-        """This instance's consumer group (and consumer) name."""
-        return self._redis.group
 
 
 @final
