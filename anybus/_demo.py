@@ -6,6 +6,9 @@ message, overtakes the jobs still queued for that worker and reaches it mid-job.
 
 The workers' ``anyio.sleep`` calls stand for real work; every hand-off between the runner and
 the workers is synchronised on messages and events.
+
+Output that cannot be written (``anybus demo | head -5`` closes the pipe) ends the demo at
+once: :func:`run_demo` raises the :class:`OSError` of the failed write.
 """
 
 from __future__ import annotations
@@ -34,13 +37,27 @@ STEP_SECONDS = 0.01
 
 
 class _Narrator:
-    def __init__(self, out: TextIO) -> None:
+    """Writes the demo's lines; the first write that fails cancels ``scope``, which the
+    whole demo runs in, and is kept in ``failure``."""
+
+    def __init__(self, out: TextIO, scope: anyio.CancelScope) -> None:
         self._out = out
+        self._scope = scope
         self._start = time.perf_counter()
+        self.failure: OSError | None = None
 
     def __call__(self, who: str, text: str) -> None:
         elapsed = (time.perf_counter() - self._start) * 1000
-        self._out.write(f"{elapsed:8.1f} ms  {who:<9} {text}\n")
+        self.write(f"{elapsed:8.1f} ms  {who:<9} {text}\n")
+
+    def write(self, line: str) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self._out.write(line)
+        except OSError as exc:  # a closed pipe, a full disk: nobody can read the rest
+            self.failure = exc
+            self._scope.cancel(reason=f"the demo's output failed: {exc!r}")
 
 
 class DemoWorker(BusSubscriber):
@@ -151,10 +168,23 @@ async def run_demo(out: TextIO, *, backend: str) -> dict[str, int]:
 
     Returns counts of what happened: completed jobs, jobs cancelled mid-way and jobs
     cancelled before they started (the ones the cancel overtook).
+
+    Raises:
+        OSError: a write to ``out`` failed (a closed pipe: :class:`BrokenPipeError`); the
+            demo stopped at once.
     """
-    say = _Narrator(out)
+    summary: dict[str, int] = {}
+    with anyio.CancelScope() as scope:
+        say = _Narrator(out, scope)
+        summary = await _run(say, backend)
+    if say.failure is not None:
+        raise say.failure
+    return summary
+
+
+async def _run(say: _Narrator, backend: str) -> dict[str, int]:
     jobs = {"worker-a": 4, "worker-b": 2}
-    out.write(f"anybus demo on {backend}: a runner and two workers on the in-memory bus\n")
+    say.write(f"anybus demo on {backend}: a runner and two workers on the in-memory bus\n")
     async with MemoryBus() as bus:
         runner = DemoRunner(list(jobs), sum(jobs.values()), say)
         workers = [DemoWorker(name, bus, say) for name in jobs]
@@ -201,7 +231,7 @@ async def run_demo(out: TextIO, *, backend: str) -> dict[str, int]:
             for r in responses
         ),
     }
-    out.write(
+    say.write(
         f"summary: {summary['completed']} jobs completed, {summary['cancelled_mid_job']} "
         f"cancelled mid-job, {summary['overtaken']} cancelled before starting - the cancel "
         f"overtook them in worker-a's queue\n"

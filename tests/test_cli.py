@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import anyio
@@ -102,11 +104,15 @@ def test_version() -> None:
         ),
         (["pub", "redis://x", "--channel", "c", "BusDataMessage", "target"], "field=value"),
         (["pub", "http://x", "--channel", "c", "BusDataMessage"], "redis://"),
-        (["pub", "redis://x", "BusDataMessage"], "Missing option '--channel'"),
-        (["sub", "redis://x", "--channel", "c", "--types", "Nope"], "not registered: Nope"),
+        (["pub", "redis://x", "BusDataMessage"], "exactly one of --channel NAME or --stream NAME"),
+        (["pub", "redis://x", "--stream", "s", "--channel", "c", "BusDataMessage"], "one of"),
+        (["pub", "redis://x", "BusDataMessage", "--stream"], "--stream takes the stream's name"),
+        (["pub", "redis://x?cluster=maybe", "--channel", "c", "BusDataMessage"], "got 'maybe'"),
+        (["sub", "redis://x", "--channel", "c", "--types", "Nope"], "not registered: 'Nope'"),
         (["sub", "redis://x", "--channel", "c", "--count", "0"], "--count"),
-        (["inspect", "redis://x"], "exactly one of --stream NAME or --channel NAME"),
+        (["inspect", "redis://x"], "exactly one of --channel NAME or --stream NAME"),
         (["inspect", "redis://x", "--stream", "s", "--channel", "c"], "exactly one of"),
+        (["inspect", "redis://x?db=1", "--stream", "s"], "unknown parameter 'db'"),
     ],
 )
 def test_bad_usage_exits_2_with_a_clear_message(args: list[str], complaint: str) -> None:
@@ -115,28 +121,101 @@ def test_bad_usage_exits_2_with_a_clear_message(args: list[str], complaint: str)
     assert complaint in result.output
 
 
+@pytest.mark.parametrize(
+    ("command", "typo", "meant"),
+    [
+        ("pub", "BusDataMesage", "did you mean 'BusDataMessage'"),
+        ("pub", "busjobrequestmessage", "did you mean 'BusJobRequestMessage'"),
+        ("sub", "BusJobRequest", "did you mean 'BusJobRequestMessage'"),
+    ],
+)
+def test_a_mistyped_type_name_suggests_the_nearest_ones(
+    command: str, typo: str, meant: str
+) -> None:
+    if command == "pub":
+        result = invoke("pub", "redis://x", "--channel", "c", typo)
+    else:
+        result = invoke("sub", "redis://x", "--channel", "c", "--types", typo)
+    assert result.exit_code == 2, result.output
+    error = result.output.splitlines()[-1]
+    assert meant in error
+    assert len(error) < 200  # the nearest names, not all the registered ones
+
+
+def test_an_unknown_type_name_lists_a_few_and_points_at_import() -> None:
+    result = invoke("pub", "redis://x", "--channel", "c", "Zork")
+    assert result.exit_code == 2, result.output
+    error = result.output.splitlines()[-1]
+    assert "no message type is registered under the name 'Zork'" in error
+    assert "--import the module that registers it" in error
+    assert len(error) < 250
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["pub"], ["sub"], ["inspect"]])
+def test_the_help_reads_as_plain_text(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    for markup in ("``", ":func:", ":class:", "**"):
+        assert markup not in result.output
+
+
 def test_a_json_document_on_stdin_must_be_an_object() -> None:
     result = invoke("pub", "redis://x", "--channel", "c", "BusDataMessage", "-", input="[1]")
     assert result.exit_code == 2
     assert "stdin must hold a JSON object, got list" in result.output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["pub", "--channel", "c", "--connect-timeout", "0.5", "BusDataMessage"],
-        ["sub", "--channel", "c", "--connect-timeout", "0.5"],
-        ["inspect", "--channel", "c"],
-    ],
-)
+REDIS_COMMANDS = [
+    ["pub", "--channel", "c", "BusDataMessage"],
+    ["pub", "--stream", "s", "BusDataMessage"],
+    ["sub", "--channel", "c"],
+    ["inspect", "--channel", "c"],
+]
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS)
 def test_an_unreachable_redis_exits_1_with_one_line(args: list[str]) -> None:
     url = f"redis://127.0.0.1:{free_port()}"
-    result = invoke(args[0], url, *args[1:])
+    result = invoke(args[0], url, *args[1:], "--connect-timeout", "0.5")
     assert result.exit_code == 1, result.output
-    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1
-    assert "127.0.0.1" in error[0]
-    assert "Traceback" not in result.output
+    assert result.output.splitlines() == [
+        f"Error: redis at {url[8:]} is unreachable after 0.5 s: check that the server runs "
+        f"and the url is right (or wait longer with --connect-timeout)"
+    ]
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS)
+def test_a_database_the_server_lacks_is_named_at_once(redis_url: str, args: list[str]) -> None:
+    from .test_redis_settings import with_database
+
+    started = time.monotonic()
+    result = invoke(args[0], with_database(redis_url, 99), *args[1:], "--connect-timeout", "5")
+    assert time.monotonic() - started < 3
+    assert result.exit_code == 1, result.output
+    [error] = result.output.splitlines()
+    assert error.startswith("Error: database 99 does not exist on redis at ")
+    assert error.endswith("(it has 16: 0 to 15): use a database number the server has in the url")
+
+
+def test_inspect_a_key_of_another_type_says_so(redis_url: str, channel: str) -> None:
+    command(redis_url, "SET", channel, "a string")
+    result = invoke("inspect", redis_url, "--stream", channel)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: key {channel!r} at 127.0.0.1:6379 holds a string, not a stream: check the name\n"
+    )
+
+
+def test_an_error_without_a_message_is_named_and_no_redis_hint_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def stuck(out: object, *, backend: str) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr("anybus._cli._demo.run_demo", stuck)
+    result = invoke("demo", "--backend", "asyncio")
+    assert result.exit_code == 1
+    assert result.output == "Error: TimeoutError\n"
 
 
 # --- pub, sub, inspect against a real Redis --------------------------------------------------
@@ -145,7 +224,7 @@ def test_an_unreachable_redis_exits_1_with_one_line(args: list[str]) -> None:
 class Subscriber:
     """``python -m anybus sub`` in a process; ready once it says it has subscribed."""
 
-    def __init__(self, url: str, *args: str) -> None:
+    def __init__(self, url: str, *args: str, cwd: Path | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "anybus", "sub", url, *args],
@@ -153,6 +232,7 @@ class Subscriber:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=cwd,
         )
         assert self.process.stderr is not None
         first = self.process.stderr.readline()
@@ -277,15 +357,10 @@ def test_pub_on_a_stream_and_inspect_it(redis_url: str, channel: str) -> None:
     stream = channel
     for job in ("j1", "j2"):
         result = invoke(
-            "pub",
-            redis_url,
-            "--stream",
-            "--channel",
-            stream,
-            "BusJobRequestMessage",
-            f"job_id={job}",
+            "pub", redis_url, "--stream", stream, "BusJobRequestMessage", f"job_id={job}"
         )
         assert result.exit_code == 0, result.output
+        assert result.output.startswith("published BusJobRequestMessage ")
         assert f"on stream {stream!r}" in result.output
     command(redis_url, "XGROUP", "CREATE", stream, "readers", "0")
     command(
@@ -307,6 +382,15 @@ def test_pub_on_a_stream_and_inspect_it(redis_url: str, channel: str) -> None:
     assert "readers" in table.output
 
 
+def test_the_old_stream_spelling_still_works_with_a_warning(redis_url: str, channel: str) -> None:
+    result = invoke("pub", redis_url, "--stream", "--channel", channel, "BusDataMessage")
+    assert result.exit_code == 0, result.output
+    warning, published = result.output.splitlines()
+    assert warning == f"warning: --stream --channel NAME is deprecated, write --stream {channel}"
+    assert f"on stream {channel!r}" in published
+    assert command(redis_url, "XLEN", channel) == 1
+
+
 def test_inspect_a_missing_stream_exits_1(redis_url: str) -> None:
     result = invoke("inspect", redis_url, "--stream", unique_name())
     assert result.exit_code == 1
@@ -324,10 +408,160 @@ def test_inspect_counts_the_subscribers_of_a_channel(redis_url: str, channel: st
     assert subscriber.finish()[0] == 0
 
 
-# --- python -m anybus ------------------------------------------------------------------------
+# --- --import ------------------------------------------------------------------------------
+
+APP_MESSAGES = """
+from dataclasses import dataclass
+from anybus import BusDataMessage, register_message
+
+@register_message(name="shop.OrderPlaced")
+@dataclass
+class OrderPlaced(BusDataMessage):
+    order: int = 0
+"""
 
 
-def test_python_m_anybus_hands_other_commands_to_the_cli() -> None:
+def the_console_script(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``anybus ARGS`` in ``cwd``, as the console script runs: without cwd on sys.path."""
+    return subprocess.run(
+        [sys.executable, "-P", "-c", "from anybus._cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_pub_and_sub_see_the_types_an_imported_module_registers(
+    redis_url: str, channel: str, tmp_path: Path
+) -> None:
+    (tmp_path / "shop_messages.py").write_text(APP_MESSAGES)
+    unknown = the_console_script(
+        "pub", redis_url, "--channel", channel, "shop.OrderPlaced", cwd=tmp_path
+    )
+    assert unknown.returncode == 2
+    assert "no message type is registered under the name 'shop.OrderPlaced'" in unknown.stderr
+
+    subscriber = Subscriber(
+        redis_url,
+        *("--import", "shop_messages", "--channel", channel, "--count", "1", "--json"),
+        cwd=tmp_path,
+    )
+    published = the_console_script(
+        "pub",
+        redis_url,
+        "--channel",
+        channel,
+        "--import",
+        "shop_messages",
+        "shop.OrderPlaced",
+        "order=7",
+        cwd=tmp_path,
+    )
+    assert published.returncode == 0, published.stderr
+    code, out, err = subscriber.finish()
+    assert code == 0, err
+    assert json.loads(out)["type"] == "shop.OrderPlaced"
+    assert json.loads(out)["fields"] == {"order": 7}
+
+
+@pytest.mark.parametrize(
+    ("module", "detail"),
+    [
+        ("no_such_module", "ModuleNotFoundError: No module named 'no_such_module'"),
+        ("broken_messages", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_failed_import_is_one_line(tmp_path: Path, module: str, detail: str) -> None:
+    (tmp_path / "broken_messages.py").write_text("1 / 0\n")
+    for args in (
+        ["pub", "redis://x", "--channel", "c", "BusDataMessage"],
+        ["sub", "redis://x", "--channel", "c"],
+    ):
+        done = the_console_script(*args, "--import", module, cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr == (
+            f"Error: --import {module!r} failed: {detail}; check the module's name, and run "
+            f"from the directory it is in\n"
+        )
+
+
+# --- a closed stdout --------------------------------------------------------------------------
+
+
+def run_into_a_closed_pipe(
+    args: list[str], *, unbuffered: bool, while_running: Any = None
+) -> tuple[int, str, float]:
+    """Run ``python -m anybus ARGS`` with a stdout whose reader has gone: (status, stderr,
+    seconds)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1" if unbuffered else ""}
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "anybus", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    try:
+        if while_running is not None:
+            while_running(process)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, err, time.monotonic() - started
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo"],
+        ["--backend", "trio", "demo"],
+        ["--version"],
+        ["pub", "{url}", "--channel", "{name}", "BusDataMessage"],
+        ["inspect", "{url}", "--channel", "{name}", "--json"],
+        ["bench", "--quick", "--runs", "1", "--workloads", "W2", "--backends", "asyncio"],
+    ],
+)
+def test_a_closed_stdout_ends_a_command_at_once_and_quietly(
+    redis_url: str, channel: str, args: list[str], unbuffered: bool
+) -> None:
+    args = [arg.format(url=redis_url, name=channel) for arg in args]
+    code, err, seconds = run_into_a_closed_pipe(args, unbuffered=unbuffered)
+    assert (code, err.strip()) == (1, "")  # (bench's progress display ends with a newline)
+    assert seconds < 8  # the demo used to wait 10 s for workers that had crashed
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_a_closed_stdout_ends_sub_at_once_and_quietly(
+    redis_url: str, channel: str, unbuffered: bool
+) -> None:
+    def publish(process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        ready = process.stderr.readline()
+        assert ready.startswith("subscribed to channel"), ready
+        for _ in range(2):
+            assert invoke("pub", redis_url, "--channel", channel, "BusDataMessage").exit_code == 0
+
+    code, err, _ = run_into_a_closed_pipe(
+        ["sub", redis_url, "--channel", channel], unbuffered=unbuffered, while_running=publish
+    )
+    assert (code, err) == (1, "")
+
+
+# --- python -m anybus, and the cli extra ------------------------------------------------------
+
+
+def test_python_m_anybus_is_the_click_command() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "anybus", "inspect", "redis://x"],
         capture_output=True,
@@ -335,42 +569,84 @@ def test_python_m_anybus_hands_other_commands_to_the_cli() -> None:
         check=False,
     )
     assert done.returncode == 2
+    assert done.stderr.startswith("Usage: python -m anybus inspect [OPTIONS] URL\n")
     assert "exactly one of" in done.stderr
-
-
-def test_without_the_cli_extra_python_m_anybus_names_it(tmp_path: Any) -> None:
-    blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text(
-        "import sys\nsys.modules['click'] = None\n",
-    )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = [sys.executable, "-m", "anybus"]
-    missing = subprocess.run(
-        [*args, "sub", "redis://x"], capture_output=True, text=True, env=env, check=False
-    )
-    assert missing.returncode == 1
-    assert "pip install 'anybus[cli]'" in missing.stderr
     demo = subprocess.run(
-        [*args, "demo", "--backend", "asyncio"],
+        [sys.executable, "-m", "anybus", "demo", "--backend", "asyncio"],
         capture_output=True,
         text=True,
-        env=env,
         check=False,
     )
     assert demo.returncode == 0, demo.stderr
     assert "summary: 2 jobs completed" in demo.stdout
-    # The console script (anybus = anybus._cli:main) says the same.
-    script = subprocess.run(
-        [sys.executable, "-c", "from anybus._cli import main; main(['bench'])"],
+
+
+def blocking(tmp_path: Path, *modules: str) -> dict[str, str]:
+    """An environment in which ``modules`` cannot be imported, as if not installed."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n" + "".join(f"sys.modules[{module!r}] = None\n" for module in modules)
+    )
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+
+
+HINT = "error: the anybus command needs the cli extra: pip install 'anybus[cli]'\n"
+
+
+@pytest.mark.parametrize(
+    "args", [["demo"], ["demo", "--backend", "asyncio"], ["--help"], ["sub", "redis://x"], []]
+)
+def test_without_the_cli_extra_both_front_ends_say_how_to_install_it(
+    tmp_path: Path, args: list[str]
+) -> None:
+    env = blocking(tmp_path, "click")
+    for front_end in (
+        [sys.executable, "-m", "anybus"],
+        [sys.executable, "-c", "from anybus._cli import main; main()"],  # the console script
+    ):
+        done = subprocess.run(
+            [*front_end, *args], capture_output=True, text=True, env=env, check=False
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (1, "", HINT)
+
+
+@pytest.mark.parametrize(
+    ("args", "instead"),
+    [
+        (["demo"], " (or --backend asyncio)"),
+        (["demo", "--backend", "both"], " (or --backend asyncio)"),
+        (["demo", "--backend", "trio"], ""),
+        (["--backend", "trio", "demo"], ""),
+        (["--backend", "trio", "inspect", "redis://127.0.0.1:1", "--channel", "c"], ""),
+    ],
+)
+def test_without_trio_the_demo_names_the_extra_in_one_line(
+    tmp_path: Path, args: list[str], instead: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "anybus", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=blocking(tmp_path, "trio"),
         check=False,
     )
-    assert script.returncode == 1
-    assert script.stderr == (
-        "error: the anybus command needs the cli extra: pip install 'anybus[cli]'\n"
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"Error: trio is not installed: pip install 'anybus[trio]'{instead}\n"
+
+
+def test_without_trio_the_demo_runs_on_asyncio(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "anybus", "demo", "--backend", "asyncio"],
+        capture_output=True,
+        text=True,
+        env=blocking(tmp_path, "trio"),
+        check=False,
     )
+    assert done.returncode == 0, done.stderr
+    assert "summary: 2 jobs completed" in done.stdout
 
 
 def test_the_console_script_runs_the_group(capsys: pytest.CaptureFixture[str]) -> None:

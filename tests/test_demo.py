@@ -1,10 +1,14 @@
+"""The demo of the in-memory bus, as a library function (the ``anybus demo`` command is
+tested in test_cli.py)."""
+
 from __future__ import annotations
 
 import io
+import logging
 
+import anyio
 import pytest
 
-from anybus.__main__ import main
 from anybus._demo import run_demo
 
 
@@ -30,16 +34,30 @@ async def test_the_cancel_overtakes_queued_work(anyio_backend: str) -> None:
     assert lines[-1].startswith("summary: 2 jobs completed, 1 cancelled mid-job, 3 cancelled")
 
 
-def test_the_command_runs_on_both_backends(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "anybus demo on asyncio" in out
-    assert "anybus demo on trio" in out
-    assert out.count("summary: 2 jobs completed") == 2
+class ClosedAfter(io.StringIO):
+    """An output whose reader goes away after ``lines`` lines, as ``| head`` does."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.left = lines
+
+    def write(self, text: str) -> int:
+        if self.left == 0:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.left -= 1
+        return super().write(text)
 
 
-def test_a_bad_backend_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["demo", "--backend", "curio"])
-    assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.anyio
+@pytest.mark.parametrize("lines", [0, 2, 5, 12])
+async def test_a_closed_output_ends_the_demo_at_once(
+    anyio_backend: str, lines: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = ClosedAfter(lines)
+    # Before, the workers' handlers failed (logged), and the runner waited 10 s for them.
+    with anyio.fail_after(3), pytest.raises(BrokenPipeError):
+        await run_demo(out, backend=anyio_backend)
+    assert len(out.getvalue().splitlines()) == lines
+    assert [
+        record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR
+    ] == []

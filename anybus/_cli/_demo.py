@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from .._demo import run_demo
-from ._common import BACKENDS, run
+from ._common import BACKENDS, require_backends, run
 
 __all__ = ["demo"]
 
@@ -35,6 +35,8 @@ def demo(ctx: click.Context, demo_backend: str | None) -> None:
         )
         chosen = ctx.obj["backend"] if given else "both"
     backends = BACKENDS if chosen == "both" else (chosen,)
+    # Checked before anything runs, so that a missing trio is one line, not half a demo.
+    require_backends(backends, instead="--backend asyncio" if chosen == "both" else None)
     out: TextIO = sys.stdout
     for index, backend in enumerate(backends):
         if index:

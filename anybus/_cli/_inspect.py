@@ -6,11 +6,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 import click
 from rich.table import Table
 
-from ._common import Failure, redis_module, run, settings_of, stdout_console
+from ._common import (
+    Failure,
+    connect_timeout_option,
+    open_client,
+    redis_module,
+    run,
+    settings_of,
+    stdout_console,
+)
 
 __all__ = ["inspect"]
 
@@ -29,30 +36,44 @@ def _as_dict(reply: Any) -> dict[str, Any]:
 
 @click.command()
 @click.argument("url")
-@click.option("--stream", default=None, help="a stream: length, groups, pending and lag")
-@click.option("--channel", default=None, help="a pub/sub channel: its subscribers")
+@click.option("--channel", metavar="NAME", default=None, help="a pub/sub channel: its subscribers")
+@click.option(
+    "--stream", metavar="NAME", default=None, help="a stream: length, groups, pending and lag"
+)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+@connect_timeout_option()
 @click.pass_context
 def inspect(
-    ctx: click.Context, url: str, stream: str | None, channel: str | None, as_json: bool
+    ctx: click.Context,
+    url: str,
+    channel: str | None,
+    stream: str | None,
+    as_json: bool,
+    connect_timeout: float,
 ) -> None:
     """Show a stream's length, consumer groups, pending entries and lag, or the number of
     subscribers on a channel."""
     if (stream is None) == (channel is None):
-        raise click.UsageError("give exactly one of --stream NAME or --channel NAME")
+        raise click.UsageError("give exactly one of --channel NAME or --stream NAME")
     settings = settings_of(url)
-    client_module = redis_module()._client
+    redis_module()  # a failure naming the extra, if redis support is missing
 
     async def query() -> dict[str, Any]:
-        client = await client_module.RedisClient.create(settings, name="anybus-cli-inspect")
-        try:
-            await client.ping()
+        async with open_client(
+            settings, name="anybus-cli-inspect", connect_timeout=connect_timeout
+        ) as client:
             if channel is not None:
                 reply = _as_dict(await client.command("PUBSUB", "NUMSUB", channel))
                 return {"channel": channel, "subscribers": int(reply.get(channel, 0))}
             assert stream is not None
-            if not await client.command("EXISTS", stream):
-                raise Failure(f"no stream {stream!r} at {settings.address}")
+            kind = _text(await client.command("TYPE", stream))
+            if kind == "none":
+                raise Failure(f"no stream {stream!r} at {settings.address}: check the name")
+            if kind != "stream":
+                raise Failure(
+                    f"key {stream!r} at {settings.address} holds a {kind}, not a stream: "
+                    f"check the name"
+                )
             info = _as_dict(await client.command("XINFO", "STREAM", stream))
             groups = []
             for raw in await client.command("XINFO", "GROUPS", stream):
@@ -73,9 +94,6 @@ def inspect(
                 "last_id": _text(info.get("last-generated-id")),
                 "groups": groups,
             }
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.close()
 
     result = run(ctx, query)
     console = stdout_console()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import itertools
 import json
+import os
 import secrets
 import sys
+from collections.abc import Callable
+from contextlib import suppress
 from enum import Enum
 from typing import Any
 
@@ -20,8 +25,10 @@ from .._message_types import default_registry
 from .._messages import BusMessage, BusSystemMessage
 from .._wire import WireCodec
 from ._common import (
+    BadInput,
     Failure,
     connect_timeout_option,
+    open_client,
     redis_module,
     run,
     settings_of,
@@ -31,6 +38,51 @@ from ._common import (
 __all__ = ["pub", "sub"]
 
 DEFAULT_SOURCE = "anybus-cli"
+
+#: The value of a bare ``--stream`` (the old spelling ``pub --stream --channel NAME``).
+_STREAM_FLAG = "\0--stream"
+
+
+def _import_modules(ctx: click.Context, param: click.Parameter, modules: tuple[str, ...]) -> None:
+    """Import each ``--import`` module, so that the message types it registers are known."""
+    if modules and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as ``python -m`` would: the user's own modules
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise BadInput(
+                f"--import {module!r} failed: {detail}; check the module's name, and run from "
+                f"the directory it is in"
+            ) from None
+
+
+def import_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The repeatable ``--import MODULE`` option of ``pub`` and ``sub``."""
+    return click.option(
+        "--import",
+        "modules",
+        metavar="MODULE",
+        multiple=True,
+        expose_value=False,
+        callback=_import_modules,
+        help="import this module first, for the message types it registers (repeatable)",
+    )
+
+
+def _unknown_type(name: str) -> str:
+    """Why ``name`` is not a registered type, with the nearest names if any are close."""
+    names = list(default_registry)
+    by_lower = {known.lower(): known for known in names}
+    close = [by_lower[match] for match in difflib.get_close_matches(name.lower(), by_lower)]
+    if close:
+        *first, last = (repr(known) for known in close)
+        return f"{name!r}; did you mean {', '.join(first) + ' or ' if first else ''}{last}?"
+    return (
+        f"{name!r} ({len(names)} types are, e.g. {', '.join(names[:3])}); check the name, or "
+        f"--import the module that registers it"
+    )
 
 
 def _parse_value(text: str) -> Any:
@@ -44,9 +96,11 @@ def _build_message(type_name: str, fields: dict[str, Any]) -> BusMessage:
     """A new message of the registered type ``type_name``, checked against its annotations."""
     try:
         cls = default_registry.lookup(type_name)
-    except LookupError as exc:
-        known = ", ".join(default_registry)
-        raise click.BadParameter(f"{exc}; registered: {known}", param_hint="TYPE") from None
+    except LookupError:
+        raise click.BadParameter(
+            f"no message type is registered under the name {_unknown_type(type_name)}",
+            param_hint="TYPE",
+        ) from None
     fields.setdefault("source", DEFAULT_SOURCE)
     try:
         checked = decode_fields(cls, fields, message_id="-", name="-")
@@ -80,8 +134,18 @@ def _read_fields(assignments: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("url")
 @click.argument("type_name", metavar="TYPE")
 @click.argument("fields", nargs=-1, metavar="[FIELD=VALUE ...|-]")
-@click.option("--channel", required=True, help="the pub/sub channel (or, with --stream, stream)")
-@click.option("--stream", is_flag=True, help="publish on a RedisStreamBus instead of a RedisBus")
+@click.option(
+    "--channel", metavar="NAME", default=None, help="publish on this pub/sub channel (RedisBus)"
+)
+@click.option(
+    "--stream",
+    metavar="NAME",
+    default=None,
+    is_flag=False,
+    flag_value=_STREAM_FLAG,
+    help="store in this stream instead (RedisStreamBus)",
+)
+@import_option()
 @connect_timeout_option()
 @click.pass_context
 def pub(
@@ -89,12 +153,26 @@ def pub(
     url: str,
     type_name: str,
     fields: tuple[str, ...],
-    channel: str,
-    stream: bool,
+    channel: str | None,
+    stream: str | None,
     connect_timeout: float,
 ) -> None:
-    """Publish one message of a registered TYPE, built from FIELD=VALUE pairs (values parse
-    as JSON when they can, else are strings) or from a JSON object on stdin (``-``)."""
+    """Publish one message of a registered TYPE on a channel (--channel NAME) or a stream
+    (--stream NAME).
+
+    The fields come from FIELD=VALUE pairs (a value is parsed as JSON when it can be, else
+    taken as a string) or, with a single -, from a JSON object on stdin.
+    """
+    if stream == _STREAM_FLAG:
+        if channel is None:
+            raise click.UsageError("--stream takes the stream's name: --stream NAME")
+        click.echo(
+            f"warning: --stream --channel NAME is deprecated, write --stream {channel}",
+            err=True,
+        )
+        stream, channel = channel, None
+    if (stream is None) == (channel is None):
+        raise click.UsageError("give exactly one of --channel NAME or --stream NAME")
     message = _build_message(type_name, _read_fields(fields))
     settings = settings_of(url)
     redis = redis_module()
@@ -103,9 +181,9 @@ def pub(
 
     async def publish() -> Any:
         bus: Any
-        if stream:
+        if stream is not None:
             bus = redis.RedisStreamBus(
-                settings, stream=channel, name=name, connect_timeout=connect_timeout
+                settings, stream=stream, name=name, connect_timeout=connect_timeout
             )
         else:
             bus = redis.RedisBus(
@@ -113,7 +191,7 @@ def pub(
             )
         async with bus:
             await bus.send(message)
-            if not stream:
+            if stream is None:
                 # RedisBus.send() only queues the message, and leaving the bus cancels a
                 # publish in flight: wait for the writer to report on it first.
                 with anyio.move_on_after(connect_timeout):
@@ -122,29 +200,29 @@ def pub(
                         if _reported(bus.transport_statistics()):
                             break
                         await anyio.sleep(0.005)
-        if stream:
+        if stream is not None:
             # The bus made itself a consumer group to read with: leave no trace of it.
-            await _destroy_group(redis, settings, channel, bus.group)
+            await _destroy_group(settings, stream, bus.group, connect_timeout)
         return bus.transport_statistics()
 
     statistics = run(ctx, publish)
     if statistics.publish_failures or not statistics.published:
         raise Failure(f"{message.name} was not published: redis refused it")
-    where = f"stream {channel!r}" if stream else f"channel {channel!r}"
-    stdout_console().print(f"published {type_name} {message.id} on {where} at {settings.address}")
+    where = f"stream {stream!r}" if stream is not None else f"channel {channel!r}"
+    stdout_console().print(
+        f"published {type_name} {message.id} on {where} at {settings.address}", markup=False
+    )
 
 
 def _reported(statistics: Any) -> bool:
     return bool(statistics.published or statistics.publish_failures)
 
 
-async def _destroy_group(redis: Any, settings: Any, stream: str, group: str) -> None:
-    client = await redis._client.RedisClient.create(settings, name="anybus-cli-pub")
-    try:
+async def _destroy_group(settings: Any, stream: str, group: str, connect_timeout: float) -> None:
+    async with open_client(
+        settings, name="anybus-cli-pub", connect_timeout=connect_timeout
+    ) as client:
         await client.command("XGROUP", "DESTROY", stream, group)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await client.close()
 
 
 def _plain(value: Any) -> Any:
@@ -172,7 +250,7 @@ def _fields_of(message: BusMessage) -> dict[str, Any]:
 
 @click.command()
 @click.argument("url")
-@click.option("--channel", required=True, help="the pub/sub channel to listen on")
+@click.option("--channel", metavar="NAME", required=True, help="the pub/sub channel to listen on")
 @click.option("--types", default=None, help="comma-separated type names to show (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per line")
 @click.option(
@@ -181,6 +259,7 @@ def _fields_of(message: BusMessage) -> dict[str, Any]:
     default=None,
     help="exit after this many shown messages (undecodable input counts too)",
 )
+@import_option()
 @connect_timeout_option()
 @click.pass_context
 def sub(
@@ -199,11 +278,11 @@ def sub(
         wanted = {name.strip() for name in types.split(",") if name.strip()}
         unknown = sorted(name for name in wanted if name not in default_registry)
         if unknown:
-            raise click.BadParameter(f"not registered: {', '.join(unknown)}", param_hint="--types")
+            raise click.BadParameter(
+                f"not registered: {_unknown_type(unknown[0])}", param_hint="--types"
+            )
     settings = settings_of(url)
-    redis = redis_module()
-    client_module = redis._client
-    probe_target = redis._pubsub.PROBE_TARGET
+    probe_target = redis_module()._pubsub.PROBE_TARGET
     console = stdout_console()
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
     codec = WireCodec()
@@ -255,7 +334,6 @@ def sub(
         """Publish probes until this subscription hears one (glide subscribes lazily)."""
         try:
             with anyio.fail_after(connect_timeout):
-                await client.ping()
                 for seq in itertools.count(1):
                     probe = BusSystemMessage(source=me, target=probe_target)
                     await client.publish(channel, codec.encode(probe, sender=me, seq=seq))
@@ -264,8 +342,8 @@ def sub(
                         break
         except TimeoutError:
             raise Failure(
-                f"could not subscribe to {channel!r} at {settings.address} within "
-                f"{connect_timeout} s (check the url, and that redis is running)"
+                f"redis at {settings.address} answers, but did not confirm the subscription "
+                f"to {channel!r} within {connect_timeout} s (wait longer with --connect-timeout)"
             ) from None
         err.print(f"subscribed to channel {channel!r} at {settings.address}", markup=False)
 
@@ -278,26 +356,26 @@ def sub(
             except anyio.WouldBlock:
                 tally["undecodable"] += 1  # dropped: counted, never a crash
 
-        client = await client_module.RedisClient.create(
-            settings, name="anybus-cli-sub", channels=[channel], on_message=on_message
-        )
-        try:
-            async with anyio.create_task_group() as task_group:
+        with send, receive:
+            async with (
+                open_client(
+                    settings,
+                    name="anybus-cli-sub",
+                    connect_timeout=connect_timeout,
+                    channels=[channel],
+                    on_message=on_message,
+                ) as client,
+                anyio.create_task_group() as task_group,
+            ):
                 task_group.start_soon(confirm, client)
-                with send, receive:
-                    async for payload in receive:
-                        if show(payload):
-                            tally["shown"] += 1
-                            if count is not None and tally["shown"] >= count:
-                                break
+                async for payload in receive:
+                    if show(payload):
+                        tally["shown"] += 1
+                        if count is not None and tally["shown"] >= count:
+                            break
                 task_group.cancel_scope.cancel(reason="anybus sub: --count reached")
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.close()
 
-    try:
+    with suppress(KeyboardInterrupt):  # Ctrl-C is how sub ends without --count
         run(ctx, listen)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        err.print(f"{tally['shown']} shown, {tally['undecodable']} undecodable", markup=False)
+    # Not after a failure (its one line says it all) or a closed stdout (nobody reads on).
+    err.print(f"{tally['shown']} shown, {tally['undecodable']} undecodable", markup=False)
