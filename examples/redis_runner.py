@@ -16,7 +16,7 @@ import sys
 
 import anyio
 
-from anybus import JobTimeout, WorkerBus
+from anybus import JobTimeout, WorkerBus, open_job, request
 from anybus.redis import RedisBus
 
 
@@ -24,8 +24,8 @@ async def wait_for_worker(bus: WorkerBus) -> None:
     """Ping until the worker answers, so either process may start first."""
     for _ in range(30):
         try:
-            await bus.request(
-                "resizer", {"image": "ping", "steps": 0}, job_name="resize", timeout=1
+            await request(
+                bus, "resizer", {"image": "ping", "steps": 0}, job_name="resize", timeout=1
             )
             return
         except JobTimeout:
@@ -34,7 +34,7 @@ async def wait_for_worker(bus: WorkerBus) -> None:
 
 
 async def resize(bus: WorkerBus, image: str) -> None:
-    async with bus.job("resizer", {"image": image}, job_name="resize") as job:
+    async with open_job(bus, "resizer", {"image": image}, job_name="resize") as job:
         async for update in job.updates():
             print(f"runner: {image} step {update['step']}/{update['of']}")
         result = await job.result()
@@ -52,10 +52,10 @@ async def main(backend: str, url: str, channel: str, keep_worker: bool) -> None:
                 task_group.start_soon(resize, bus, image)
         # A job the runner gives up on: leaving its scope cancels it in the worker's process.
         with anyio.move_on_after(0.08):
-            await bus.request("resizer", {"image": "huge.tiff", "steps": 1000}, job_name="resize")
+            await request(bus, "resizer", {"image": "huge.tiff", "steps": 1000}, job_name="resize")
         print("runner: gave up on huge.tiff")
         if not keep_worker:
-            await bus.request("resizer", job_name="shutdown", timeout=10)
+            await request(bus, "resizer", job_name="shutdown", timeout=10)
             print("runner: worker shut down")
 
 
