@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
@@ -236,11 +236,18 @@ class Subscriber:
         )
         assert self.process.stderr is not None
         first = self.process.stderr.readline()
-        assert first.startswith("subscribed to channel"), first + self._rest(self.process.stderr)
+        if not first.startswith("subscribed to channel"):
+            self.process.kill()
+            _, rest = self.process.communicate()
+            pytest.fail(f"sub did not subscribe; it printed {first + rest!r}")
 
-    @staticmethod
-    def _rest(stream: IO[str]) -> str:
-        return stream.read()
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:  # a failed test: leave no process behind
+            self.process.kill()
+            self.process.communicate()
 
     def finish(self) -> tuple[int, str, str]:
         try:
@@ -253,67 +260,67 @@ class Subscriber:
 
 
 def test_pub_reaches_sub_which_shows_undecodable_input(redis_url: str, channel: str) -> None:
-    subscriber = Subscriber(redis_url, "--channel", channel, "--count", "4")
-    published = invoke(
-        "pub",
-        redis_url,
-        "--channel",
-        channel,
-        "BusJobRequestMessage",
-        "job_id=j1",
-        'payload={"n": 1}',
-        "target=worker-a",
-    )
-    assert published.exit_code == 0, published.output
-    assert f"on channel {channel!r}" in published.output
-    command(redis_url, "PUBLISH", channel, "not an envelope")
-    stdin = invoke(
-        "--backend",
-        "trio",
-        "pub",
-        redis_url,
-        "--channel",
-        channel,
-        "BusJobRequestMessage",
-        "-",
-        input='{"job_id": "j2", "source": "me"}',
-    )
-    assert stdin.exit_code == 0, stdin.output
-    assert invoke("pub", redis_url, "--channel", channel, "BusDataMessage").exit_code == 0
+    with Subscriber(redis_url, "--channel", channel, "--count", "4") as subscriber:
+        published = invoke(
+            "pub",
+            redis_url,
+            "--channel",
+            channel,
+            "BusJobRequestMessage",
+            "job_id=j1",
+            'payload={"n": 1}',
+            "target=worker-a",
+        )
+        assert published.exit_code == 0, published.output
+        assert f"on channel {channel!r}" in published.output
+        command(redis_url, "PUBLISH", channel, "not an envelope")
+        stdin = invoke(
+            "--backend",
+            "trio",
+            "pub",
+            redis_url,
+            "--channel",
+            channel,
+            "BusJobRequestMessage",
+            "-",
+            input='{"job_id": "j2", "source": "me"}',
+        )
+        assert stdin.exit_code == 0, stdin.output
+        assert invoke("pub", redis_url, "--channel", channel, "BusDataMessage").exit_code == 0
 
-    code, out, err = subscriber.finish()
-    assert code == 0, err
-    assert out.splitlines() == [
-        'BusJobRequestMessage source=anybus-cli target=worker-a job_id="j1" job_name=null '
-        'payload={"n": 1}',
-        "undecodable: malformed: not an anybus envelope: starts b'not an e'",
-        'BusJobRequestMessage source=me target=None job_id="j2" job_name=null payload=null',
-        "BusDataMessage source=anybus-cli target=None",
-    ]
-    assert err.splitlines()[-1] == "4 shown, 1 undecodable"
+        code, out, err = subscriber.finish()
+        assert code == 0, err
+        assert out.splitlines() == [
+            'BusJobRequestMessage source=anybus-cli target=worker-a job_id="j1" job_name=null '
+            'payload={"n": 1}',
+            "undecodable: malformed: not an anybus envelope: starts b'not an e'",
+            'BusJobRequestMessage source=me target=None job_id="j2" job_name=null payload=null',
+            "BusDataMessage source=anybus-cli target=None",
+        ]
+        assert err.splitlines()[-1] == "4 shown, 1 undecodable"
 
 
 def test_sub_filters_types_and_prints_json(redis_url: str, channel: str) -> None:
-    subscriber = Subscriber(
+    with Subscriber(
         redis_url, "--channel", channel, "--count", "2", "--json", "--types", "BusDataMessage"
-    )
-    for args in (["BusJobRequestMessage", "job_id=skipped"], ["BusDataMessage", "target=a"]):
-        result = invoke("pub", redis_url, "--channel", channel, *args)
-        assert result.exit_code == 0, result.output
-    # Encoded with a serializer this side does not read: still shown, as undecodable.
-    codec = WireCodec(MsgpackSerializer())
-    payload = codec.encode(BusDataMessage(source="x"), sender="peer", seq=1)
-    command(redis_url, "PUBLISH", channel, payload)
+    ) as subscriber:
+        for args in (["BusJobRequestMessage", "job_id=skipped"], ["BusDataMessage", "target=a"]):
+            result = invoke("pub", redis_url, "--channel", channel, *args)
+            assert result.exit_code == 0, result.output
+        # Encoded with a serializer this side does not read: still shown, as undecodable.
+        codec = WireCodec(MsgpackSerializer())
+        payload = codec.encode(BusDataMessage(source="x"), sender="peer", seq=1)
+        command(redis_url, "PUBLISH", channel, payload)
 
-    code, out, err = subscriber.finish()
-    assert code == 0, err
-    first, second = (json.loads(line) for line in out.splitlines())
-    assert first["type"] == "BusDataMessage"
-    assert first["source"] == "anybus-cli"
-    assert first["target"] == "a"
-    assert first["fields"] == {}
-    assert second["undecodable"] == "malformed"
-    assert "serializer 'msgpack'" in second["detail"]
+        code, out, err = subscriber.finish()
+        assert code == 0, err
+        first, second = (json.loads(line) for line in out.splitlines())
+        assert first["type"] == "BusDataMessage"
+        assert first["source"] == "anybus-cli"
+        assert first["target"] == "a"
+        assert first["fields"] == {}
+        assert second["undecodable"] == "malformed"
+        assert "serializer 'msgpack'" in second["detail"]
 
 
 PUBLISHER = """
@@ -401,11 +408,11 @@ def test_inspect_counts_the_subscribers_of_a_channel(redis_url: str, channel: st
     assert invoke("inspect", redis_url, "--channel", channel).output == (
         f"channel {channel!r}: 0 subscriber(s)\n"
     )
-    subscriber = Subscriber(redis_url, "--channel", channel, "--count", "1")
-    result = invoke("inspect", redis_url, "--channel", channel, "--json")
-    assert json.loads(result.output) == {"channel": channel, "subscribers": 1}
-    invoke("pub", redis_url, "--channel", channel, "BusDataMessage")
-    assert subscriber.finish()[0] == 0
+    with Subscriber(redis_url, "--channel", channel, "--count", "1") as subscriber:
+        result = invoke("inspect", redis_url, "--channel", channel, "--json")
+        assert json.loads(result.output) == {"channel": channel, "subscribers": 1}
+        invoke("pub", redis_url, "--channel", channel, "BusDataMessage")
+        assert subscriber.finish()[0] == 0
 
 
 # --- --import ------------------------------------------------------------------------------
@@ -443,27 +450,27 @@ def test_pub_and_sub_see_the_types_an_imported_module_registers(
     assert unknown.returncode == 2
     assert "no message type is registered under the name 'shop.OrderPlaced'" in unknown.stderr
 
-    subscriber = Subscriber(
+    with Subscriber(
         redis_url,
         *("--import", "shop_messages", "--channel", channel, "--count", "1", "--json"),
         cwd=tmp_path,
-    )
-    published = the_console_script(
-        "pub",
-        redis_url,
-        "--channel",
-        channel,
-        "--import",
-        "shop_messages",
-        "shop.OrderPlaced",
-        "order=7",
-        cwd=tmp_path,
-    )
-    assert published.returncode == 0, published.stderr
-    code, out, err = subscriber.finish()
-    assert code == 0, err
-    assert json.loads(out)["type"] == "shop.OrderPlaced"
-    assert json.loads(out)["fields"] == {"order": 7}
+    ) as subscriber:
+        published = the_console_script(
+            "pub",
+            redis_url,
+            "--channel",
+            channel,
+            "--import",
+            "shop_messages",
+            "shop.OrderPlaced",
+            "order=7",
+            cwd=tmp_path,
+        )
+        assert published.returncode == 0, published.stderr
+        code, out, err = subscriber.finish()
+        assert code == 0, err
+        assert json.loads(out)["type"] == "shop.OrderPlaced"
+        assert json.loads(out)["fields"] == {"order": 7}
 
 
 @pytest.mark.parametrize(
