@@ -34,6 +34,7 @@ from ._common import lane as lane
 from ._common import task_count as task_count
 from ._delivery import DeliveryTests
 from ._lifecycle import LifecycleTests
+from ._misuse import MisuseTests
 from ._network import NetworkTests
 from ._priority import PriorityTests
 from ._subscriptions import SubscriptionTests
@@ -44,7 +45,7 @@ __all__ = ["BusConformance", "BusFactory", "NetworkBusConformance"]
 # pytest collects the tests of the last base first, so the bases are listed last theme first:
 # the suite runs lifecycle, cancellation, subscriptions, delivery, then priority.
 class BusConformance(
-    PriorityTests, DeliveryTests, SubscriptionTests, CancellationTests, LifecycleTests
+    PriorityTests, DeliveryTests, SubscriptionTests, CancellationTests, LifecycleTests, MisuseTests
 ):
     """What every bus does, whatever its transport: lifecycle and delivery semantics."""
 
