@@ -17,7 +17,8 @@ class BusLike(Protocol):
     """
 
     async def send(self, message: BusMessage) -> None:
-        """Send ``message`` on the bus (see :meth:`WorkerBus.send <anybus.WorkerBus.send>`)."""
+        """Send ``message`` on the bus (see :meth:`WorkerBus.send <anybus.WorkerBus.send>`, which
+        says what cancelling it does)."""
         ...
 
     def notify_idle(self) -> None:

@@ -91,7 +91,9 @@ class Transport(Protocol):
     async def stop_intake(self) -> None:
         """Stop handing incoming messages to the host; return once none will be.
 
-        A no-op when not serving. Called before the bus drains its inboxes.
+        A no-op when not serving. Called before the bus drains its inboxes, shielded with a
+        deadline, so it is not cancelled in practice; if it is, intake still stops (the
+        cancel request is made first) and the rest of the stop does not depend on it.
         """
         ...
 
@@ -131,7 +133,8 @@ class MemoryTransport:
         await host.deliver(message)
 
     async def stop_intake(self) -> None:
-        """Nothing comes from outside the process: a checkpoint."""
+        """Nothing comes from outside the process: a checkpoint (so it may be cancelled, having
+        done nothing)."""
         await checkpoint()
 
     def __str__(self) -> str:

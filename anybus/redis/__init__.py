@@ -16,18 +16,18 @@ if _find_spec("glide") is None:  # pragma: no cover - exercised without the extr
 from ._base import RedisStatistics as RedisStatistics
 from ._buses import RedisBus as RedisBus
 from ._buses import RedisStreamBus as RedisStreamBus
-from ._client import RedisSettings as RedisSettings
 from ._client import configure_glide_logging as configure_glide_logging
 from ._pubsub import PubSubTransport as PubSubTransport
+from ._settings import RedisSettings as RedisSettings
 from ._streams import StreamTransport as StreamTransport
 
 __all__ = [
-    "RedisBus",
     "PubSubTransport",
-    "StreamTransport",
+    "RedisBus",
     "RedisSettings",
     "RedisStatistics",
     "RedisStreamBus",
+    "StreamTransport",
     "configure_glide_logging",
 ]
 

@@ -197,7 +197,11 @@ class PubSubTransport(RedisTransport):
     # --- the transport ----------------------------------------------------------------------
 
     async def stop_intake(self) -> None:
-        """Stop delivering what arrives on the channel; return once the reader has ended."""
+        """Stop delivering what arrives on the channel; return once the reader has ended.
+
+        Cancelled while it waits for the reader, intake has stopped all the same (the reader's
+        scope is cancelled first).
+        """
         scope, ended = self._intake, self._intake_ended
         if scope is not None and ended is not None:
             scope.cancel(reason="anybus: the bus stops its intake")

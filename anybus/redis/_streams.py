@@ -166,7 +166,9 @@ class StreamTransport(RedisTransport):
         """Stop reading the stream; return once the reader has ended.
 
         A read in flight is abandoned: the entries it was given stay pending for this
-        consumer and come again when an instance of this name reads next.
+        consumer and come again when an instance of this name reads next. Cancelled while it
+        waits for the reader, intake has stopped all the same (the reader's scope is
+        cancelled first).
         """
         scope, ended = self._intake, self._intake_ended
         if scope is not None and ended is not None:
