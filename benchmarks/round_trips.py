@@ -1,4 +1,4 @@
-"""Request/reply round trips per second: ``bus.request()`` against hand-correlated messages.
+"""Request/reply round trips per second: ``request(bus, ...)`` against hand-correlated messages.
 
     python benchmarks/round_trips.py                        # memory bus, asyncio and trio
     python benchmarks/round_trips.py --bus redis --bus stream --jobs 1000
@@ -7,7 +7,7 @@
 Each cell runs ``--jobs`` jobs with ``--in-flight`` of them outstanding at a time, two ways on
 the same bus in the same run:
 
-* ``api`` — ``await bus.request(...)`` against a :class:`~anybus.JobWorker` (one running job
+* ``api`` — ``await request(bus, ...)`` against a :class:`~anybus.JobWorker` (one running job
   per in-flight caller, so the worker's limit is not what is measured);
 * ``hand`` — the reference: the caller sends a ``BusJobRequestMessage`` itself and waits on
   an event that its own subscriber sets when the matching ``BusJobResponseMessage`` comes;
@@ -45,6 +45,7 @@ from anybus import (
     JobWorker,
     MemoryBus,
     WorkerBus,
+    request,
 )
 
 
@@ -140,7 +141,7 @@ async def measure_api(
         await worker_bus.subscribe(JobWorker("worker", handlers={None: echo}, concurrency=flight))
 
         async def call(n: int) -> None:
-            await caller_bus.request("worker", {"n": n})
+            await request(caller_bus, "worker", {"n": n})
 
         await call(-1)  # warm up: the job client subscribes on the first job
         return await _drive(jobs, flight, call)
