@@ -30,6 +30,8 @@ _NOT_RUNNING = (
 # How send() routes each message class, cached by class: data, system, local-only.
 _DATA, _SYSTEM, _LOCAL = 0, 1, 2
 _KINDS: dict[type, int] = {}
+#: The message classes that are plain data (neither system nor local): send()'s shortcut.
+_PLAIN_DATA: set[type] = set()
 
 
 def _kind_of(message: object) -> int:
@@ -50,6 +52,7 @@ def _kind_of(message: object) -> int:
         value = _SYSTEM
     else:
         value = _DATA
+        _PLAIN_DATA.add(kind)
     _KINDS[kind] = value
     return value
 
@@ -127,6 +130,7 @@ class WorkerBus(BusLifecycle):
         )
         # The memory transport's publish() is deliver(): send() takes the short way instead.
         self._direct = type(transport) is MemoryTransport
+        self._changed()
         self._sent = 0
 
     def notify_idle(self) -> None:
@@ -155,18 +159,28 @@ class WorkerBus(BusLifecycle):
         cancellation before delivering). A network transport documents what a send
         cancelled while it talks to the network has done.
         """
-        try:
-            kind = _KINDS[message.__class__]
-        except KeyError:
+        sent = self._sent + 1
+        plain = self._plain
+        if plain is not None and sent & SEND_YIELD_MASK and message.__class__ in _PLAIN_DATA:
+            # A data message on a running memory bus whose inboxes are unbounded and
+            # unfiltered: the fan-out, inlined, is the hottest loop of the library (a call
+            # costs W2 about 7 %, a check of the running state 3 %: _plain says both).
+            self._hub.data_fanned += 1
+            for sub in plain:
+                sub.push_data(message)
+                waiter = sub.data_waiter
+                if waiter is not None:
+                    sub.data_waiter = None
+                    waiter.set()
+            self._sent = sent
+            return
+        kind = _KINDS.get(message.__class__)
+        if kind is None:
             kind = _kind_of(message)
         if self._host is None:
             raise BusStateError(_NOT_RUNNING.format(bus=self))
-        sent = self._sent + 1
         if sent & SEND_YIELD_MASK:
-            if kind == _DATA and self._direct and not self._blocking:
-                self._fan_out(message)
-            else:
-                await self._route(message, kind)
+            await self._route(message, kind)
             self._sent = sent
             return
         # Once every 128 sends: a scheduling point, which a cancellation meets before the

@@ -93,11 +93,22 @@ class Subscription(Inbox):
         self.workers += 1
         task_group.start_soon(worker, scope, name=f"anybus {what} {self.name!r}")
 
-    def cancel(self, reason: str) -> None:
-        """Cancel the workers; ``done`` is set once they have ended."""
+    def end(self, reason: str) -> None:
+        """End the workers for good and close the lanes; ``done`` is set once they have ended.
+
+        Workers parked on empty lanes are woken to find their lanes closed and return (no
+        cancellation to deliver: the cheap way, and the common one); any other is cancelled.
+        """
         self.task_group = None
-        for scope in self.scopes:
-            scope.cancel(reason=reason)
+        parked = (
+            self.data_waiter is not None
+            and (not self.system_running or self.system_waiter is not None)
+            and not self.runs_in_bus
+        )
+        if not parked:
+            for scope in self.scopes:
+                scope.cancel(reason=reason)
+        self.close()
 
     def _ended(self, scope: CancelScope) -> None:
         self.scopes.remove(scope)

@@ -66,6 +66,9 @@ class BusLifecycle(SubscriptionRegistry):
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
 
+    def _refresh_plain(self) -> None:
+        self._plain = self._plain_targets if self._host is not None else None
+
     @property
     def transport(self) -> Transport:
         """The transport that carries this bus's messages."""
@@ -88,11 +91,13 @@ class BusLifecycle(SubscriptionRegistry):
         task_group = create_task_group()
         await task_group.__aenter__()
         self._host = task_group
+        self._refresh_plain()
         self._hosted_by_run = False
         try:
             await self._open(task_group)
         except BaseException:
             self._host = None
+            self._refresh_plain()
             self._cancel_dispatch()
             task_group.cancel_scope.cancel(reason="anybus: the bus failed to start")
             await task_group.__aexit__(None, None, None)
@@ -124,6 +129,7 @@ class BusLifecycle(SubscriptionRegistry):
                 await task_group.__aexit__(None, None, None)
             finally:
                 self._host = None
+                self._refresh_plain()
         if drain_error is not None:
             raise drain_error
         return None
@@ -144,6 +150,7 @@ class BusLifecycle(SubscriptionRegistry):
         try:
             async with task_group:
                 self._host = task_group
+                self._refresh_plain()
                 self._hosted_by_run = True
                 await self._open(task_group)
                 task_status.started()
@@ -151,6 +158,7 @@ class BusLifecycle(SubscriptionRegistry):
             # A later run() may already own the bus if stop() was called; leave it alone.
             if self._host is task_group:
                 self._host = None
+                self._refresh_plain()
                 self._cancel_dispatch()
 
     async def _open(self, task_group: TaskGroup) -> None:
@@ -230,6 +238,7 @@ class BusLifecycle(SubscriptionRegistry):
             finally:
                 if ending and self._host is not None:
                     host, self._host = self._host, None
+                    self._refresh_plain()
                     await self._end_dispatch()
                     host.cancel_scope.cancel(reason="anybus: the bus was stopped")
                 else:

@@ -120,12 +120,26 @@ class SubscriptionRegistry(ABC):
         self._bounded: tuple[Subscription, ...] = ()
         self._hub = Hub()
         self._fan_out = make_fan_out((), self._hub)
+        # send()'s shortcut for a data message: when the transport is this process's memory
+        # (set by the bus) and no inbox is bounded or filtered, the inboxes it fills at once;
+        # open (in _plain) only while the bus runs, so that the shortcut need not check.
+        self._direct = False
+        self._plain_targets: tuple[Subscription, ...] | None = None
+        self._plain: tuple[Subscription, ...] | None = None
         # Whether any inbox is bounded under the "block" policy: only then does a send look
         # for room before queuing.
         self._blocking = False
 
+    def _first_fan_out(self, message: BusMessage) -> None:
+        fan_out = self._fan_out = make_fan_out(self._targets, self._hub)
+        fan_out(message)
+
     @abstractmethod
     def _spawn_if_dispatching(self, sub: Subscription) -> None: ...
+
+    @abstractmethod
+    def _refresh_plain(self) -> None:
+        """Open or close send()'s shortcut (``_plain``): open only while the bus runs."""
 
     def _add(
         self,
@@ -174,7 +188,10 @@ class SubscriptionRegistry(ABC):
     def _changed(self) -> None:
         self._targets = tuple(self._subscriptions.values())
         self._bounded = tuple(sub for sub in self._targets if sub.bounded)
-        self._fan_out = make_fan_out(self._targets, self._hub)
+        self._fan_out = self._first_fan_out  # built when first used: churn need not pay
+        plain = all(not sub.bounded and sub.targets is None for sub in self._targets)
+        self._plain_targets = self._targets if self._direct and plain else None
+        self._refresh_plain()
         self._blocking = any(sub.overflow is OverflowPolicy.BLOCK for sub in self._bounded)
         self._hub.notify_idle()  # a removed subscriber may have been the last one busy
 
@@ -269,7 +286,7 @@ class SubscriptionRegistry(ABC):
         logger.debug("%r: unsubscribed %r", self, name)
         try:
             if sub.workers and sub.done is not None:
-                sub.cancel(reason=f"anybus: {sub.name!r} unsubscribed")
+                sub.end(reason=f"anybus: {sub.name!r} unsubscribed")
                 await sub.done.wait()
             else:
                 await checkpoint()
