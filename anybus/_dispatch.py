@@ -28,10 +28,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from anyio import (
-    CancelScope,
     ClosedResourceError,
     EndOfStream,
     Event,
+    TaskHandle,
     WouldBlock,
 )
 from anyio.abc import TaskGroup
@@ -61,12 +61,12 @@ class Subscription(Inbox):
     # --- the workers ----------------------------------------------------------------------
 
     def spawn(self, task_group: TaskGroup) -> None:
-        """Start the workers in the dispatch ``task_group`` (the system worker only once a
+        """Start the workers in the bus's ``task_group`` (the system worker only once a
         system message is queued)."""
         if self.passive or self.closed:
             return
         self.task_group = task_group
-        self.done = Event()
+        self.stopping = False
         self.data_in_flight = self.system_in_flight = 0
         self._start(task_group, self._data_worker, "data worker")
         if self.system_queued:
@@ -78,90 +78,98 @@ class Subscription(Inbox):
         """Start the system worker if dispatching and not started yet (fan-out calls it)."""
         task_group = self.task_group
         if task_group is not None and not self.system_running and not self.closed:
+            self.system_running = True
             self._start(task_group, self._system_worker, "system worker")
 
     def _start(
         self,
         task_group: TaskGroup,
-        worker: Callable[[CancelScope], Coroutine[Any, Any, None]],
+        worker: Callable[[], Coroutine[Any, Any, None]],
         what: str,
     ) -> None:
-        scope = CancelScope()
-        if worker == self._system_worker:
-            self.system_running = True
-        self.scopes.append(scope)
         self.workers += 1
-        task_group.start_soon(worker, scope, name=f"anybus {what} {self.name!r}")
+        self.handles.append(task_group.start_soon(worker, name=f"anybus {what} {self.name!r}"))
 
-    def end(self, reason: str) -> None:
-        """End the workers for good and close the lanes; ``done`` is set once they have ended.
-
-        Workers parked on empty lanes are woken to find their lanes closed and return (no
-        cancellation to deliver: the cheap way, and the common one); any other is cancelled.
-        """
-        self.task_group = None
-        parked = (
+    def _parked(self) -> bool:
+        """Whether every worker waits on an empty lane (none is handling a message)."""
+        return (
             self.data_waiter is not None
             and (not self.system_running or self.system_waiter is not None)
             and not self.runs_in_bus
         )
-        if not parked:
-            for scope in self.scopes:
-                scope.cancel(reason=reason)
+
+    def stop(self) -> None:
+        """Make the workers end; the lanes stay as they are. See :meth:`wait_ended`.
+
+        Workers parked on empty lanes are woken to find the subscription stopping and return
+        (no cancellation to deliver: the cheap way, and the common one); any other is
+        cancelled, its handler with it.
+        """
+        self.task_group = None
+        self.stopping = True
+        if self._parked():
+            for waiter in (self.data_waiter, self.system_waiter):
+                if waiter is not None:
+                    waiter.set()
+        else:
+            for handle in self.handles:
+                handle.cancel()
+
+    def end(self) -> None:
+        """Make the workers end for good and close the lanes. See :meth:`wait_ended`."""
+        self.stop()
         self.close()
 
-    def _ended(self, scope: CancelScope) -> None:
-        self.scopes.remove(scope)
-        self.workers -= 1
-        if not self.workers:
-            self.task_group = None
-            if self.done is not None:
-                self.done.set()
+    async def wait_ended(self) -> None:
+        """Wait until every worker task started so far has ended."""
+        while self.handles:
+            handle = self.handles[0]
+            await handle.wait()
+            if self.handles and self.handles[0] is handle:
+                del self.handles[0]
 
-    async def _run_in_bus(self, scope: CancelScope) -> None:
+    async def _run_in_bus(self) -> None:
         try:
-            with scope:
-                await self.subscriber.run_in_bus(self.bus)
+            await self.subscriber.run_in_bus(self.bus)
         except Exception as exc:
             logger.error("run_in_bus() of subscriber %r failed", self.name, exc_info=exc)
         finally:
-            self._ended(scope)
+            self.workers -= 1
 
-    async def _system_worker(self, scope: CancelScope) -> None:
+    async def _system_worker(self) -> None:
         handling.set(self.bus)
         receive_nowait = self.system_receive.receive_nowait
         message: BusMessage | None = None
         try:
-            with scope:
-                while True:
-                    try:
-                        message = receive_nowait()
-                    except WouldBlock:
-                        waiter = self.system_waiter = Event()
-                        self.hub.notify_idle()
-                        await waiter.wait()
-                        continue
-                    except (EndOfStream, ClosedResourceError):
-                        return
-                    self.system_waiter = None
-                    self.system_queued -= 1
-                    if not self.system_queued and self.gate_waiter is not None:
-                        self.gate_waiter.set()
-                    accepts = self.accepts
-                    try:
-                        if accepts is None or accepts(message):
-                            self.system_delivered += 1
-                            await self.subscriber.on_bus_message(message)
-                    except Exception as exc:
-                        await self._failed(message, exc)
-                    message = None
+            while not self.stopping:
+                try:
+                    message = receive_nowait()
+                except WouldBlock:
+                    waiter = self.system_waiter = Event()
+                    self.hub.notify_idle()
+                    await waiter.wait()
+                    continue
+                except (EndOfStream, ClosedResourceError):
+                    return
+                self.system_waiter = None
+                self.system_queued -= 1
+                if not self.system_queued and self.gate_waiter is not None:
+                    self.gate_waiter.set()
+                accepts = self.accepts
+                try:
+                    if accepts is None or accepts(message):
+                        self.system_delivered += 1
+                        await self.subscriber.on_bus_message(message)
+                except Exception as exc:
+                    await self._failed(message, exc)
+                message = None
         finally:
             self.system_in_flight = 0 if message is None else 1
             self.system_waiter = None
             self.system_running = False
-            self._ended(scope)
+            self.workers -= 1
 
-    async def _data_worker(self, scope: CancelScope) -> None:
+    async def _data_worker(self) -> None:
         handling.set(self.bus)
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
@@ -172,55 +180,56 @@ class Subscription(Inbox):
         handled = 0
         message: BusMessage | None = None
         try:
-            with scope:
-                while True:
-                    if self.system_queued:
-                        # A system message is waiting: let it start before any further data.
-                        waiter = self.gate_waiter = Event()
-                        try:
-                            await waiter.wait()
-                        finally:
-                            if self.gate_waiter is waiter:
-                                self.gate_waiter = None
-                        continue
+            while True:
+                if self.system_queued:
+                    # A system message is waiting: let it start before any further data.
+                    waiter = self.gate_waiter = Event()
                     try:
-                        message = receive_nowait()
-                    except WouldBlock:
-                        handled = 0
-                        waiter = self.data_waiter = Event()
-                        self.hub.notify_idle()
-                        try:
-                            await waiter.wait()
-                        finally:
-                            if self.data_waiter is waiter:
-                                self.data_waiter = None
-                        if not bounded:
-                            self._sample_high_water()
-                        continue
-                    except (EndOfStream, ClosedResourceError):
+                        await waiter.wait()
+                    finally:
+                        if self.gate_waiter is waiter:
+                            self.gate_waiter = None
+                    continue
+                try:
+                    message = receive_nowait()
+                except WouldBlock:
+                    handled = 0
+                    waiter = self.data_waiter = Event()
+                    self.hub.notify_idle()
+                    try:
+                        await waiter.wait()
+                    finally:
+                        if self.data_waiter is waiter:
+                            self.data_waiter = None
+                    if self.stopping:
                         return
-                    if bounded:
-                        queued = self.data_queued - 1
-                        self.data_queued = queued
-                        if queued < self.room_mark:
-                            self._signal_room()
-                    # The common case, inlined: no filter, a handler that returns normally.
-                    try:
-                        if accepts is None or accepts(message):
-                            await handle(message)
-                        else:
-                            self.data_filtered += 1
-                    except Exception as exc:
-                        await self._failed(message, exc)
-                    message = None
-                    handled += 1
-                    if not handled & YIELD_MASK:
-                        await checkpoint()
-                        if not bounded:
-                            self._sample_high_water()
+                    if not bounded:
+                        self._sample_high_water()
+                    continue
+                except (EndOfStream, ClosedResourceError):
+                    return
+                if bounded:
+                    queued = self.data_queued - 1
+                    self.data_queued = queued
+                    if queued < self.room_mark:
+                        self._signal_room()
+                # The common case, inlined: no filter, a handler that returns normally.
+                try:
+                    if accepts is None or accepts(message):
+                        await handle(message)
+                    else:
+                        self.data_filtered += 1
+                except Exception as exc:
+                    await self._failed(message, exc)
+                message = None
+                handled += 1
+                if not handled & YIELD_MASK:
+                    await checkpoint()
+                    if not bounded:
+                        self._sample_high_water()
         finally:
             self.data_in_flight = 0 if message is None else 1
-            self._ended(scope)
+            self.workers -= 1
 
     async def _failed(self, message: BusMessage, exc: Exception) -> None:
         self.failures += 1

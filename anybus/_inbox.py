@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from anyio import (
-    CancelScope,
     ClosedResourceError,
     EndOfStream,
     Event,
+    TaskHandle,
     WouldBlock,
     create_memory_object_stream,
 )
@@ -77,10 +77,10 @@ class Inbox:
         "data_removed",
         "data_send",
         "data_waiter",
-        "done",
         "dropped",
         "failures",
         "gate_waiter",
+        "handles",
         "high_water",
         "hub",
         "last_failure",
@@ -95,7 +95,7 @@ class Inbox:
         "room_mark",
         "room_waiter",
         "runs_in_bus",
-        "scopes",
+        "stopping",
         "subscriber",
         "system_delivered",
         "system_in",
@@ -188,9 +188,9 @@ class Inbox:
         self.room_waiter: Event | None = None  # set when the data lane drops below the bound
         self.room_mark: float = -1  # max_buffer while a sender waits for room, else -1
         self.task_group: TaskGroup | None = None  # the dispatch task group, while dispatching
-        self.scopes: list[CancelScope] = []  # one per worker task running now
+        self.handles: list[TaskHandle[None]] = []  # the worker tasks started, until ended
         self.workers = 0  # worker tasks running now
-        self.done: Event | None = None  # set when the last worker task has ended
+        self.stopping = False  # the workers are to end (stop() or unsubscribe())
 
     # --- bookkeeping ----------------------------------------------------------------------
 

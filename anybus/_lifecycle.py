@@ -13,10 +13,9 @@ from anyio import (
     create_task_group,
     current_time,
     move_on_after,
-    sleep_forever,
 )
 from anyio.abc import TaskGroup, TaskStatus
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from ._dispatch import ErrorHook, Subscription
 from ._exceptions import BusStateError
@@ -34,14 +33,17 @@ STOP_CLEANUP_TIMEOUT: Final = 10.0
 
 
 class _Dispatch:
-    """The state of one period of dispatching, from ``start()`` to ``stop()``."""
+    """One period of dispatching, from ``start()`` to ``stop()``: the subscriptions whose
+    workers it started (in the bus's host task group, each worker in a task of its own)."""
 
-    __slots__ = ("done", "scope", "task_group")
+    __slots__ = ("subs",)
 
     def __init__(self) -> None:
-        self.scope = CancelScope()
-        self.done = Event()
-        self.task_group: TaskGroup | None = None
+        self.subs: dict[Subscription, None] = {}  # insertion-ordered; unsubscribed ones leave
+
+    async def wait_ended(self) -> None:
+        for sub in list(self.subs):
+            await sub.wait_ended()
 
 
 class BusLifecycle(SubscriptionRegistry):
@@ -82,8 +84,7 @@ class BusLifecycle(SubscriptionRegistry):
         return self._dispatch is not None
 
     def _dispatching(self) -> bool:
-        dispatch = self._dispatch
-        return dispatch is not None and dispatch.task_group is not None
+        return self._dispatch is not None
 
     async def __aenter__(self) -> Self:
         if self._host is not None:
@@ -177,8 +178,14 @@ class BusLifecycle(SubscriptionRegistry):
         self._cancel_dispatch()
         with CancelScope(shield=True) as scope:
             scope.deadline = current_time() + STOP_CLEANUP_TIMEOUT
-            while self._stopping is not None:
-                await self._stopping.done.wait()
+            await self._wait_stopped()
+
+    async def _wait_stopped(self) -> None:
+        """Wait until the workers of a stopped period of dispatching have ended."""
+        while (stopping := self._stopping) is not None:
+            await stopping.wait_ended()
+            if self._stopping is stopping:
+                self._stopping = None
 
     async def start(self) -> None:
         """Start dispatching messages to subscribers; a no-op if dispatch already runs.
@@ -194,18 +201,21 @@ class BusLifecycle(SubscriptionRegistry):
             BusStateError: if the bus has no running scope (neither ``async with bus:`` nor
                 ``bus.run`` is active).
         """
-        while self._stopping is not None:
-            await self._stopping.done.wait()
+        await self._wait_stopped()
         if self._dispatch is not None:
+            await checkpoint()
             return
         if self._host is None:
             raise BusStateError(
                 "the bus has no running scope: run it with 'async with bus:' or "
                 "'await task_group.start(bus.run)' first"
             )
+        await checkpoint_if_cancelled()  # cancelled here: still stopped, nothing started
         dispatch = self._dispatch = _Dispatch()
-        await self._host.start(self._dispatcher, dispatch, name=f"anybus dispatcher {self!r}")
+        for sub in self._targets:
+            self._spawn_in(dispatch, sub)
         logger.debug("%r: dispatch started", self)
+        await cancel_shielded_checkpoint()
 
     async def stop(self, *, drain: float | None = None) -> list[Undelivered]:
         """Stop dispatching and return once every worker of the bus has ended.
@@ -243,8 +253,7 @@ class BusLifecycle(SubscriptionRegistry):
                     host.cancel_scope.cancel(reason="anybus: the bus was stopped")
                 else:
                     self._cancel_dispatch()
-        while self._stopping is not None:
-            await self._stopping.done.wait()
+        await self._wait_stopped()
         await checkpoint()
         return undelivered
 
@@ -264,33 +273,26 @@ class BusLifecycle(SubscriptionRegistry):
 
     def _cancel_dispatch(self) -> None:
         dispatch, self._dispatch = self._dispatch, None
-        if dispatch is not None and not dispatch.done.is_set():
+        if dispatch is not None:
             self._stopping = dispatch
-            dispatch.scope.cancel(reason="anybus: the bus was stopped")
+            for sub in dispatch.subs:
+                sub.stop()
             logger.debug("%r: dispatch stopped", self)
 
-    async def _dispatcher(self, dispatch: _Dispatch, *, task_status: TaskStatus[None]) -> None:
-        try:
-            with dispatch.scope:
-                async with create_task_group() as task_group:
-                    dispatch.task_group = task_group
-                    for sub in self._targets:
-                        sub.spawn(task_group)
-                    task_status.started()
-                    await sleep_forever()
-        finally:
-            dispatch.task_group = None
-            # Ended by stop(), or by the host's scope being cancelled: forget it either way.
-            if self._dispatch is dispatch:
-                self._dispatch = None
-            if self._stopping is dispatch:
-                self._stopping = None
-            dispatch.done.set()
+    def _spawn_in(self, dispatch: _Dispatch, sub: Subscription) -> None:
+        assert self._host is not None
+        sub.spawn(self._host)
+        dispatch.subs[sub] = None
+
+    def _forget(self, sub: Subscription) -> None:
+        for dispatch in (self._dispatch, self._stopping):
+            if dispatch is not None:
+                dispatch.subs.pop(sub, None)
 
     def _spawn_if_dispatching(self, sub: Subscription) -> None:
         dispatch = self._dispatch
-        if dispatch is not None and dispatch.task_group is not None:
-            sub.spawn(dispatch.task_group)
+        if dispatch is not None and self._host is not None:
+            self._spawn_in(dispatch, sub)
 
     async def wait_idle(self) -> None:
         """Wait until every queued message has been handled by every subscriber.

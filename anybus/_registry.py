@@ -138,6 +138,10 @@ class SubscriptionRegistry(ABC):
     def _spawn_if_dispatching(self, sub: Subscription) -> None: ...
 
     @abstractmethod
+    def _forget(self, sub: Subscription) -> None:
+        """Forget ``sub``, whose workers have ended, in the periods of dispatching."""
+
+    @abstractmethod
     def _refresh_plain(self) -> None:
         """Open or close send()'s shortcut (``_plain``): open only while the bus runs."""
 
@@ -285,13 +289,15 @@ class SubscriptionRegistry(ABC):
         self._changed()
         logger.debug("%r: unsubscribed %r", self, name)
         try:
-            if sub.workers and sub.done is not None:
-                sub.end(reason=f"anybus: {sub.name!r} unsubscribed")
-                await sub.done.wait()
+            if sub.handles:
+                sub.end()
+                await sub.wait_ended()
             else:
                 await checkpoint()
         finally:
             sub.close()
+            if not sub.handles:
+                self._forget(sub)
 
     def _remove_now(self, sub: Subscription) -> None:
         if self._subscriptions.get(sub.name) is sub:
