@@ -53,6 +53,23 @@ YIELD_MASK = YIELD_INTERVAL - 1
 handling: ContextVar[Any] = ContextVar("anybus_handling", default=None)
 
 
+class _StartDataWorker:
+    """Stands in a subscription's ``data_waiter`` until its data worker has started: the
+    delivery that wakes it starts the worker, so a subscription that waits for its first
+    message costs no task switch (and the send path no extra check)."""
+
+    __slots__ = ("sub",)
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+
+    def set(self) -> None:
+        sub = self.sub
+        task_group = sub.task_group
+        if task_group is not None and not sub.closed:
+            sub._start(task_group, sub._data_worker, "data worker")
+
+
 class Subscription(Inbox):
     """One subscriber's inbox on a bus, and the workers that drain it."""
 
@@ -68,7 +85,10 @@ class Subscription(Inbox):
         self.task_group = task_group
         self.stopping = False
         self.data_in_flight = self.system_in_flight = 0
-        self._start(task_group, self._data_worker, "data worker")
+        if self.data_backlog():
+            self._start(task_group, self._data_worker, "data worker")
+        else:
+            self.data_waiter = _StartDataWorker(self)
         if self.system_queued:
             self.start_system_worker()
         if self.runs_in_bus:
@@ -107,7 +127,10 @@ class Subscription(Inbox):
         """
         self.task_group = None
         self.stopping = True
-        if self._parked():
+        parked = self._parked()
+        if isinstance(self.data_waiter, _StartDataWorker):
+            self.data_waiter = None  # its data worker never started
+        if parked:
             for waiter in (self.data_waiter, self.system_waiter):
                 if waiter is not None:
                     waiter.set()

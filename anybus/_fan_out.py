@@ -39,10 +39,10 @@ def make_fan_out(subscriptions: Iterable[Subscription], hub: Hub) -> FanOut:
                 sub.system_queued += 1
                 sub.system_in += 1
                 sub.push_system(message)
-                waiter = sub.system_waiter
-                if waiter is not None:
+                system_waiter = sub.system_waiter
+                if system_waiter is not None:
                     sub.system_waiter = None
-                    waiter.set()
+                    system_waiter.set()
                 elif not sub.system_running:
                     sub.start_system_worker()
             return

@@ -12,7 +12,7 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import (
     ClosedResourceError,
@@ -54,6 +54,12 @@ class Hub:
         if event is not None:
             self.idle_event = None
             event.set()
+
+
+class Waker(Protocol):
+    """What a delivery sets to wake the task waiting on a lane (an :class:`anyio.Event`)."""
+
+    def set(self) -> None: ...
 
 
 class Inbox:
@@ -183,7 +189,7 @@ class Inbox:
         self.failures = 0
         self.last_failure: str | None = None
         self.system_waiter: Event | None = None  # set by the next system delivery
-        self.data_waiter: Event | None = None  # set by the next data delivery
+        self.data_waiter: Waker | None = None  # set by the next data delivery
         self.gate_waiter: Event | None = None  # set when system_queued drops to zero
         self.room_waiter: Event | None = None  # set when the data lane drops below the bound
         self.room_mark: float = -1  # max_buffer while a sender waits for room, else -1
