@@ -13,8 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from anybus._bench._cells import Impl, Job, Outcome
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+sys.path.append(str(ROOT / "benchmarks"))
+
+from anybus_bench.targets import check_targets  # noqa: E402
 
 
 def harness(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
@@ -53,3 +60,46 @@ def test_the_harness_measures_the_bare_glide_client(tmp_path: Path, redis_url: s
     _, report = harness(tmp_path, *args, "--backends", "trio")
     assert ("raw-glide", "trio", "W6-single") in cells(report)
     assert ("anybus-stream", "trio", "W6-fanout") in cells(report)
+
+
+def test_the_harness_measures_the_bare_glide_ping_pong_beside_anybus(
+    tmp_path: Path, redis_url: str
+) -> None:
+    args = ("--workloads", "W7", "--backends", "trio", "--redis-url", redis_url)
+    proc, report = harness(tmp_path, *args)
+    assert ("raw-glide", "trio+trio", "W7") in cells(report)
+    [raw] = [c for c in report["cells"] if c["impl"] == "raw-glide"]
+    [run] = raw["runs"]
+    assert run["metric"] == "round_trip_p50_ms"
+    assert (run["round_trips"], run["warmup"], run["mismatched"]) == (50, 10, 0)
+    assert run["answered"] == 60  # every ping, the unmeasured ones included
+    assert "  raw glide client       trio+trio" in proc.stdout
+    [target] = [t for t in report["targets"] if t["workload"] == "W7"]
+    assert target["target"] == "W7 anybus RedisBus trio+trio p50 within 1.15x of raw glide"
+    assert target["met"] is (target["ratio_of_medians"] <= 1.15)
+    assert target["target"] in proc.stdout
+
+
+def _w7_outcome(key: str, backend: str, p50s: list[float]) -> Outcome:
+    job = Job(Impl(key, key, "-", (backend,), ("W7",)), backend, "W7")
+    return Outcome(job, [{"value": p50, "p50_ms": p50} for p50 in p50s])
+
+
+@pytest.mark.parametrize(("anybus_p50", "met"), [(1.1, True), (1.15, True), (1.2, False)])
+def test_the_w7_target_holds_anybus_within_1_15x_of_bare_glide_on_the_same_backends(
+    anybus_p50: float, met: bool
+) -> None:
+    outcomes = {
+        ("anybus-redis", "asyncio+trio", "W7"): _w7_outcome(
+            "anybus-redis", "asyncio+trio", [anybus_p50, 9.0, anybus_p50]
+        ),
+        ("raw-glide", "asyncio+trio", "W7"): _w7_outcome("raw-glide", "asyncio+trio", [1.0] * 3),
+        # Another pair's floor, which must not be compared with.
+        ("raw-glide", "trio+trio", "W7"): _w7_outcome("raw-glide", "trio+trio", [0.1] * 3),
+    }
+    verdicts = {str(v["target"]): v for v in check_targets(outcomes, ["W7"])}
+    verdict = verdicts["W7 anybus RedisBus asyncio+trio p50 within 1.15x of raw glide"]
+    assert verdict["met"] is met
+    assert verdict["ratio_of_medians"] == pytest.approx(anybus_p50)
+    assert verdict["held"] == f"{2 if met else 0}/3 rounds"
+    assert verdicts["W7 anybus RedisBus trio+trio p50 within 1.15x of raw glide"]["met"] is None

@@ -43,7 +43,7 @@ from .targets import check_targets, targets_document, verdict_line
 __all__ = ["main"]
 
 WORKLOAD_IDS = (*MEMORY_IDS, "W6", "W7")
-#: W4 takes about 30 s a round, W6 about a minute and W7 about 20 s, and W6/W7 need a Redis
+#: W4 takes about 30 s a round, W6 about a minute and W7 about 30 s, and W6/W7 need a Redis
 #: server: only when asked for.
 DEFAULT_IDS = ("W1", "W2", "W3", "W5")
 W5_LEGEND = (
@@ -246,8 +246,9 @@ def main(argv: Sequence[str] | None = None, *, default_pipecat_venv: Path | None
     _out()
     _out("Targets (docs/benchmarks.md), on medians:")
     verdicts = check_targets(outcomes, workloads)
+    width = max([50, *(len(str(verdict["target"])) for verdict in verdicts)])
     for verdict in verdicts:
-        _out(verdict_line(verdict))
+        _out(verdict_line(verdict, width))
     _out()
     total = sum(len(outcome.results) for outcome in outcomes.values())
     _out(f"harness wall time: {wall:.1f} s for {total} worker processes")

@@ -56,7 +56,9 @@ def network_section(
             f"W7 cross-process latency: ping-pong between two processes through Redis,"
             f" {sizes.w7_round_trips:,} round trips after\n   {sizes.w7_warmup} unmeasured; from"
             " just before send(ping) to the pinger's pong handler; backends: pinger+ponger;\n"
-            "   'vs pipecat': pipecat's p50 / this p50 (above 1 = faster)"
+            "   'vs pipecat': pipecat's p50 / this p50 (above 1 = faster); 'vs raw': this p50 /"
+            " the bare client's p50\n   (its own ping-pong, no bus: glide for anybus, redis-py"
+            " for pipecat; same backends)"
         )
         return [heading, *_latency_table(outcomes)]
     name, sweep = base_workload(workload)
@@ -115,16 +117,20 @@ def _latency_table(outcomes: Outcomes) -> list[str]:
     pipecat_p50 = None if pipecat is None else pipecat.median("p50_ms")
     lines.append(
         f"  {'implementation':<22} {'backends':<16} {'p50':>9} {'p99':>9}  {'p99 min - max':<14}"
-        f" {'max (worst run)':>15} {'vs pipecat':>10}"
+        f" {'max (worst run)':>15} {'vs pipecat':>10} {'vs raw':>7}"
     )
     for key, backend, outcome in _cells("W7", outcomes):
         p50 = outcome.median("p50_ms")
         worst = max(outcome.values("max_ms"), default=None)
-        vs_pipecat = None if key == "pipecat-redis" else _ratio(pipecat_p50, p50)
+        bare = key.startswith("raw-")
+        vs_pipecat = None if key == "pipecat-redis" or bare else _ratio(pipecat_p50, p50)
+        raw = outcomes.get((RAW_CLIENT.get(key, ""), backend, "W7"))
+        vs_raw = _ratio(p50, None if raw is None else raw.median("p50_ms"))
         lines.append(
             f"  {LABELS.get(key, key):<22} {backend:<16} {fmt_value('W7', p50):>9}"
             f" {fmt_value('W7', outcome.median('p99_ms')):>9}"
             f"  {fmt_spread('W7', outcome.values('p99_ms')):<14}"
-            f" {fmt_value('W7', worst):>15} {_fmt_ratio(vs_pipecat):>10}" + _failed(outcome)
+            f" {fmt_value('W7', worst):>15} {_fmt_ratio(vs_pipecat):>10}"
+            f" {_fmt_ratio(vs_raw):>7}" + _failed(outcome)
         )
     return lines

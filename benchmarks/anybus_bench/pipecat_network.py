@@ -5,15 +5,12 @@ creates such a virtual environment), the way ``benchmarks/run.py --workloads W6,
 
     .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W6-fanout
     .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W7
-    .venv-pipecat/bin/python benchmarks/anybus_bench/pipecat_network.py --workload W6-single \\
-        --impl raw-redis-py
 
-``--impl redis`` is pipecat's ``RedisBus``; ``raw-redis-py`` (W6 only) is redis-py alone, one
-client publishing back to back and one subscribed. It prints one JSON result line and does not
-import anybus (nor anyio): only the standard library, pipecat, redis-py and the package's
-stdlib-only ``anybus/_bench/_common.py`` and ``_network_common.py``, by path. Each measurement
-mirrors ``anybus/_bench/network.py`` (and ``bare_glide.py``, for the bare client) step for
-step, with pipecat's bus and messages and plain asyncio in place of anyio.
+It prints one JSON result line and does not import anybus (nor anyio): only the standard
+library, pipecat, redis-py and the package's stdlib-only ``anybus/_bench/_common.py`` and
+``_network_common.py``, by path. Each measurement mirrors ``anybus/_bench/network.py`` step for
+step, with pipecat's bus and messages and plain asyncio in place of anyio. redis-py alone, no
+bus (the floor of W6 and W7 for pipecat), is ``bare_redis_py.py``.
 """
 
 from __future__ import annotations
@@ -45,9 +42,9 @@ else:  # the package's stdlib-only modules, by path: anybus is not installed her
 Result = common.Result
 Tally = common.Tally
 
-IMPLS = ("redis", "raw-redis-py")
+IMPLS = ("redis",)
 BACKEND = "asyncio"
-IMPL_NAMES = {"redis": "pipecat-redis", "raw-redis-py": "raw-redis-py"}
+IMPL_NAME = "pipecat-redis"
 
 #: This file, which a W7 pinger runs again (by path) as its ponger.
 SCRIPT = str(Path(__file__).resolve())
@@ -165,7 +162,7 @@ async def throughput(workload: str, url: str, n_messages: int, n_subscribers: in
         await sending.close()
         await receiving.close()
     return net.network_throughput_result(
-        IMPL_NAMES["redis"],
+        IMPL_NAME,
         BACKEND,
         workload,
         messages=n_messages,
@@ -173,62 +170,6 @@ async def throughput(workload: str, url: str, n_messages: int, n_subscribers: in
         seconds=seconds,
         send_seconds=sent_at - started_at,
         payload_bytes=payload_bytes,
-        cpu=cpu_used,
-    )
-
-
-async def raw_throughput(workload: str, url: str, n_messages: int) -> Result:
-    """W6's client ceiling, as in ``bare_glide.raw_throughput``, with redis-py: one client
-    publishes back to back, awaiting each ``PUBLISH``; a subscribed one counts."""
-    key = net.unique_key(f"{workload}-raw")
-    payload = b"x" * net.RAW_PAYLOAD_BYTES
-    publisher, subscriber = Redis.from_url(url), Redis.from_url(url)
-    pubsub = subscriber.pubsub()
-    tally = Tally(0, _noop)
-
-    async def read() -> None:
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                tally.hit()
-
-    reader: asyncio.Task[None] | None = None
-    try:
-        await pubsub.subscribe(key)
-        reader = asyncio.create_task(read())
-        await wait_for_subscribers(publisher, key, 1)
-        primed = asyncio.Event()
-        tally = Tally(1, primed.set)
-        await publisher.publish(key, payload)
-        await _wait_done(primed, tally)
-
-        done = asyncio.Event()
-        tally = Tally(n_messages, done.set)
-        gc.collect()
-        cpu = net.CpuClock()
-        cpu.start()
-        started_at = perf_counter()
-        for _ in range(n_messages):
-            await publisher.publish(key, payload)
-        sent_at = perf_counter()
-        await _wait_done(done, tally)
-        cpu_used = cpu.stop()
-        seconds = tally.finished_at - started_at
-    finally:
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        await pubsub.aclose()
-        await publisher.aclose()
-        await subscriber.aclose()
-    return net.network_throughput_result(
-        IMPL_NAMES["raw-redis-py"],
-        BACKEND,
-        workload,
-        messages=n_messages,
-        subscribers=1,
-        seconds=seconds,
-        send_seconds=sent_at - started_at,
-        payload_bytes=net.RAW_PAYLOAD_BYTES,
         cpu=cpu_used,
     )
 
@@ -330,7 +271,7 @@ async def pinger(url: str, round_trips: int, warmup: int) -> Result:
             await process.wait()
         await opened.close()
     return net.round_trip_result(
-        IMPL_NAMES["redis"],
+        IMPL_NAME,
         f"{BACKEND}+{BACKEND}",
         samples,
         warmup=warmup,
@@ -358,7 +299,7 @@ async def ponger(url: str, key: str) -> Result:
     finally:
         await opened.close()
     return {
-        "impl": IMPL_NAMES["redis"],
+        "impl": IMPL_NAME,
         "backend": BACKEND,
         "workload": "W7",
         "role": "ponger",
@@ -371,15 +312,11 @@ def main() -> None:
     args = net.network_args(__doc__ or "", impls=IMPLS, backends=[BACKEND])
     sizes = args.sizes
     if args.workload == "W7":
-        if args.impl != "redis":
-            raise SystemExit("W7 measures the bus: --impl redis")
         if args.role == "ponger":
             common.emit(asyncio.run(ponger(args.redis_url, args.channel)))
         else:
             run = pinger(args.redis_url, sizes.w7_round_trips, sizes.w7_warmup)
             common.emit(asyncio.run(run))
-    elif args.impl == "raw-redis-py":
-        common.emit(asyncio.run(raw_throughput(args.workload, args.redis_url, args.messages)))
     else:
         run = throughput(args.workload, args.redis_url, args.messages, args.subscribers)
         common.emit(asyncio.run(run))

@@ -3,9 +3,8 @@
 Each reference is an :class:`~anybus._bench._cells.Impl` whose worker is a script of this
 directory run by path: pipecat's ``AsyncQueueBus`` and ``RedisBus`` (``pipecat_memory.py``,
 ``pipecat_network.py``, with pipecat's Python), the raw primitive (``raw.py``) and the bare
-Redis clients (``bare_glide.py`` with anybus's Python, ``pipecat_network.py --impl
-raw-redis-py`` with pipecat's). anybus's own implementations are the package's
-(``anybus._bench._cells.IMPLS``).
+Redis clients (``bare_glide.py`` with anybus's Python, ``bare_redis_py.py`` with pipecat's).
+anybus's own implementations are the package's (``anybus._bench._cells.IMPLS``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from anybus._bench._cells import ANYBUS, ANYBUS_W4, BACKENDS, MEMORY_IDS, Impl
+from anybus._bench._cells import ANYBUS, ANYBUS_W4, BACKENDS, MEMORY_IDS, PAIRS, Impl
 from anybus._bench._cells import NETWORK_IMPLS as ANYBUS_NETWORK
 from anybus._bench._network_common import W6_IDS
 
@@ -71,16 +70,15 @@ PIPECAT_REDIS = Impl(
 )
 # The clients alone, no bus: their rate does not depend on the subscribers, so they run once,
 # with W6-single, and both W6 tables compare with them.
-RAW_GLIDE = Impl(
-    "raw-glide", "raw glide client", str(HERE / "bare_glide.py"), BACKENDS, ("W6-single",)
-)
+_BARE_GLIDE = str(HERE / "bare_glide.py")
+_BARE_REDIS_PY = str(HERE / "bare_redis_py.py")
+RAW_GLIDE = Impl("raw-glide", "raw glide client", _BARE_GLIDE, BACKENDS, ("W6-single",))
 RAW_REDIS_PY = Impl(
     "raw-redis-py",
     "raw redis-py client",
-    _PIPECAT_NETWORK,
+    _BARE_REDIS_PY,
     ("asyncio",),
     ("W6-single",),
-    ("--impl=raw-redis-py",),
     python="pipecat",
     pinned=True,
 )
@@ -94,9 +92,21 @@ PIPECAT_REDIS_W7 = Impl(
     python="pipecat",
     pinned=True,
 )
+# W7's floors: the clients' own ping-pong between two processes, on anybus's backend pairs
+# (glide) and on pipecat's (redis-py).
+RAW_GLIDE_W7 = Impl("raw-glide", "raw glide client", _BARE_GLIDE, PAIRS, ("W7",))
+RAW_REDIS_PY_W7 = Impl(
+    "raw-redis-py",
+    "raw redis-py client",
+    _BARE_REDIS_PY,
+    ("asyncio+asyncio",),
+    ("W7",),
+    python="pipecat",
+    pinned=True,
+)
 #: The network implementations, in the order of their tables.
 NETWORK_IMPLS = (*ANYBUS_NETWORK[:2], PIPECAT_REDIS, RAW_GLIDE, RAW_REDIS_PY)
-NETWORK_IMPLS_W7 = (*ANYBUS_NETWORK[2:], PIPECAT_REDIS_W7)
+NETWORK_IMPLS_W7 = (*ANYBUS_NETWORK[2:], PIPECAT_REDIS_W7, RAW_GLIDE_W7, RAW_REDIS_PY_W7)
 #: Every implementation the harness measures, in the order of its tables.
 ALL_IMPLS = (
     ANYBUS,

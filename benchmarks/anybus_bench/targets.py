@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from anybus._bench._cells import ANYBUS_W4, BACKENDS, Outcome, Outcomes, number
+from anybus._bench._cells import ANYBUS_W4, BACKENDS, PAIRS, Outcome, Outcomes, number
 
 from .references import LABELS
 
@@ -34,13 +34,16 @@ W4_GROWTH_TARGET_MB = 50.0
 W6_TARGET = 2.0
 #: W6: anybus on trio at least this fraction of anybus on asyncio ("within 20%").
 TRIO_TARGET = 0.8
+#: W7: anybus's RedisBus p50 at most this multiple of the bare glide client's own ping-pong
+#: between two processes, on the same backend pair.
+W7_RAW_TARGET = 1.15
 
 
-def verdict_line(verdict: Verdict) -> str:
-    """The verdict as one line of the text report."""
+def verdict_line(verdict: Verdict, width: int = 50) -> str:
+    """The verdict as one line of the text report, its name padded to ``width``."""
     met = verdict["met"]
     suffix = "" if met is None else "  MET" if met else "  MISSED"
-    return f"  {verdict['target']!s:<50} {verdict['summary']}{suffix}"
+    return f"  {verdict['target']!s:<{width}} {verdict['summary']}{suffix}"
 
 
 def _not_measured(name: str) -> Verdict:
@@ -80,6 +83,25 @@ def _ratio_verdict(
         "held": f"{held}/{len(paired)} rounds",
         "met": ratio >= minimum,
         "minimum_ratio": minimum,
+        "ratio_of_medians": ratio,
+        "per_round_ratios": paired,
+        **fields,
+    }
+
+
+def _within_verdict(
+    name: str, ratio: float, paired: list[float], maximum: float, **fields: object
+) -> Verdict:
+    """A ratio that must stay at or below ``maximum`` (a latency against its floor)."""
+    held = sum(r <= maximum for r in paired)
+    spread = f"per round {min(paired):.2f}x - {max(paired):.2f}x, " if paired else ""
+    return {
+        "target": name,
+        "summary": f"{ratio:5.2f}x  ({spread}held in {held}/{len(paired)})",
+        "figure": f"{ratio:.2f}x",
+        "held": f"{held}/{len(paired)} rounds",
+        "met": ratio <= maximum,
+        "maximum_ratio": maximum,
         "ratio_of_medians": ratio,
         "per_round_ratios": paired,
         **fields,
@@ -231,7 +253,9 @@ def _w5_targets(outcomes: Outcomes) -> list[Verdict]:
 
 def _network_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdict]:
     """W6: anybus's RedisBus on asyncio at least 2x pipecat's RedisBus; anybus on trio within
-    20% of asyncio (RedisBus and RedisStreamBus). W7 has no target: reference lines only."""
+    20% of asyncio (RedisBus and RedisStreamBus). W7: anybus's RedisBus p50 within 1.15x of
+    the bare glide client's on each backend pair; pipecat against its bare redis-py client and
+    anybus against pipecat for reference."""
     verdicts: list[Verdict] = []
     for workload in ("W6-fanout", "W6-single"):
         if workload not in workloads:
@@ -271,10 +295,41 @@ def _network_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdi
                 )
             )
     if "W7" in workloads:
-        pipecat_p50 = _median(outcomes.get(("pipecat-redis", "asyncio+asyncio", "W7")), "p50_ms")
+        verdicts.extend(_w7_targets(outcomes))
+    return verdicts
+
+
+def _w7_targets(outcomes: Outcomes) -> list[Verdict]:
+    """W7: anybus's RedisBus p50 against the bare glide client's, backend pair by pair (the
+    figure is each cell's median p50; the per-round ratios pair the runs of one round)."""
+    verdicts: list[Verdict] = []
+    for backend in PAIRS:
+        anybus = outcomes.get(("anybus-redis", backend, "W7"))
+        raw = outcomes.get(("raw-glide", backend, "W7"))
+        name = f"W7 anybus RedisBus {backend} p50 within {W7_RAW_TARGET:g}x of raw glide"
+        ratio = _ratio(_median(anybus, "p50_ms"), _median(raw, "p50_ms"))
+        if anybus is None or raw is None or ratio is None:
+            verdicts.append(_not_measured(name))
+            continue
+        verdicts.append(
+            _within_verdict(
+                name, ratio, _paired(anybus, raw), W7_RAW_TARGET, workload="W7", backend=backend
+            )
+        )
+    pipecat_p50 = _median(outcomes.get(("pipecat-redis", "asyncio+asyncio", "W7")), "p50_ms")
+    redis_py_p50 = _median(outcomes.get(("raw-redis-py", "asyncio+asyncio", "W7")), "p50_ms")
+    ratio = _ratio(pipecat_p50, redis_py_p50)
+    if ratio is not None:
+        verdicts.append(
+            _reference(
+                "(no target) W7 pipecat RedisBus p50 vs raw redis-py",
+                f"{ratio:5.2f}x  ({pipecat_p50:.3f} ms against {redis_py_p50:.3f} ms)",
+            )
+        )
+    if pipecat_p50 is not None:
         for backend in ("asyncio+trio", "trio+asyncio"):
             p50 = _median(outcomes.get(("anybus-redis", backend, "W7")), "p50_ms")
-            if p50 is None or pipecat_p50 is None:
+            if p50 is None:
                 continue
             verdicts.append(
                 _reference(
