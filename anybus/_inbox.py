@@ -292,14 +292,13 @@ class Inbox:
 
     def is_idle(self, dispatching: bool) -> bool:
         """Whether nothing is queued and, if dispatching, no handler is running."""
+        if dispatching and not self.passive:
+            # A worker that is not parked on its empty lane is handling a message.
+            if self.data_waiter is None or (self.system_running and self.system_waiter is None):
+                return False
         if self.system_queued or self.data_backlog():
             return False
-        if self.busy is not None and self.busy():
-            return False  # work of its own, such as a JobWorker's jobs
-        if self.passive or not dispatching:
-            return True
-        system_idle = not self.system_running or self.system_waiter is not None
-        return self.data_waiter is not None and system_idle
+        return self.busy is None or not self.busy()  # work of its own, as a JobWorker's jobs
 
     def take_all(self) -> list[BusMessage]:
         """Take every queued message out of the lanes (system first), without handling it."""

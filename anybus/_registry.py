@@ -190,13 +190,20 @@ class SubscriptionRegistry(ABC):
         return sub
 
     def _changed(self) -> None:
-        self._targets = tuple(self._subscriptions.values())
-        self._bounded = tuple(sub for sub in self._targets if sub.bounded)
+        targets = self._targets = tuple(self._subscriptions.values())
+        bounded: list[Subscription] = []
+        plain = True
+        for sub in targets:
+            if sub.bounded:
+                bounded.append(sub)
+                plain = False
+            elif sub.targets is not None:
+                plain = False
+        self._bounded = tuple(bounded)
+        self._blocking = any(sub.overflow is OverflowPolicy.BLOCK for sub in bounded)
         self._fan_out = self._first_fan_out  # built when first used: churn need not pay
-        plain = all(not sub.bounded and sub.targets is None for sub in self._targets)
-        self._plain_targets = self._targets if self._direct and plain else None
+        self._plain_targets = targets if self._direct and plain else None
         self._refresh_plain()
-        self._blocking = any(sub.overflow is OverflowPolicy.BLOCK for sub in self._bounded)
         self._hub.notify_idle()  # a removed subscriber may have been the last one busy
 
     @overload
