@@ -31,7 +31,6 @@ from anyio import (
     ClosedResourceError,
     EndOfStream,
     Event,
-    TaskHandle,
     WouldBlock,
 )
 from anyio.abc import TaskGroup

@@ -292,10 +292,12 @@ class Inbox:
 
     def is_idle(self, dispatching: bool) -> bool:
         """Whether nothing is queued and, if dispatching, no handler is running."""
-        if dispatching and not self.passive:
-            # A worker that is not parked on its empty lane is handling a message.
-            if self.data_waiter is None or (self.system_running and self.system_waiter is None):
-                return False
+        # A worker that is not parked on its empty lane is handling a message.
+        busy_worker = self.data_waiter is None or (
+            self.system_running and self.system_waiter is None
+        )
+        if dispatching and not self.passive and busy_worker:
+            return False
         if self.system_queued or self.data_backlog():
             return False
         return self.busy is None or not self.busy()  # work of its own, as a JobWorker's jobs
