@@ -43,7 +43,7 @@ from .targets import check_targets, targets_document, verdict_line
 __all__ = ["main"]
 
 WORKLOAD_IDS = (*MEMORY_IDS, "W6", "W7")
-#: W4 takes about 30 s a round, W6 about a minute and W7 about 30 s, and W6/W7 need a Redis
+#: W4 takes about 30 s a round, W6 about a minute and W7 about 20 s, and W6/W7 need a Redis
 #: server: only when asked for.
 DEFAULT_IDS = ("W1", "W2", "W3", "W5")
 W5_LEGEND = (
