@@ -13,7 +13,6 @@ from anyio import (
     TASK_STATUS_IGNORED,
     BrokenResourceError,
     CancelScope,
-    CapacityLimiter,
     ClosedResourceError,
     EndOfStream,
     Event,
@@ -34,7 +33,7 @@ from .._messages import BusMessage, BusSystemMessage
 from .._transport import TransportHost
 from .._wire import WireCodec
 from ._base import RecentPayloads, RedisTransport, instance_id
-from ._client import MAX_IN_FLIGHT, RedisClient, RedisSettings
+from ._client import RedisClient, RedisSettings
 
 __all__ = ["PubSubTransport"]
 
@@ -91,7 +90,6 @@ class PubSubTransport(RedisTransport):
         # Payloads this bus published, so that their echoes are dropped without decoding.
         self._own = RecentPayloads(outbox * 2)
         self._last_failure_log = -math.inf
-        self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
         self._probe_heard: Event | None = None
         self._intake: CancelScope | None = None  # the reader's, while it runs
         self._intake_ended: Event | None = None  # set when that reader has ended
@@ -162,8 +160,8 @@ class PubSubTransport(RedisTransport):
         with CancelScope(shield=True) as scope:
             scope.deadline = current_time() + self._settings.request_timeout + 1
             try:
-                async with self._limiter:
-                    receivers = await publisher.publish_many(self._channel, batch)
+                # One batch in flight at a time (the writer awaits each): no limiter needed.
+                receivers = await publisher.publish_many(self._channel, batch)
             except TransportError as exc:
                 error = str(exc)
             else:
