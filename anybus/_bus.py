@@ -232,7 +232,7 @@ class WorkerBus(BusLifecycle):
 
     def mark(self) -> DeliveryMark:
         """A mark of everything delivered so far (see :meth:`handled`)."""
-        mark: Any = tuple((sub, sub.system_in, sub.data_in()) for sub in self._targets)
+        mark: Any = tuple((sub, *sub.mark()) for sub in self._targets)
         return mark  # type: ignore[no-any-return]
 
     def handled(self, mark: DeliveryMark) -> bool:
@@ -240,18 +240,31 @@ class WorkerBus(BusLifecycle):
 
         A durable transport acknowledges a message once this is true of the mark it took
         just after delivering it: every subscriber's handler returned (or raised), a filter
-        refused it, or an overflow policy dropped it. A message taken out of an inbox
-        undelivered, or one whose handler was cancelled, is not handled; an unsubscribed
-        subscriber's messages count as handled.
+        refused it, or an overflow policy dropped it. An unsubscribed subscriber's messages
+        count as handled. See :meth:`lost` for those that never will be.
         """
-        subs: tuple[tuple[Subscription, int, int], ...] = mark  # type: ignore[assignment]
-        for sub, system, data in subs:
+        for sub, system, data, epoch in self._mark_items(mark):
             if sub.closed:
                 continue
+            if sub.epoch != epoch:
+                return False
             system_done, data_done = sub.settled()
             if system_done < system or data_done < data:
                 return False
         return True
+
+    def lost(self, mark: DeliveryMark) -> bool:
+        """Whether a message delivered before ``mark`` may never be handled in this run: a
+        subscriber lost messages since (a drain's deadline took them out undelivered, or a
+        handler was cancelled). Leave its entry unacknowledged: it comes again next time."""
+        return any(
+            not sub.closed and sub.epoch != epoch for sub, _, _, epoch in self._mark_items(mark)
+        )
+
+    @staticmethod
+    def _mark_items(mark: DeliveryMark) -> tuple[tuple[Subscription, int, int, int], ...]:
+        items: tuple[tuple[Subscription, int, int, int], ...] = mark  # type: ignore[assignment]
+        return items
 
     # --- introspection --------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from anyio import (
     ClosedResourceError,
     EndOfStream,
     Event,
+    TaskHandle,
     WouldBlock,
 )
 from anyio.abc import TaskGroup
@@ -83,7 +84,7 @@ class Subscription(Inbox):
             return
         self.task_group = task_group
         self.stopping = False
-        self.data_in_flight = self.system_in_flight = 0
+        self.handles = [h for h in self.handles if h.status is TaskHandle.Status.PENDING]
         if self.data_backlog():
             self._start(task_group, self._data_worker, "data worker")
         else:
@@ -143,12 +144,12 @@ class Subscription(Inbox):
         self.close()
 
     async def wait_ended(self) -> None:
-        """Wait until every worker task started so far has ended."""
-        while self.handles:
-            handle = self.handles[0]
+        """Wait until every worker task started so far has ended (not those that a later
+        ``spawn()`` starts meanwhile)."""
+        for handle in list(self.handles):
             await handle.wait()
-            if self.handles and self.handles[0] is handle:
-                del self.handles[0]
+            if handle in self.handles:
+                self.handles.remove(handle)
 
     async def _run_in_bus(self) -> None:
         try:
@@ -186,10 +187,13 @@ class Subscription(Inbox):
                     await self._failed(message, exc)
                 message = None
         finally:
-            self.system_in_flight = 0 if message is None else 1
+            if message is not None:  # its handler was cancelled
+                self.system_abandoned += 1
+                self.epoch += 1
             self.system_waiter = None
             self.system_running = False
             self.workers -= 1
+            self.hub.notify_idle()
 
     async def _data_worker(self) -> None:
         handling.set(self.bus)
@@ -202,7 +206,8 @@ class Subscription(Inbox):
         handled = 0
         message: BusMessage | None = None
         try:
-            while True:
+            # A worker that starts (or resumes) after stop() takes nothing.
+            while not self.stopping:
                 if self.system_queued:
                     # A system message is waiting: let it start before any further data.
                     waiter = self.gate_waiter = Event()
@@ -223,8 +228,6 @@ class Subscription(Inbox):
                     finally:
                         if self.data_waiter is waiter:
                             self.data_waiter = None
-                    if self.stopping:
-                        return
                     if not bounded:
                         self._sample_high_water()
                     continue
@@ -250,8 +253,11 @@ class Subscription(Inbox):
                     if not bounded:
                         self._sample_high_water()
         finally:
-            self.data_in_flight = 0 if message is None else 1
+            if message is not None:  # its handler was cancelled
+                self.data_abandoned += 1
+                self.epoch += 1
             self.workers -= 1
+            self.hub.notify_idle()  # a waiter may be waiting for the handler that just ended
 
     async def _failed(self, message: BusMessage, exc: Exception) -> None:
         self.failures += 1

@@ -73,9 +73,9 @@ class Inbox:
         "bus",
         "busy",
         "closed",
+        "data_abandoned",
         "data_base",
         "data_filtered",
-        "data_in_flight",
         "data_lost",
         "data_pushed",
         "data_queued",
@@ -84,6 +84,7 @@ class Inbox:
         "data_send",
         "data_waiter",
         "dropped",
+        "epoch",
         "failures",
         "gate_waiter",
         "handles",
@@ -103,9 +104,9 @@ class Inbox:
         "runs_in_bus",
         "stopping",
         "subscriber",
+        "system_abandoned",
         "system_delivered",
         "system_in",
-        "system_in_flight",
         "system_lost",
         "system_queued",
         "system_receive",
@@ -180,8 +181,11 @@ class Inbox:
         self.data_filtered = 0  # taken, then rejected by the filter
         self.data_removed = 0  # taken out without being handled: dropped oldest, undelivered
         self.data_lost = self.system_lost = 0  # taken out undelivered (a drain's deadline)
-        # Whether a worker's handler was cut short when the workers last ended (see settled).
-        self.data_in_flight = self.system_in_flight = 0
+        # Messages taken and never handled: their handler was cancelled (by stop() or an
+        # unsubscribe). Each such loss, and each drain that takes messages out undelivered,
+        # starts a new epoch: a mark of an earlier epoch can no longer be answered exactly.
+        self.data_abandoned = self.system_abandoned = 0
+        self.epoch = 0
         self.system_delivered = 0
         self.dropped = 0
         self.refused = 0
@@ -259,23 +263,30 @@ class Inbox:
 
     def settled(self) -> tuple[int, int]:
         """How many (system, data) messages this subscription is done with: handled to the
-        end, refused by a filter, or dropped by the overflow policy.
+        end, refused by a filter, or dropped by the overflow policy — not counting those it
+        lost (taken out undelivered, or whose handler was cancelled).
 
-        A message taken out undelivered (a drain's deadline) is not settled, nor is one whose
-        handler a worker may still be running (counted conservatively: a worker that is not
-        parked may be in the middle of its last message).
+        A worker that is not parked may be in the middle of its last message: that one is not
+        counted (conservatively).
         """
-        system_taken = self.system_in - self.system_queued - self.system_lost
-        data_taken = self.data_in() - self.data_backlog() - self.data_lost
-        if self.passive:
-            return system_taken, data_taken
-        if self.workers:
-            system_busy = 1 if self.system_running and self.system_waiter is None else 0
-            parked = self.data_waiter is not None or self.gate_waiter is not None
-            data_busy = 0 if parked else 1
-        else:
-            system_busy, data_busy = self.system_in_flight, self.data_in_flight
-        return max(0, system_taken - system_busy), max(0, data_taken - data_busy)
+        system_done = self.system_in - self.system_queued - self.system_lost
+        system_done -= self.system_abandoned
+        data_done = self.data_in() - self.data_backlog() - self.data_lost - self.data_abandoned
+        if self.workers and not self.passive:
+            if self.system_running and self.system_waiter is None:
+                system_done -= 1
+            if self.data_waiter is None and self.gate_waiter is None:
+                data_done -= 1
+        return max(0, system_done), max(0, data_done)
+
+    def mark(self) -> tuple[int, int, int]:
+        """Where this subscription stands, for a delivery mark: (system, data, epoch), in the
+        terms of :meth:`settled`."""
+        return (
+            self.system_in - self.system_lost - self.system_abandoned,
+            self.data_in() - self.data_lost - self.data_abandoned,
+            self.epoch,
+        )
 
     def data_backlog(self) -> int:
         """The number of data messages waiting in the inbox."""
@@ -315,6 +326,8 @@ class Inbox:
         self.data_removed += data
         self.data_lost += data
         self.system_lost += self.system_queued
+        if taken:
+            self.epoch += 1
         self.system_queued = self.data_queued = 0
         self._signal_room()
         return taken

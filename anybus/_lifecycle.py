@@ -10,6 +10,7 @@ from anyio import (
     TASK_STATUS_IGNORED,
     CancelScope,
     Event,
+    TaskHandle,
     create_task_group,
     current_time,
     move_on_after,
@@ -17,7 +18,7 @@ from anyio import (
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from ._dispatch import ErrorHook, Subscription
+from ._dispatch import ErrorHook, Subscription, handling
 from ._exceptions import BusStateError
 from ._registry import SubscriptionRegistry
 from ._statistics import OverflowPolicy, Undelivered
@@ -36,14 +37,16 @@ class _Dispatch:
     """One period of dispatching, from ``start()`` to ``stop()``: the subscriptions whose
     workers it started (in the bus's host task group, each worker in a task of its own)."""
 
-    __slots__ = ("subs",)
+    __slots__ = ("ending", "subs")
 
     def __init__(self) -> None:
         self.subs: dict[Subscription, None] = {}  # insertion-ordered; unsubscribed ones leave
+        self.ending: list[TaskHandle[None]] = []  # its workers, once stopped
 
     async def wait_ended(self) -> None:
-        for sub in list(self.subs):
-            await sub.wait_ended()
+        """Wait for the workers this period started (not those of a later one)."""
+        for handle in self.ending:
+            await handle.wait()
 
 
 class BusLifecycle(SubscriptionRegistry):
@@ -176,7 +179,10 @@ class BusLifecycle(SubscriptionRegistry):
         """Cancel dispatch and wait (shielded, bounded) until every worker has ended, so the
         transport, closing next, sees exactly what was handled."""
         self._cancel_dispatch()
-        with CancelScope(shield=True) as scope:
+        # Shielded, unless this is one of the bus's own workers (a handler stopping its bus):
+        # it is itself among those being waited for, and its cancellation ends the wait.
+        own_worker = handling.get() is self
+        with CancelScope(shield=not own_worker) as scope:
             scope.deadline = current_time() + STOP_CLEANUP_TIMEOUT
             await self._wait_stopped()
 
@@ -249,8 +255,10 @@ class BusLifecycle(SubscriptionRegistry):
                 if ending and self._host is not None:
                     host, self._host = self._host, None
                     self._refresh_plain()
-                    await self._end_dispatch()
-                    host.cancel_scope.cancel(reason="anybus: the bus was stopped")
+                    try:
+                        await self._end_dispatch()
+                    finally:  # the transport goes with it, however the wait ended
+                        host.cancel_scope.cancel(reason="anybus: the bus was stopped")
                 else:
                     self._cancel_dispatch()
         await self._wait_stopped()
@@ -277,6 +285,8 @@ class BusLifecycle(SubscriptionRegistry):
             self._stopping = dispatch
             for sub in dispatch.subs:
                 sub.stop()
+                dispatch.ending.extend(sub.handles)
+            self._hub.notify_idle()
             logger.debug("%r: dispatch stopped", self)
 
     def _spawn_in(self, dispatch: _Dispatch, sub: Subscription) -> None:

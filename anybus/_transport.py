@@ -59,6 +59,12 @@ class TransportHost(Protocol):
         """
         ...
 
+    def lost(self, mark: DeliveryMark) -> bool:
+        """Whether some message delivered before ``mark`` will never be handled in this run
+        (a handler was cancelled, or a drain took it out undelivered): leave it
+        unacknowledged, so that it comes again; stop asking about it."""
+        ...
+
 
 class Transport(Protocol):
     """What carries a bus's messages between processes: see the module docs for the contract.

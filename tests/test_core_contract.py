@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio import CancelScope, fail_after, wait_all_tasks_blocked
 
@@ -154,3 +155,102 @@ async def test_leaving_a_job_after_a_worker_error_cancels_it_at_the_worker() -> 
                     await job.result()
             await cancelled.wait()
     assert worker.running_jobs == []
+
+
+# --- found in review: stop() and start() against lazily started workers -----------------------
+
+
+async def test_a_message_queued_when_stop_is_called_is_handled_after_start() -> None:
+    """A data worker started by a send but not run yet takes nothing after ``stop()``."""
+    started: list[str] = []
+
+    async def record(message: BusMessage) -> None:
+        started.append(message.id)
+        await anyio.lowlevel.checkpoint()
+
+    async with MemoryBus() as bus:
+        await bus.subscribe(record, name="r")
+        await bus.send(message := BusDataMessage(source="t"))  # starts the worker, not run yet
+        await bus.stop()
+        (stats,) = bus.statistics().subscriptions
+        assert (stats.queued_data, started) == (1, [])
+        await bus.start()
+        with fail_after(5):
+            await bus.wait_idle()
+    assert started == [message.id]
+
+
+async def test_wait_idle_returns_once_stop_cancelled_the_busy_handler() -> None:
+    running = anyio.Event()
+
+    async def block(message: BusMessage) -> None:
+        running.set()
+        await anyio.sleep_forever()
+
+    async with MemoryBus() as bus, anyio.create_task_group() as task_group:
+        await bus.subscribe(block, name="b")
+        await bus.send(BusDataMessage(source="t"))
+        await running.wait()
+        idle = anyio.Event()
+
+        async def wait() -> None:
+            await bus.wait_idle()
+            idle.set()
+
+        task_group.start_soon(wait)
+        await wait_all_tasks_blocked()
+        await bus.stop()
+        await bus.start()
+        with fail_after(5):
+            await idle.wait()
+
+
+async def test_a_handler_stopping_its_bus_under_run_returns_at_once() -> None:
+    stopped = anyio.Event()
+
+    async def stop_the_bus(message: BusMessage) -> None:
+        try:
+            await bus.stop()
+        finally:
+            stopped.set()
+
+    bus = MemoryBus()
+    await bus.subscribe(stop_the_bus, name="s")
+    with fail_after(3):  # the shielded cleanup wait alone would take 10 s
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(bus.run)
+            await bus.send(BusDataMessage(source="t"))
+            await stopped.wait()
+    assert not bus.running
+
+
+async def test_a_stop_overlapping_a_start_waits_only_for_its_own_workers() -> None:
+    """A ``stop()`` that waits while a ``start()`` begins the next period returns once the
+    old workers have ended; it does not wait for the new ones."""
+    release = anyio.Event()
+    running = anyio.Event()
+
+    async def shielded(message: BusMessage) -> None:
+        running.set()
+        with CancelScope(shield=True):
+            await release.wait()
+
+    async with MemoryBus() as bus, anyio.create_task_group() as task_group:
+        await bus.subscribe(shielded, name="s")
+        await bus.send(BusDataMessage(source="t"))
+        await running.wait()
+        with anyio.move_on_after(0):  # a stop() that gives up at once
+            await bus.stop()
+        task_group.start_soon(bus.start)
+        await wait_all_tasks_blocked()
+        stopped = anyio.Event()
+
+        async def stop() -> None:
+            await bus.stop()
+            stopped.set()
+
+        task_group.start_soon(stop)
+        await wait_all_tasks_blocked()
+        release.set()
+        with fail_after(5):
+            await stopped.wait()

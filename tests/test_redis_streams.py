@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
-from anyio import to_thread
+from anyio import to_thread, wait_all_tasks_blocked
 
 from anybus import BusCancelMessage, BusDataMessage, BusMessage, TransportError
 from anybus.redis import RedisSettings, RedisStreamBus
@@ -238,3 +238,57 @@ async def test_two_default_named_instances_in_one_process_each_get_every_message
             await a.wait_for_count(10)
             await b.wait_for_count(10)
     assert a.messages == b.messages
+
+
+async def test_an_entry_whose_handler_stop_cancelled_comes_again(redis_url: str) -> None:
+    """A handler cancelled by ``stop()`` did not handle its message: after ``start()`` the
+    bus still does not acknowledge the entry, and the next instance of the name gets it."""
+    stream, name = unique_name(), unique_name()
+    running = anyio.Event()
+
+    async def block(message: BusMessage) -> None:
+        running.set()
+        await anyio.sleep_forever()
+
+    async with RedisStreamBus(redis_url, stream=stream, name=name):
+        pass  # the group exists from now on
+    receiver = RedisStreamBus(redis_url, stream=stream, name=name)
+    await receiver.subscribe(block, name="block")
+    async with (
+        RedisStreamBus(redis_url, stream=stream, name=unique_name()) as sender,
+        receiver,
+    ):
+        await sender.send(sent := BusDataMessage(source="t"))
+        with anyio.fail_after(TIMEOUT):
+            await running.wait()
+        await receiver.stop()  # cancels the handler: the message is not handled
+        await receiver.start()
+        await receiver.wait_idle()
+    again = RecordingSubscriber("again")
+    resumed = RedisStreamBus(redis_url, stream=stream, name=name)
+    await resumed.subscribe(again)
+    async with resumed:
+        with anyio.fail_after(TIMEOUT):
+            await again.wait_for(lambda seen: any(m.id == sent.id for m in seen))
+
+
+async def test_running_a_stopped_bus_again_at_once_keeps_its_transport(redis_url: str) -> None:
+    """``stop()`` under ``bus.run``, then ``bus.run`` again straight away: the closing
+    transport of the first run leaves the second one's host alone."""
+    stream = unique_name()
+    received = RecordingSubscriber("r")
+    bus = RedisStreamBus(redis_url, stream=stream, name=unique_name())
+    await bus.subscribe(received)
+    async with (
+        RedisStreamBus(redis_url, stream=stream, name=unique_name()) as sender,
+        anyio.create_task_group() as task_group,
+    ):
+        await task_group.start(bus.run)
+        await bus.stop()
+        await task_group.start(bus.run)
+        await wait_all_tasks_blocked()
+        await sender.send(remote := BusDataMessage(source="remote"))
+        await bus.send(local := BusDataMessage(source="local"))
+        with anyio.fail_after(TIMEOUT):
+            await received.wait_for(lambda seen: {remote.id, local.id} <= {m.id for m in seen})
+        await bus.stop()

@@ -147,6 +147,7 @@ class RedisTransport(ABC):
         self._received = self._inbound_overflow = self._gaps = self._missed = 0
         self._duplicates = self._groups_recreated = 0
         self._host: TransportHost | None = None  # while serving
+        self._serving: object = None  # the token of the serve() that set _host
 
     @property
     def instance(self) -> str:

@@ -213,10 +213,12 @@ class PubSubTransport(RedisTransport):
         until cancelled; what ``send()`` queued before that is still published (shielded,
         bounded)."""
         self._host = host
+        self._serving = serving = object()
         try:
             await self._serve(task_status)
         finally:
-            self._host = None
+            if self._serving is serving:  # a later serve() may have begun as this one closed
+                self._host = None
 
     async def _serve(self, task_status: TaskStatus[None]) -> None:
         inbound_send, inbound_receive = create_memory_object_stream[bytes](self._inbound_buffer)
@@ -263,7 +265,8 @@ class PubSubTransport(RedisTransport):
                     logger.debug("%r: subscribed to %r", self, self._channel)
                     task_status.started()
         finally:
-            self._outbox = None
+            if self._outbox is outbox_send:
+                self._outbox = None
             with CancelScope(shield=True), move_on_after(2):
                 # What send() queued before the bus stopped is still published.
                 left = []

@@ -93,9 +93,6 @@ class StreamTransport(RedisTransport):
         self._send_lock = Lock()
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
-        # Entries read and not acknowledged yet, in read order, each with the host's mark
-        # taken just after its message was delivered (None: nothing to wait for).
-        self._unacked: deque[tuple[str, DeliveryMark | None]] = deque()
         self._intake: CancelScope | None = None  # the reader's, while it runs
         self._intake_ended: Event | None = None  # set when that reader has ended
 
@@ -182,16 +179,21 @@ class StreamTransport(RedisTransport):
         """Connect, make sure of the consumer group, then read until cancelled; then
         acknowledge what the host handled (shielded, bounded) and close."""
         self._host = host
+        self._serving = serving = object()
         try:
             await self._serve(host, task_status)
         finally:
-            self._host = None
+            if self._serving is serving:  # a later serve() may have begun as this one closed
+                self._host = None
 
     async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
         name = self._instance.replace("/", "-")
         writer = await RedisClient.create(self._settings, name=f"anybus-write-{name}")
         # A blocking XREADGROUP holds its connection: the reader has a client of its own.
         reader = await RedisClient.create(self._settings, name=f"anybus-read-{name}")
+        # Entries this run read and did not acknowledge yet, in read order, each with the
+        # host's mark taken just after its message was delivered (None: nothing to wait for).
+        unacked: deque[tuple[str, DeliveryMark | None]] = deque()
         try:
             await self._health.wait_for_server(writer, self._connect_timeout)
             created = await self._ensure_group(reader)
@@ -202,32 +204,48 @@ class StreamTransport(RedisTransport):
                 self._intake = CancelScope()
                 self._intake_ended = Event()
                 task_group.start_soon(
-                    self._read, self._intake, host, reader, name="anybus redis stream reader"
+                    self._read,
+                    self._intake,
+                    host,
+                    reader,
+                    unacked,
+                    name="anybus redis stream reader",
                 )
                 task_group.start_soon(self._health.watch, writer, name="anybus redis health")
                 self._writer = writer
                 task_status.started()
         finally:
-            self._writer = None
+            if self._writer is writer:
+                self._writer = None
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
                 # The last step of the ordered stop: acknowledge exactly what was handled
                 # (with the writer: the reader's connection may be held by a cancelled read).
-                await self._settle(writer, host, final=True)
+                await self._settle(writer, host, unacked, final=True)
                 await writer.close()
                 # Also ends a read the cancellation left blocked on the server.
                 await reader.close()
 
-    async def _settle(self, client: RedisClient, host: TransportHost, *, final: bool) -> None:
+    async def _settle(
+        self,
+        client: RedisClient,
+        host: TransportHost,
+        unacked: deque[tuple[str, DeliveryMark | None]],
+        *,
+        final: bool,
+    ) -> None:
         """Acknowledge the entries read so far whose messages every subscriber handled, in
-        read order up to the first that is still being handled."""
-        unacked = self._unacked
+        read order up to the first that is still being handled. An entry whose message may
+        never be handled in this run (``host.lost()``) is left unacknowledged, to come again
+        next time."""
         done: list[str] = []
         while unacked:
             entry_id, mark = unacked[0]
             if mark is not None and not host.handled(mark):
-                break
-            done.append(entry_id)
+                if not host.lost(mark):
+                    break
+            else:
+                done.append(entry_id)
             unacked.popleft()
         if final:
             left = len(unacked)
@@ -257,10 +275,16 @@ class StreamTransport(RedisTransport):
                 except TransportError:
                     await sleep(0.05)
 
-    async def _read(self, scope: CancelScope, host: TransportHost, client: RedisClient) -> None:
+    async def _read(
+        self,
+        scope: CancelScope,
+        host: TransportHost,
+        client: RedisClient,
+        unacked: deque[tuple[str, DeliveryMark | None]],
+    ) -> None:
         try:
             with scope:
-                await self._read_all(host, client)
+                await self._read_all(host, client, unacked)
         finally:
             ended = self._intake_ended
             if self._intake is scope:
@@ -268,12 +292,17 @@ class StreamTransport(RedisTransport):
             if ended is not None:
                 ended.set()
 
-    async def _read_all(self, host: TransportHost, client: RedisClient) -> None:
+    async def _read_all(
+        self,
+        host: TransportHost,
+        client: RedisClient,
+        unacked: deque[tuple[str, DeliveryMark | None]],
+    ) -> None:
         pending = True  # first, what was given to this consumer before and never acknowledged
         after = "0"  # in a pending pass: the last pending entry read
         delay = 0.05
         while True:
-            await self._settle(client, host, final=False)
+            await self._settle(client, host, unacked, final=False)
             try:
                 entries = await client.read_group(
                     self._stream,
@@ -303,7 +332,7 @@ class StreamTransport(RedisTransport):
                     continue
                 after = entries[-1][0]
                 # Entries this run read before (delivered, not yet handled) keep their place.
-                known = {entry_id for entry_id, _ in self._unacked}
+                known = {entry_id for entry_id, _ in unacked}
                 entries = [entry for entry in entries if entry[0] not in known]
             for entry_id, payload in entries:
                 mark: DeliveryMark | None = None
@@ -316,7 +345,7 @@ class StreamTransport(RedisTransport):
                     ):
                         await self._deliver_received(envelope.message)
                         mark = host.mark()
-                self._unacked.append((entry_id, mark))
+                unacked.append((entry_id, mark))
 
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
