@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
+from functools import partial
 from typing import Any
 
 from anyio import (
@@ -77,12 +78,15 @@ class Subscription(Inbox):
 
     # --- the workers ----------------------------------------------------------------------
 
-    def spawn(self, task_group: TaskGroup) -> None:
+    def spawn(self, task_group: TaskGroup, context: Context) -> None:
         """Start the workers in the bus's ``task_group`` (the system worker only once a
-        system message is queued)."""
+        system message is queued), in ``context`` (the one the bus runs in), whichever task
+        happens to start them: a handler never sees the context variables of the sender whose
+        message started its worker."""
         if self.passive or self.closed:
             return
         self.task_group = task_group
+        self.context = context
         self.stopping = False
         self.handles = [h for h in self.handles if h.status is TaskHandle.Status.PENDING]
         if self.data_backlog():
@@ -108,7 +112,13 @@ class Subscription(Inbox):
         what: str,
     ) -> None:
         self.workers += 1
-        self.handles.append(task_group.start_soon(worker, name=f"anybus {what} {self.name!r}"))
+        name = f"anybus {what} {self.name!r}"
+        context = self.context
+        if context is None:
+            handle = task_group.start_soon(worker, name=name)
+        else:  # the new task copies the context it is started from
+            handle = context.run(partial(task_group.start_soon, worker, name=name))
+        self.handles.append(handle)
 
     def _parked(self) -> bool:
         """Whether every worker waits on an empty lane (none is handling a message)."""
@@ -152,6 +162,8 @@ class Subscription(Inbox):
                 self.handles.remove(handle)
 
     async def _run_in_bus(self) -> None:
+        # Not a handler: no escape from the bounds, even when a handler started it.
+        handling.set(None)
         try:
             await self.subscriber.run_in_bus(self.bus)
         except Exception as exc:

@@ -12,6 +12,7 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import Context
 from typing import Any, Protocol
 
 from anyio import (
@@ -73,6 +74,7 @@ class Inbox:
         "bus",
         "busy",
         "closed",
+        "context",
         "data_abandoned",
         "data_base",
         "data_filtered",
@@ -201,6 +203,7 @@ class Inbox:
         self.handles: list[TaskHandle[None]] = []  # the worker tasks started, until ended
         self.workers = 0  # worker tasks running now
         self.stopping = False  # the workers are to end (stop() or unsubscribe())
+        self.context: Context | None = None  # what the workers start in (see spawn())
 
     # --- bookkeeping ----------------------------------------------------------------------
 

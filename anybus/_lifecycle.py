@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import copy_context
 from types import TracebackType
 from typing import Final, Self
 
@@ -70,6 +71,7 @@ class BusLifecycle(SubscriptionRegistry):
         self._hosted_by_run = False
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
+        self._context = copy_context()
 
     def _refresh_plain(self) -> None:
         self._plain = self._plain_targets if self._host is not None else None
@@ -166,6 +168,7 @@ class BusLifecycle(SubscriptionRegistry):
                 self._cancel_dispatch()
 
     async def _open(self, task_group: TaskGroup) -> None:
+        self._context = copy_context()  # the workers start in it, whoever starts them
         await task_group.start(self._transport.serve, self, name=f"anybus transport {self!r}")
         await self.start()
 
@@ -291,7 +294,7 @@ class BusLifecycle(SubscriptionRegistry):
 
     def _spawn_in(self, dispatch: _Dispatch, sub: Subscription) -> None:
         assert self._host is not None
-        sub.spawn(self._host)
+        sub.spawn(self._host, self._context)
         dispatch.subs[sub] = None
 
     def _forget(self, sub: Subscription) -> None:

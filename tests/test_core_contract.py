@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -254,3 +256,26 @@ async def test_a_stop_overlapping_a_start_waits_only_for_its_own_workers() -> No
         release.set()
         with fail_after(5):
             await stopped.wait()
+
+
+async def test_workers_run_in_the_context_the_bus_runs_in() -> None:
+    """A handler does not see the context variables of the sender whose message happened to
+    start its worker; ``run_in_bus()`` has no handler's escape from the bounds."""
+    seen: list[str] = []
+
+    async def record(message: BusMessage) -> None:
+        seen.append(_request.get())
+
+    async with MemoryBus() as bus:
+        await bus.subscribe(record, name="r")
+        token = _request.set("request-A")
+        try:
+            await bus.send(BusDataMessage(source="t"))  # starts the worker
+        finally:
+            _request.reset(token)
+        with fail_after(5):
+            await bus.wait_idle()
+    assert seen == ["-"]
+
+
+_request: ContextVar[str] = ContextVar("request", default="-")
