@@ -63,7 +63,7 @@ def make_fan_out(subscriptions: Iterable[Subscription], hub: Hub) -> FanOut:
 
 def _fan_out_selective(selective: tuple[Subscription, ...], message: BusMessage) -> None:
     # Unbounded inboxes with a targets filter: a message they refuse counts as fanned out
-    # (hub.data_fanned) but never went in, so it is counted as filtered at once.
+    # (hub.data_fanned) but never went in, so the inbox's base moves past it.
     for sub in selective:
         if sub.wants(message):
             sub.push_data(message)
