@@ -21,3 +21,12 @@ def redis_url() -> str:
 
     url: str = shared_redis_url()
     return url
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    """The shared Postgres server's dsn; skips (fails under CI) when none answers."""
+    from .postgres_support import shared_postgres_dsn
+
+    dsn: str = shared_postgres_dsn()
+    return dsn
