@@ -178,5 +178,5 @@ class PgConnection:
         """Close the connection (on a worker thread; never raises)."""
         try:
             await to_thread.run_sync(self._conn.close, limiter=self._limiter)
-        except Exception as exc:  # noqa: BLE001 - closing a broken connection is best effort
+        except Exception as exc:
             logger.debug("closing a connection to %s: %s", self._where, exc)

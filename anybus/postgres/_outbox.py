@@ -60,7 +60,7 @@ class Outgoing:
         self.done.set()
 
 
-Connector = Callable[[bool], Awaitable[PgConnection]]
+Connector = Callable[[], Awaitable[PgConnection]]
 
 
 @final
@@ -142,7 +142,7 @@ class Outbox:
                 if not batch:
                     continue
                 try:
-                    conn = await connection(False)
+                    conn = await connection()
                     await conn.fetch(
                         self._publish,
                         [

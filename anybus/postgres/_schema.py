@@ -21,9 +21,18 @@ The tables:
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ["SCHEMA_VERSION", "check_schema_name", "grant_sql", "notify_channel", "schema_sql"]
+from .._exceptions import TransportError
+
+if TYPE_CHECKING:
+    from ._client import PgConnection
+
+__all__ = ["SCHEMA_VERSION", "check_schema_name", "ensure_schema", "grant_sql", "schema_sql"]
+
+logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change incompatibly.
 SCHEMA_VERSION = 1
@@ -34,6 +43,8 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 NAME_IN_USE = "AB001"
 LEASE_LOST = "AB002"
 NOT_OWNER = "AB003"
+#: The states after which trying again cannot help: the bus stops with the error.
+FATAL_STATES = frozenset({NAME_IN_USE, LEASE_LOST, NOT_OWNER})
 
 
 def check_schema_name(schema: str) -> str:
@@ -44,11 +55,6 @@ def check_schema_name(schema: str) -> str:
             f"characters), got {schema!r}"
         )
     return schema
-
-
-def notify_channel(schema: str, channel_hash: str) -> str:
-    """The ``LISTEN`` channel of a bus channel (its md5, so any name fits in 63 bytes)."""
-    return f"{schema}_{channel_hash}"
 
 
 _SCHEMA = """\
@@ -304,3 +310,36 @@ def grant_sql(role: str, schema: str = "anybus") -> str:
             f"role must be a plain SQL role name (letters, digits, _ or $), got {role!r}"
         )
     return _GRANT.format(s=check_schema_name(schema), role=f'"{role}"')
+
+
+async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> None:
+    """Make sure ``schema`` holds this anybus's schema; create it if missing and ``create``.
+
+    Raises:
+        TransportError: it is missing and may not (or cannot) be created, or it is of
+            another version; the message says what to apply.
+    """
+    s = schema
+    where = conn.where
+    apply = f"`anybus postgres schema --schema {s} | psql ...`"
+    rows = await conn.fetch("SELECT to_regprocedure(%s) IS NOT NULL", [f"{s}.schema_version()"])
+    if not rows[0][0]:
+        if not create:
+            raise TransportError(
+                f"the anybus schema {s!r} is missing from {where}: apply it with {apply} (or "
+                f"pass create_schema=True)"
+            )
+        try:
+            await conn.execute_script(schema_sql(s))
+        except TransportError as exc:
+            raise TransportError(
+                f"the anybus schema {s!r} is missing from {where} and could not be created "
+                f"({exc}): have a role that may create it apply {apply}"
+            ) from exc
+        logger.info("created the anybus schema %r in %s", s, where)
+    version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
+    if version != SCHEMA_VERSION:
+        raise TransportError(
+            f"the anybus schema {s!r} on {where} is version {version}; this anybus needs "
+            f"version {SCHEMA_VERSION}: apply {apply}"
+        )

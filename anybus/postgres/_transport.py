@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import math
 import os
 import secrets
 import socket
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import final
 
@@ -38,23 +36,16 @@ from .._messages import BusMessage
 from .._sequence import SequenceTracker
 from .._transport import DeliveryMark, TransportHost
 from .._wire import RejectionCounter, WireCodec
-from ._client import PgConnection, describe
+from ._client import PgConnection
+from ._connections import Connections
+from ._cursor import Cursor
 from ._outbox import Outbox, Outgoing
-from ._schema import (
-    LEASE_LOST,
-    NAME_IN_USE,
-    NOT_OWNER,
-    SCHEMA_VERSION,
-    check_schema_name,
-    schema_sql,
-)
+from ._schema import FATAL_STATES, NAME_IN_USE, NOT_OWNER, check_schema_name, ensure_schema
 
 __all__ = ["PostgresTransport"]
 
 logger = logging.getLogger("anybus.postgres")
 
-#: Longest pause between two tries while the server is away, in seconds.
-MAX_RETRY_DELAY = 1.0
 #: How often a reader with messages in flight looks whether it can acknowledge them.
 ACK_CHECK = 0.05
 
@@ -104,8 +95,6 @@ class PostgresTransport:
             raise ValueError(f"channel must be a non-empty string, got {channel!r}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty string or None, got {name!r}")
-        self._dsn = dsn
-        self._where = describe(dsn)
         self._channel = channel
         self._schema = check_schema_name(schema)
         # The default is unique to this instance, so it cannot resume after a restart.
@@ -113,8 +102,13 @@ class PostgresTransport:
         # The sender id (and lease holder) tells two runs of one name apart.
         self._instance = f"{self._name}/{secrets.token_hex(4)}"
         self._codec = codec if codec is not None else WireCodec()
-        self._connect_timeout = _positive("connect_timeout", connect_timeout)
-        self._statement_timeout = _positive("statement_timeout", statement_timeout)
+        self._conns = Connections(
+            dsn,
+            owner=self._instance,
+            connect_timeout=_positive("connect_timeout", connect_timeout),
+            statement_timeout=_positive("statement_timeout", statement_timeout),
+        )
+        self._where = self._conns.where
         if not isinstance(send_deadline, int | float) or send_deadline < 0:
             raise ValueError(f"send_deadline cannot be negative, got {send_deadline!r}")
         self._read_batch = _count("read_batch", read_batch, 1)
@@ -125,7 +119,7 @@ class PostgresTransport:
         self._housekeeping = _positive("housekeeping_interval", housekeeping_interval)
         self._poll = _positive("poll_interval", poll_interval)
         self._create_schema = bool(create_schema)
-        self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"  # noqa: S324
+        self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
         s = self._schema
         self._q_read = (
             f"SELECT id, sender, body FROM {s}.read("
@@ -145,12 +139,7 @@ class PostgresTransport:
         self._tracker = SequenceTracker(dedupe=dedupe, logger=logger, owner=self, count_gaps=False)
         self._seq = 0
         self._received = 0
-        self._connected = False
-        self._outages = 0
-        self._position = self._acknowledged = 0
-        # Set when a message of this run will never be handled: the position before it,
-        # beyond which this run acknowledges nothing (so that it comes again next time).
-        self._hold: int | None = None
+        self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
         self._intake: CancelScope | None = None
@@ -174,21 +163,11 @@ class PostgresTransport:
         """This bus's identity among the buses it talks to (its name and a run token)."""
         return self._instance
 
-    def _set_connected(self, connected: bool, why: object = None) -> None:
-        if connected == self._connected:
-            return
-        self._connected = connected
-        if connected:
-            logger.info("%r: connected", self)
-        else:
-            self._outages += 1
-            logger.warning("%r: lost the server: %s", self, why)
-
     def counters(self) -> dict[str, object]:
         """The transport's counters, for :class:`~anybus.postgres.PostgresStatistics`."""
         return {
-            "connected": self._connected,
-            "outages": self._outages,
+            "connected": self._conns.connected,
+            "outages": self._conns.outages,
             "published": self._outbox.published,
             "publish_failures": self._outbox.failures,
             "received": self._received,
@@ -196,8 +175,8 @@ class PostgresTransport:
             "gaps": self._tracker.gaps,
             "missed": self._tracker.missed,
             "duplicates": self._tracker.duplicates,
-            "position": self._position,
-            "acknowledged": self._acknowledged,
+            "position": self._cursor.position,
+            "acknowledged": self._cursor.acknowledged,
         }
 
     # --- sending ----------------------------------------------------------------------------
@@ -232,131 +211,34 @@ class PostgresTransport:
         bounded) and close."""
         self._host = host
         self._serving = serving = object()
-        conns: dict[str, PgConnection] = {}
-        unacked: deque[tuple[int, DeliveryMark | None]] = deque()
         try:
-            await self._serve(host, conns, unacked, task_status)
+            await self._serve(host, task_status)
         finally:
             if self._serving is serving:
                 self._host = None
             self._outbox.close(f"{self!r} stopped before the message was stored")
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
-                await self._release(host, conns, unacked)
-                for conn in conns.values():
-                    await conn.close()
+                await self._release(host)
+                await self._conns.close()
 
-    async def _open(self, role: str, *, patient: bool) -> PgConnection:
-        """A new connection for ``role``; retrying while the server is away (for
-        ``connect_timeout`` seconds when not ``patient``)."""
-        delay, last = 0.05, None
-        with move_on_after(math.inf if patient else self._connect_timeout):
-            while True:
-                try:
-                    conn = await PgConnection.open(
-                        self._dsn,
-                        application_name=f"anybus-{role}-{self._instance}",
-                        connect_timeout=self._connect_timeout,
-                        statement_timeout=self._statement_timeout,
-                        # Acknowledgements may be lost in a crash (they come again, and are
-                        # dropped as repeats); what is sent never is.
-                        durable=role == "write",
-                    )
-                except TransportError as exc:
-                    self._set_connected(False, exc)
-                    last = exc
-                    await sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY)
-                    continue
-                self._set_connected(True)
-                return conn
-        raise TransportError(
-            f"postgres at {self._where} is unreachable after {self._connect_timeout} s: check "
-            f"that the server runs and the dsn is right ({last})"
-        ) from last
-
-    async def _serve(
-        self,
-        host: TransportHost,
-        conns: dict[str, PgConnection],
-        unacked: deque[tuple[int, DeliveryMark | None]],
-        task_status: TaskStatus[None],
-    ) -> None:
-        conns["write"] = await self._open("write", patient=False)
-        await self._ensure_schema(conns["write"])
-        conns["listen"] = await self._open("listen", patient=False)
-        await conns["listen"].listen(self._notify)
+    async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
+        conns = self._conns
+        write = await conns.open("write", patient=False)
+        await ensure_schema(write, self._schema, create=self._create_schema)
+        await self._listen(await conns.open("listen", patient=False))
         self._relisten = False
-        conns["read"] = await self._open("read", patient=False)
-        await self._attach(conns["read"], first_time=True)
+        read = await conns.open("read", patient=False)
+        await self._attach(read, first_time=True)
+        await self._housekeep(read)
         async with create_task_group() as task_group:
             self._intake = intake = CancelScope()
             self._intake_ended = Event()
-            task_group.start_soon(self._read, intake, host, conns, unacked, name="anybus pg reader")
+            task_group.start_soon(self._read, intake, host, name="anybus postgres reader")
             task_group.start_soon(
-                self._outbox.run, self._connector(conns, "write"), name="anybus pg writer"
+                self._outbox.run, conns.connector("write"), name="anybus postgres writer"
             )
             task_status.started()
-
-    def _connector(
-        self,
-        conns: dict[str, PgConnection],
-        role: str,
-        setup: Callable[[PgConnection], Awaitable[None]] | None = None,
-    ) -> Callable[[bool], Awaitable[PgConnection]]:
-        async def connection(renew: bool) -> PgConnection:
-            """``role``'s connection: a new one (patiently) when it broke or ``renew``,
-            set up by ``setup`` before it is used."""
-            conn = conns.get(role)
-            if conn is not None and not conn.broken and not renew:
-                return conn
-            if conn is not None:
-                self._set_connected(False, "the connection was lost")
-                await conn.close()
-                del conns[role]
-            while True:
-                conn = await self._open(role, patient=True)
-                try:
-                    if setup is not None:
-                        await setup(conn)
-                except TransportError as exc:
-                    if getattr(exc, "sqlstate", None) in (NAME_IN_USE, NOT_OWNER, LEASE_LOST):
-                        await conn.close()
-                        raise
-                    logger.debug("%r: setting up a %s connection failed: %s", self, role, exc)
-                    await conn.close()
-                    await sleep(0.05)
-                    continue
-                conns[role] = conn
-                return conn
-
-        return connection
-
-    async def _ensure_schema(self, conn: PgConnection) -> None:
-        s = self._schema
-        rows = await conn.fetch("SELECT to_regprocedure(%s) IS NOT NULL", [f"{s}.schema_version()"])
-        if not rows[0][0]:
-            if not self._create_schema:
-                raise TransportError(
-                    f"the anybus schema {s!r} is missing from {self._where}: apply it with "
-                    f"`anybus postgres schema --schema {s} | psql ...` (or pass "
-                    f"create_schema=True)"
-                )
-            try:
-                await conn.execute_script(schema_sql(s))
-            except TransportError as exc:
-                raise TransportError(
-                    f"the anybus schema {s!r} is missing from {self._where} and this role may "
-                    f"not create it ({exc}): have it applied by a role that may, with "
-                    f"`anybus postgres schema --schema {s} | psql ...`"
-                ) from exc
-            logger.info("%r: created the schema %r", self, s)
-        version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
-        if version != SCHEMA_VERSION:
-            raise TransportError(
-                f"the anybus schema {s!r} on {self._where} is version {version}, this anybus "
-                f"needs {SCHEMA_VERSION}: apply `anybus postgres schema --schema {s}`"
-            )
 
     async def _attach(self, conn: PgConnection, *, first_time: bool) -> None:
         """Take this name's lease; learn where to resume and what was lost while away."""
@@ -375,7 +257,7 @@ class PostgresTransport:
         position, first, last, created = rows[0]
         if not first_time:
             return
-        self._position = self._acknowledged = position
+        self._cursor.start(position)
         if created:
             logger.debug("%r: new consumer, starting after message %d", self, last)
         elif first > position + 1:
@@ -384,19 +266,14 @@ class PostgresTransport:
                 f"on {self._channel!r}: they were trimmed (max_len) or deleted while this "
                 f"instance was away",
             )
+            self._cursor.start(first - 1)  # what is gone is neither read nor reported again
 
     # --- reading ----------------------------------------------------------------------------
 
-    async def _read(
-        self,
-        scope: CancelScope,
-        host: TransportHost,
-        conns: dict[str, PgConnection],
-        unacked: deque[tuple[int, DeliveryMark | None]],
-    ) -> None:
+    async def _read(self, scope: CancelScope, host: TransportHost) -> None:
         try:
             with scope:
-                await self._read_all(host, conns, unacked)
+                await self._read_all(host)
         finally:
             ended = self._intake_ended
             if self._intake is scope:
@@ -404,41 +281,36 @@ class PostgresTransport:
             if ended is not None:
                 ended.set()
 
-    async def _read_all(
-        self,
-        host: TransportHost,
-        conns: dict[str, PgConnection],
-        unacked: deque[tuple[int, DeliveryMark | None]],
-    ) -> None:
+    async def _read_all(self, host: TransportHost) -> None:
         async def reattach(conn: PgConnection) -> None:
             await self._attach(conn, first_time=False)
 
-        reader = self._connector(conns, "read", reattach)
-        listener = self._connector(conns, "listen", self._listen)
-        self._hold = None
-        next_housekeeping = current_time()
+        reader = self._conns.connector("read", reattach)
+        listener = self._conns.connector("listen", self._listen)
+        cursor = self._cursor
+        next_housekeeping = current_time() + self._housekeeping
         while True:
-            ack = self._settle(host, unacked)
+            ack = cursor.settle(host)
             try:
-                conn = await reader(False)
+                conn = await reader()
                 rows = await conn.fetch(
                     self._q_read,
                     [
                         self._channel,
                         self._name,
                         self._instance,
-                        ack if ack > self._acknowledged else None,
-                        self._position,
+                        ack if ack > cursor.acknowledged else None,
+                        cursor.position,
                         self._read_batch,
                         self._read_bytes,
                     ],
                 )
-                self._acknowledged = max(self._acknowledged, ack)
+                cursor.acknowledged_up_to(ack)
                 if current_time() >= next_housekeeping:
                     next_housekeeping = current_time() + self._housekeeping
                     await self._housekeep(conn)
             except TransportError as exc:
-                if getattr(exc, "sqlstate", None) in (LEASE_LOST, NOT_OWNER):
+                if getattr(exc, "sqlstate", None) in FATAL_STATES:
                     raise
                 logger.debug("%r: reading failed: %s", self, exc)
                 await sleep(0.05)
@@ -446,26 +318,20 @@ class PostgresTransport:
             size = 0
             for entry_id, sender, body in rows:
                 size += len(body)
-                await self._take(host, entry_id, sender, body, unacked)
+                await self._take(host, entry_id, sender, body)
             if len(rows) >= self._read_batch or size >= self._read_bytes:
                 continue  # more is waiting
-            await self._wait(host, listener, unacked)
+            await self._wait(host, listener)
 
     async def _listen(self, conn: PgConnection) -> None:
         await conn.listen(self._notify)
         self._relisten = True  # a new connection may have missed notifications
 
-    async def _take(
-        self,
-        host: TransportHost,
-        entry_id: int,
-        sender: str,
-        body: bytes,
-        unacked: deque[tuple[int, DeliveryMark | None]],
-    ) -> None:
-        if entry_id > self._position + 1:
+    async def _take(self, host: TransportHost, entry_id: int, sender: str, body: bytes) -> None:
+        position = self._cursor.position
+        if entry_id > position + 1:
             self._tracker.report_missed(
-                entry_id - self._position - 1,
+                entry_id - position - 1,
                 f"on {self._channel!r}: this reader fell more than max_len behind, and they "
                 f"were deleted before it read them",
             )
@@ -481,62 +347,29 @@ class PostgresTransport:
                     await host.deliver(envelope.message)
                     mark = host.mark()
         # Only now: a delivery cancelled (intake stopped) leaves the position before it.
-        self._position = entry_id
-        unacked.append((entry_id, mark))
+        self._cursor.read(entry_id, mark)
 
     async def _wait(
-        self,
-        host: TransportHost,
-        listener: Callable[[bool], Awaitable[PgConnection]],
-        unacked: deque[tuple[int, DeliveryMark | None]],
+        self, host: TransportHost, listener: Callable[[], Awaitable[PgConnection]]
     ) -> None:
         """Wait for a notification, for something to acknowledge, or for the safety poll
         (which also keeps the lease)."""
         until = current_time() + min(self._poll, self._lease / 3, self._housekeeping)
         while True:
-            step = ACK_CHECK if unacked else until - current_time()
+            step = ACK_CHECK if self._cursor.pending else until - current_time()
             with move_on_after(max(0.0, step)):
                 try:
-                    conn = await listener(False)
+                    conn = await listener()
                     if self._relisten:
                         self._relisten = False
                         return  # read at once: notifications may have been missed
                     await conn.wait_notifies()
-                    return
                 except TransportError as exc:
                     logger.debug("%r: listening failed: %s", self, exc)
-                    self._set_connected(False, exc)
                     await sleep(0.05)
-                    return
-            if current_time() >= until:
                 return
-            if unacked and self._settle_would_move(host, unacked):
+            if current_time() >= until or self._cursor.could_settle(host):
                 return
-
-    def _settle_would_move(
-        self, host: TransportHost, unacked: deque[tuple[int, DeliveryMark | None]]
-    ) -> bool:
-        mark = unacked[0][1]
-        return mark is None or host.handled(mark) or host.lost(mark)
-
-    def _settle(self, host: TransportHost, unacked: deque[tuple[int, DeliveryMark | None]]) -> int:
-        """The position up to which every message read was handled (or was not for us).
-
-        A message that will never be handled in this run holds the position before it, so
-        that it comes again next time."""
-        settled = self._acknowledged
-        while unacked:
-            entry_id, mark = unacked[0]
-            if mark is not None and not host.handled(mark):
-                if not host.lost(mark):
-                    break
-                if self._hold is None:
-                    self._hold = entry_id - 1
-            unacked.popleft()
-            settled = entry_id
-        else:
-            settled = self._position
-        return settled if self._hold is None else min(settled, self._hold)
 
     async def _housekeep(self, conn: PgConnection) -> None:
         rows = await conn.fetch(
@@ -551,17 +384,12 @@ class PostgresTransport:
                 expired,
             )
 
-    async def _release(
-        self,
-        host: TransportHost,
-        conns: dict[str, PgConnection],
-        unacked: deque[tuple[int, DeliveryMark | None]],
-    ) -> None:
+    async def _release(self, host: TransportHost) -> None:
         """The last step of the ordered stop: acknowledge exactly what was handled, and give
         the lease up so that the next run of this name may start at once."""
-        ack = self._settle(host, unacked)
-        left = len(unacked)
-        unacked.clear()
+        cursor = self._cursor
+        ack = cursor.settle(host)
+        left = cursor.end()
         if left:
             logger.info(
                 "%r: %d message(s) not handled when the bus stopped: left unacknowledged, they "
@@ -569,17 +397,15 @@ class PostgresTransport:
                 self,
                 left,
             )
-        conn = conns.get("read")
-        if conn is None or conn.broken:
+        conn = self._conns.get("read")
+        if conn is None:
             return
         try:
-            await conn.fetch(
-                self._q_ack, [self._channel, self._name, self._instance, ack, True]
-            )
+            await conn.fetch(self._q_ack, [self._channel, self._name, self._instance, ack, True])
         except TransportError as exc:
             logger.debug("%r: the last acknowledgement failed: %s", self, exc)
             return
-        self._acknowledged = max(self._acknowledged, ack)
+        cursor.acknowledged_up_to(ack)
 
     def __str__(self) -> str:
         return f"{self._instance!r} on channel {self._channel!r} at {self._where}"

@@ -1,0 +1,129 @@
+"""The connections of a Postgres bus: opened patiently, replaced when they break, and the
+server's reachability as the bus saw it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import final
+
+from anyio import move_on_after, sleep
+
+from .._exceptions import TransportError
+from ._client import PgConnection, describe
+from ._schema import FATAL_STATES
+
+__all__ = ["Connections", "Setup"]
+
+logger = logging.getLogger("anybus.postgres")
+
+#: Longest pause between two tries while the server is away, in seconds.
+MAX_RETRY_DELAY = 1.0
+
+Setup = Callable[[PgConnection], Awaitable[None]]
+
+
+@final
+class Connections:
+    """A bus's connections by role (``write``, ``read``, ``listen``)."""
+
+    def __init__(
+        self, dsn: str, *, owner: str, connect_timeout: float, statement_timeout: float
+    ) -> None:
+        self._dsn = dsn
+        self._owner = owner
+        self.where = describe(dsn)
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
+        self._conns: dict[str, PgConnection] = {}
+        #: Whether the last statement reached the server.
+        self.connected = False
+        #: How many times the server became unreachable.
+        self.outages = 0
+
+    def set_connected(self, connected: bool, why: object = None) -> None:
+        if connected == self.connected:
+            return
+        self.connected = connected
+        if connected:
+            logger.info("%s: connected to postgres at %s", self._owner, self.where)
+        else:
+            self.outages += 1
+            logger.warning("%s: lost postgres at %s: %s", self._owner, self.where, why)
+
+    def get(self, role: str) -> PgConnection | None:
+        """``role``'s connection, if it has one that is not broken."""
+        conn = self._conns.get(role)
+        return None if conn is None or conn.broken else conn
+
+    async def open(self, role: str, *, patient: bool) -> PgConnection:
+        """A new connection for ``role``, retrying while the server is away (for
+        ``connect_timeout`` seconds unless ``patient``).
+
+        Raises:
+            TransportError: the server did not answer in time.
+        """
+        delay, last = 0.05, None
+        with move_on_after(math.inf if patient else self._connect_timeout):
+            while True:
+                try:
+                    conn = await PgConnection.open(
+                        self._dsn,
+                        application_name=f"anybus-{role}-{self._owner}",
+                        connect_timeout=self._connect_timeout,
+                        statement_timeout=self._statement_timeout,
+                        # Acknowledgements may be lost in a crash (they come again, and are
+                        # dropped as repeats); what is sent never is.
+                        durable=role == "write",
+                    )
+                except TransportError as exc:
+                    self.set_connected(False, exc)
+                    last = exc
+                    await sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+                    continue
+                self.set_connected(True)
+                old = self._conns.pop(role, None)
+                if old is not None:
+                    await old.close()
+                self._conns[role] = conn
+                return conn
+        raise TransportError(
+            f"postgres at {self.where} is unreachable after {self._connect_timeout} s: check "
+            f"that the server runs and the dsn is right ({last})"
+        ) from last
+
+    def connector(
+        self, role: str, setup: Setup | None = None
+    ) -> Callable[[], Awaitable[PgConnection]]:
+        """A function giving ``role``'s connection: a new one (opened patiently, then set up
+        by ``setup``) when the last one broke."""
+
+        async def connection() -> PgConnection:
+            conn = self.get(role)
+            if conn is not None:
+                return conn
+            self.set_connected(False, "the connection was lost")
+            while True:
+                conn = await self.open(role, patient=True)
+                try:
+                    if setup is not None:
+                        await setup(conn)
+                except TransportError as exc:
+                    if getattr(exc, "sqlstate", None) in FATAL_STATES:
+                        raise
+                    logger.debug(
+                        "%s: setting up a %s connection failed: %s", self._owner, role, exc
+                    )
+                    await sleep(0.05)
+                    continue
+                return conn
+
+        return connection
+
+    async def close(self) -> None:
+        """Close every connection."""
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            await conn.close()
