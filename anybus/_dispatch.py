@@ -1,21 +1,22 @@
 """The dispatch machinery: one subscriber's inbox and the workers that drain it.
 
-Each subscription has two lanes, each an anyio memory object stream: the *system* lane and the
-*data* lane. Two worker tasks drain them, each handling its lane's messages one at a time, so a
-system message is handled even while a data handler is busy. The data worker checks, before it
-takes each data message, whether a system message is waiting to be started; if so it waits
-until the system worker has picked it up. That is the whole priority rule: a system message
+Each subscription has two lanes, each a FIFO buffer: the *system* lane and the *data* lane.
+Two worker tasks drain them, each handling its lane's messages one at a time, so a system
+message is handled even while a data handler is busy. The data worker checks, before it takes
+each data message, whether a system message is waiting to be started; if so it waits until
+the system worker has picked it up. That is the whole priority rule: a system message
 overtakes every data message that has not started.
 
 The data worker starts with the subscription; the system worker starts with the first system
 message (most subscriptions of a short life never get one), so a subscription costs one task.
 Both run in the bus's dispatch task group, each in a cancel scope of the subscription's.
 
-Workers take messages only with ``receive_nowait()`` and hand them straight to the handler, so a
-cancellation can never fall between taking a message and handling it. When a lane is empty the
-worker parks on an event that the next delivery sets. Draining what is buffered without a
-scheduling round trip per message is what makes the bus fast; every ``YIELD_INTERVAL`` messages
-a worker yields anyway, so a subscriber with trivial handlers cannot starve the others.
+Workers take messages only without waiting (``popleft()``) and hand them straight to the
+handler, so a cancellation can never fall between taking a message and handling it. When a
+lane is empty the worker parks on an event that the next delivery sets. Draining what is
+buffered without a scheduling round trip per message is what makes the bus fast; every
+``YIELD_INTERVAL`` messages a worker yields anyway, so a subscriber with trivial handlers
+cannot starve the others.
 
 The inbox itself (the lanes and their counters) is :mod:`anybus._inbox`.
 """
@@ -28,13 +29,7 @@ from contextvars import Context, ContextVar
 from functools import partial
 from typing import Any
 
-from anyio import (
-    ClosedResourceError,
-    EndOfStream,
-    Event,
-    TaskHandle,
-    WouldBlock,
-)
+from anyio import Event, TaskHandle
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
@@ -173,19 +168,19 @@ class Subscription(Inbox):
 
     async def _system_worker(self) -> None:
         handling.set(self.bus)
-        receive_nowait = self.system_receive.receive_nowait
+        take = self.system_lane.popleft
         message: BusMessage | None = None
         try:
             while not self.stopping:
                 try:
-                    message = receive_nowait()
-                except WouldBlock:
+                    message = take()
+                except IndexError:  # the lane is empty
+                    if self.closed:
+                        return
                     waiter = self.system_waiter = Event()
                     self.hub.notify_idle()
                     await waiter.wait()
                     continue
-                except (EndOfStream, ClosedResourceError):
-                    return
                 self.system_waiter = None
                 self.system_queued -= 1
                 if not self.system_queued and self.gate_waiter is not None:
@@ -209,7 +204,7 @@ class Subscription(Inbox):
 
     async def _data_worker(self) -> None:
         handling.set(self.bus)
-        receive_nowait = self.data_receive.receive_nowait
+        take = self.data_lane.popleft
         accepts = self.accepts
         handle = self.subscriber.on_bus_message
         bounded = self.bounded
@@ -230,8 +225,10 @@ class Subscription(Inbox):
                             self.gate_waiter = None
                     continue
                 try:
-                    message = receive_nowait()
-                except WouldBlock:
+                    message = take()
+                except IndexError:  # the lane is empty
+                    if self.closed:
+                        return
                     handled = 0
                     waiter = self.data_waiter = Event()
                     self.hub.notify_idle()
@@ -243,8 +240,6 @@ class Subscription(Inbox):
                     if not bounded:
                         self._sample_high_water()
                     continue
-                except (EndOfStream, ClosedResourceError):
-                    return
                 if bounded:
                     queued = self.data_queued - 1
                     self.data_queued = queued
