@@ -27,7 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
 
 #: The modules whose ``__all__`` is the public API.
-PUBLIC_MODULES = ["anybus", "anybus.redis", "anybus.testing", "anybus.testing.conformance"]
+PUBLIC_MODULES = [
+    "anybus",
+    "anybus.redis",
+    "anybus.postgres",
+    "anybus.testing",
+    "anybus.testing.conformance",
+]
 
 #: Coroutine methods (by qualified name) whose docstring does not yet say what cancelling them
 #: does, in modules owned by other work in progress. Remove a name once its docstring says it;

@@ -97,6 +97,23 @@ def test_jobs(backend: str) -> None:
     assert lines[-1] == "done: transcriber completed 2, cancelled 1, failed 1"
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_postgres_quickstart(postgres_dsn: str, backend: str) -> None:
+    # postgres_dsn skips without a server, and fails instead under CI.
+    channel = f"anybus-example-{uuid.uuid4().hex}"
+    options = ["--backend", backend, "--dsn", postgres_dsn, "--channel", channel]
+    # What was stored while the worker was away reaches it when it is back, in order, once.
+    assert run_example("postgres_quickstart.py", *options).splitlines() == [
+        f"worker: joined on {backend}, then stopped",
+        "runner: stored 3 tasks while the worker was away",
+        "worker: task 1",
+        "worker: task 2",
+        "worker: task 3",
+        "runner: the worker did tasks [1, 2, 3]",
+        "done: the worker received 3, missed 0",
+    ]
+
+
 @pytest.mark.parametrize(
     ("worker_backend", "runner_backend"), [("trio", "asyncio"), ("asyncio", "trio")]
 )

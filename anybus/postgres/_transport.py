@@ -196,7 +196,11 @@ class PostgresTransport:
 
     async def stop_intake(self) -> None:
         """Stop reading; return once the reader has ended. What it read and had not
-        delivered is not acknowledged, and comes again next time."""
+        delivered is not acknowledged, and comes again next time.
+
+        Cancelled while it waits for the reader, intake has stopped all the same (the
+        reader's scope is cancelled first).
+        """
         scope, ended = self._intake, self._intake_ended
         if scope is not None and ended is not None:
             scope.cancel(reason="anybus: the bus stops its intake")
