@@ -210,19 +210,42 @@ class WorkerBus(BusLifecycle):
             await self._wait_for_room(message)
         self._fan_out(message)
 
+    def deliver_nowait(self, message: BusMessage) -> bool:
+        """Hand ``message`` to every local subscriber's inbox now, if no inbox must wait.
+
+        The synchronous form of :meth:`deliver`, for a transport that receives messages in a
+        callback: if a full inbox under the ``block`` policy wants ``message``, it queues
+        nothing and returns ``False`` (deliver it with :meth:`deliver` then, in order);
+        otherwise it delivers and returns ``True``. Never admitted over a bound (it is no
+        handler's send).
+
+        Raises:
+            BusOverflowError: as :meth:`deliver` (the others received the message).
+        """
+        if (
+            self._blocking
+            and not isinstance(message, BusSystemMessage)
+            and self._full_inbox(message) is not None
+        ):
+            return False
+        self._fan_out(message)
+        return True
+
+    def _full_inbox(self, message: BusMessage) -> Subscription | None:
+        """A full inbox under the ``block`` policy that wants ``message``, if any."""
+        for sub in self._bounded:
+            if (
+                sub.overflow is OverflowPolicy.BLOCK
+                and sub.data_queued >= sub.max_buffer
+                and sub.wants(message)
+            ):
+                return sub
+        return None
+
     async def _wait_for_room(self, message: BusMessage) -> None:
         if handling.get() is self:
             return  # a handler of this bus: admitted over the bound rather than deadlocking
-        while True:
-            for sub in self._bounded:
-                if (
-                    sub.overflow is OverflowPolicy.BLOCK
-                    and sub.data_queued >= sub.max_buffer
-                    and sub.wants(message)
-                ):
-                    break
-            else:
-                return
+        while (sub := self._full_inbox(message)) is not None:
             await sub.wait_for_room()
 
     # --- what a transport asks ------------------------------------------------------------

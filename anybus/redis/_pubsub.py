@@ -6,29 +6,26 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from functools import partial
 from typing import final
 
 from anyio import (
     TASK_STATUS_IGNORED,
-    BrokenResourceError,
     CancelScope,
-    ClosedResourceError,
-    EndOfStream,
     Event,
-    WouldBlock,
-    create_memory_object_stream,
     create_task_group,
     current_time,
     fail_after,
     move_on_after,
     sleep,
+    sleep_forever,
 )
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._exceptions import TransportError
+from .._bus import WorkerBus
+from .._exceptions import BusOverflowError, TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import TransportHost
 from .._wire import WireCodec
@@ -86,7 +83,12 @@ class PubSubTransport(RedisTransport):
         self._channel = channel
         self._inbound_buffer = inbound_buffer
         self._outbox_size = outbox
-        self._outbox: MemoryObjectSendStream[bytes] | None = None
+        # Payloads queued by send() for the writer task; None while not publishing.
+        self._outbox: deque[bytes] | None = None
+        self._outbox_room: Event | None = None  # set when the writer takes from the outbox
+        self._writer_waiter: Event | None = None  # set by a send when the writer is parked
+        self._reader_waiter: Event | None = None  # set by glide's callback: the reader's turn
+        self._reader_busy = False  # the reader is delivering one of its queue
         # Payloads this bus published, so that their echoes are dropped without decoding.
         self._own = RecentPayloads(outbox * 2)
         self._last_failure_log = -math.inf
@@ -122,50 +124,79 @@ class PubSubTransport(RedisTransport):
             state = "is not connected (run it first)" if outbox is None else "has lost redis"
             raise TransportError(f"{self!r} {state}: delivered to local subscribers only")
         payload = self._encode(message)
-        # Queued before the local delivery (which may wait for room): the outbox is FIFO, so
-        # payloads go out in the order their sequence numbers were given.
-        try:
-            try:
-                outbox.send_nowait(payload)
-            except WouldBlock:
-                await outbox.send(payload)
-        except (BrokenResourceError, ClosedResourceError):
+        while len(outbox) >= self._outbox_size and self._outbox is outbox:
+            room = self._outbox_room
+            if room is None:
+                room = self._outbox_room = Event()
+            await room.wait()  # cancelled here: queued nowhere
+        if self._outbox is not outbox:
             # The bus stopped while this send waited for room in the outbox.
             await self._deliver_local(message)
             self._publish_failures += 1
             raise TransportError(
                 f"{self!r} stopped before it could publish: delivered to local subscribers only"
-            ) from None
+            )
+        # Queued before the local delivery (which may wait for room): the outbox is FIFO, so
+        # payloads go out in the order their sequence numbers were given.
+        outbox.append(payload)
+        writer = self._writer_waiter
+        if writer is not None:
+            self._writer_waiter = None
+            writer.set()
         self._own.add(payload)
         await self._deliver_local(message)
 
-    async def _write(
-        self, publisher: RedisClient, outbox: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        """Publish what queues up in the outbox, a pipelined batch at a time."""
-        async for first in outbox:
-            batch = [first]
-            while len(batch) < WRITE_BATCH:
-                try:
-                    batch.append(outbox.receive_nowait())
-                except WouldBlock:
-                    break
-            await self._publish_batch(publisher, batch)
+    async def _write(self, publisher: RedisClient, outbox: deque[bytes]) -> None:
+        """Publish what queues up in the outbox, a pipelined batch at a time, until the
+        outbox is closed and empty.
+
+        It runs shielded (see ``_serve``): a batch taken out of the outbox is published even
+        if the bus stops meanwhile, for a ``send()`` that returned must not vanish in
+        silence; and what was queued before the stop still goes out, within a deadline.
+        """
+        batch: list[bytes] = []
+        try:
+            while True:
+                if not outbox:
+                    if self._outbox is not outbox:
+                        return  # closed, and everything queued went out
+                    waiter = self._writer_waiter = Event()
+                    await waiter.wait()
+                    continue
+                take = outbox.popleft
+                batch = [take() for _ in range(min(len(outbox), WRITE_BATCH))]
+                room = self._outbox_room
+                if room is not None:
+                    self._outbox_room = None
+                    room.set()
+                await self._publish_batch(publisher, batch)
+                batch = []
+        finally:
+            self._writer_waiter = None
+            lost = len(batch) + len(outbox)
+            if lost:  # the stop's deadline passed first
+                outbox.clear()
+                self._publish_failures += lost
+                logger.warning(
+                    "%r: %d message(s) not published: the bus stopped first; they reached "
+                    "local subscribers only",
+                    self,
+                    lost,
+                )
 
     async def _publish_batch(self, publisher: RedisClient, batch: list[bytes]) -> None:
-        receivers: list[int | None] = [None] * len(batch)
-        error = "the bus stopped while they were being published"
-        # A batch taken out of the outbox is published even if the bus stops meanwhile: a
-        # send() that returned must not vanish in silence. The shield has a deadline.
-        with CancelScope(shield=True) as scope:
-            scope.deadline = current_time() + self._settings.request_timeout + 1
-            try:
-                # One batch in flight at a time (the writer awaits each): no limiter needed.
-                receivers = await publisher.publish_many(self._channel, batch)
-            except TransportError as exc:
-                error = str(exc)
+        receivers: list[int | None]
+        try:
+            # One batch in flight at a time (the writer awaits each): no limiter needed.
+            if len(batch) == 1:  # no pipeline for one: a plain PUBLISH costs less
+                receivers = [await publisher.publish(self._channel, batch[0])]
             else:
-                error = "redis refused it"
+                receivers = await publisher.publish_many(self._channel, batch)
+        except TransportError as exc:
+            receivers = [None] * len(batch)
+            error = str(exc)
+        else:
+            error = "redis refused it"
         failed = receivers.count(None)
         self._published += len(batch) - failed
         if failed:
@@ -215,21 +246,47 @@ class PubSubTransport(RedisTransport):
         self._host = host
         self._serving = serving = object()
         try:
-            await self._serve(task_status)
+            await self._serve(host, task_status)
         finally:
             if self._serving is serving:  # a later serve() may have begun as this one closed
                 self._host = None
 
-    async def _serve(self, task_status: TaskStatus[None]) -> None:
-        inbound_send, inbound_receive = create_memory_object_stream[bytes](self._inbound_buffer)
-        outbox_send, outbox_receive = create_memory_object_stream[bytes](self._outbox_size)
+    async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
+        inbound: deque[bytes | BusMessage] = deque()
+        outbox: deque[bytes] = deque()
+        # A bus can take a message in glide's callback, without a task switch; other hosts
+        # get every message through the reader task.
+        bus = host if isinstance(host, WorkerBus) else None
 
         def on_message(payload: bytes) -> None:  # called by glide on the event loop's thread
-            try:
-                inbound_send.send_nowait(payload)
-            except WouldBlock:
+            intake = self._intake
+            if (
+                not inbound
+                and not self._reader_busy
+                and bus is not None
+                and intake is not None
+                and not intake.cancel_called
+            ):
+                # Nothing ahead of it: deliver it here and now, unless an inbox would make
+                # it wait (then the reader delivers it, and what comes after it).
+                try:
+                    message = self._accept(payload)
+                    if message is None or _deliver_nowait(bus, message):
+                        return
+                except Exception as exc:  # glide would swallow it
+                    logger.error("%r: taking a message failed", self, exc_info=exc)
+                    return
+                inbound.append(message)
+            elif len(inbound) < self._inbound_buffer:
+                inbound.append(payload)
+            else:
                 self._inbound_overflow += 1
                 self._rejections.record("inbound-overflow", origin=self._channel)
+                return
+            reader = self._reader_waiter
+            if reader is not None:
+                self._reader_waiter = None
+                reader.set()
 
         name = self._instance.replace("/", "-")
         publisher = await RedisClient.create(self._settings, name=f"anybus-pub-{name}")
@@ -239,48 +296,59 @@ class PubSubTransport(RedisTransport):
             channels=[self._channel],
             on_message=on_message,
         )
+        writing = CancelScope(shield=True)
         try:
-            with inbound_send, inbound_receive:
-                await self._health.wait_for_server(publisher, self._connect_timeout)
-                # glide connects lazily: the subscribing client connects (and subscribes) on
-                # its first command.
-                await self._health.wait_for_server(subscriber, self._connect_timeout)
-                async with create_task_group() as task_group:
-                    self._intake = CancelScope()
-                    self._intake_ended = Event()
-                    task_group.start_soon(
-                        self._read, self._intake, inbound_receive, name="anybus redis reader"
-                    )
-                    await self._probe(publisher)
-                    task_group.start_soon(
-                        self._write, publisher, outbox_receive, name="anybus redis writer"
-                    )
-                    self._outbox = outbox_send
-                    task_group.start_soon(
-                        self._health.watch,
-                        publisher,
-                        partial(self._probe, publisher),
-                        name="anybus redis health",
-                    )
-                    logger.debug("%r: subscribed to %r", self, self._channel)
-                    task_status.started()
+            await self._health.wait_for_server(publisher, self._connect_timeout)
+            # glide connects lazily: the subscribing client connects (and subscribes) on its
+            # first command.
+            await self._health.wait_for_server(subscriber, self._connect_timeout)
+            async with create_task_group() as task_group:
+                self._intake = CancelScope()
+                self._intake_ended = Event()
+                task_group.start_soon(
+                    self._read, self._intake, inbound, name="anybus redis reader"
+                )
+                await self._probe(publisher)
+                self._outbox = outbox
+                task_group.start_soon(
+                    self._write_shielded, writing, publisher, outbox, name="anybus redis writer"
+                )
+                task_group.start_soon(
+                    self._health.watch,
+                    publisher,
+                    partial(self._probe, publisher),
+                    name="anybus redis health",
+                )
+                logger.debug("%r: subscribed to %r", self, self._channel)
+                task_status.started()
+                try:
+                    await sleep_forever()
+                finally:
+                    # What send() queued before the bus stopped is still published: the
+                    # writer empties the outbox, then ends (within a deadline).
+                    self._close_outbox(outbox, writing)
         finally:
-            if self._outbox is outbox_send:
-                self._outbox = None
+            self._close_outbox(outbox, writing)
+            self._reader_waiter = None
+            self._reader_busy = False
             with CancelScope(shield=True), move_on_after(2):
-                # What send() queued before the bus stopped is still published.
-                left = []
-                while True:
-                    try:
-                        left.append(outbox_receive.receive_nowait())
-                    except (WouldBlock, ClosedResourceError, EndOfStream):
-                        break
-                if left:
-                    await self._publish_batch(publisher, left)
                 await publisher.close()
                 await subscriber.close()
-            outbox_send.close()
-            outbox_receive.close()
+
+    def _close_outbox(self, outbox: deque[bytes], writing: CancelScope) -> None:
+        if self._outbox is outbox:
+            self._outbox = None
+            writing.deadline = current_time() + self._settings.request_timeout + 1
+        for waiter in (self._writer_waiter, self._outbox_room):
+            if waiter is not None:
+                waiter.set()
+        self._writer_waiter = self._outbox_room = None
+
+    async def _write_shielded(
+        self, scope: CancelScope, publisher: RedisClient, outbox: deque[bytes]
+    ) -> None:
+        with scope:
+            await self._write(publisher, outbox)
 
     async def _probe(self, publisher: RedisClient) -> None:
         """Publish a probe and wait for our own subscription to hear it."""
@@ -303,7 +371,7 @@ class PubSubTransport(RedisTransport):
                 f"{self._settings.address} was not confirmed within {timeout} s"
             ) from None
 
-    async def _read(self, scope: CancelScope, inbound: MemoryObjectReceiveStream[bytes]) -> None:
+    async def _read(self, scope: CancelScope, inbound: deque[bytes | BusMessage]) -> None:
         try:
             with scope:
                 await self._read_all(inbound)
@@ -314,41 +382,53 @@ class PubSubTransport(RedisTransport):
             if ended is not None:
                 ended.set()
 
-    async def _read_all(self, inbound: MemoryObjectReceiveStream[bytes]) -> None:
-        # Take what has arrived without a scheduling round trip per message (as the workers
-        # do), so that the workers wake once per batch rather than once per message.
+    async def _read_all(self, inbound: deque[bytes | BusMessage]) -> None:
+        # What glide's callback could not deliver at once, in order: payloads (and at most
+        # one message already taken, which an inbox had no room for). Taken without a
+        # scheduling round trip per message (as the workers do), so that the workers wake
+        # once per batch rather than once per message.
         handled = 0
         while True:
             try:
-                payload = inbound.receive_nowait()
-            except WouldBlock:
+                item = inbound.popleft()
+            except IndexError:
                 handled = 0
-                try:
-                    payload = await inbound.receive()
-                except EndOfStream:
-                    return
-            except EndOfStream:
-                return
-            await self._take(payload)
+                waiter = self._reader_waiter = Event()
+                await waiter.wait()
+                continue
+            self._reader_busy = True
+            message = self._accept(item) if isinstance(item, bytes) else item
+            if message is not None:
+                await self._deliver_received(message)
+            self._reader_busy = False
             handled += 1
             if handled == READ_BATCH:
                 handled = 0
                 await checkpoint()
 
-    async def _take(self, payload: bytes) -> None:
+    def _accept(self, payload: bytes) -> BusMessage | None:
+        """The message in ``payload``, or ``None`` if it is not for the subscribers (our own,
+        a probe, refused, or a repeat that ``dedupe`` drops)."""
         if self._own.discard_if_present(payload):
-            return  # our own message, already delivered locally when it was sent
+            return None  # our own message, already delivered locally when it was sent
         envelope = self._decode(payload, self._channel)
         if envelope is None:
-            return
+            return None
         message = envelope.message
         probe = message.target == PROBE_TARGET
         if envelope.sender == self._instance:
             if probe and self._probe_heard is not None:
                 self._probe_heard.set()
-            return
+            return None
         if self._is_new(envelope) and not probe:
-            await self._deliver_received(message)
+            return message
+        return None
 
     def _where(self) -> str:
         return f"{self._channel!r} on {self._settings.address}"
+
+
+def _deliver_nowait(bus: WorkerBus, message: BusMessage) -> bool:
+    with contextlib.suppress(BusOverflowError):  # counted by the subscriptions that refused it
+        return bus.deliver_nowait(message)
+    return True
