@@ -2,6 +2,10 @@
 
 from ._bus import WorkerBus as WorkerBus
 from ._bus import current_bus as current_bus
+from ._directory import WorkerChange as WorkerChange
+from ._directory import WorkerDirectory as WorkerDirectory
+from ._directory import WorkerEvent as WorkerEvent
+from ._directory import WorkerInfo as WorkerInfo
 from ._exceptions import AnybusError as AnybusError
 from ._exceptions import BusOverflowError as BusOverflowError
 from ._exceptions import BusStateError as BusStateError
@@ -12,6 +16,7 @@ from ._exceptions import JobTimeout as JobTimeout
 from ._exceptions import MessageRejected as MessageRejected
 from ._exceptions import SerializationError as SerializationError
 from ._exceptions import TransportError as TransportError
+from ._exceptions import WorkerUnavailable as WorkerUnavailable
 from ._job_calls import open_job as open_job
 from ._job_calls import request as request
 from ._job_context import JobContext as JobContext
@@ -47,11 +52,16 @@ from ._messages import BusLocalMessage as BusLocalMessage
 from ._messages import BusMessage as BusMessage
 from ._messages import BusSystemMessage as BusSystemMessage
 from ._messages import BusWorkerErrorMessage as BusWorkerErrorMessage
+from ._messages import BusWorkerGoodbyeMessage as BusWorkerGoodbyeMessage
 from ._messages import BusWorkerLocalErrorMessage as BusWorkerLocalErrorMessage
+from ._messages import BusWorkerPresenceMessage as BusWorkerPresenceMessage
+from ._messages import BusWorkerPresenceQueryMessage as BusWorkerPresenceQueryMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
 from ._portal import BusPortal as BusPortal
 from ._portal import open_thread_portal as open_thread_portal
+from ._presence import wait_for_worker as wait_for_worker
+from ._presence import worker_directory as worker_directory
 from ._serializers import JSONSerializer as JSONSerializer
 from ._serializers import MsgpackSerializer as MsgpackSerializer
 from ._serializers import Serializer as Serializer
@@ -99,7 +109,10 @@ __all__ = [
     "BusSubscriber",
     "BusSystemMessage",
     "BusWorkerErrorMessage",
+    "BusWorkerGoodbyeMessage",
     "BusWorkerLocalErrorMessage",
+    "BusWorkerPresenceMessage",
+    "BusWorkerPresenceQueryMessage",
     "BusWorkerReadyMessage",
     "DeliveryMark",
     "Envelope",
@@ -132,6 +145,11 @@ __all__ = [
     "Undelivered",
     "WireCodec",
     "WorkerBus",
+    "WorkerChange",
+    "WorkerDirectory",
+    "WorkerEvent",
+    "WorkerInfo",
+    "WorkerUnavailable",
     "__version__",
     "current_bus",
     "default_registry",
@@ -140,6 +158,8 @@ __all__ = [
     "open_thread_portal",
     "register_message",
     "request",
+    "wait_for_worker",
+    "worker_directory",
 ]
 
 # Show public names as anybus.X in tracebacks, reprs and docs, not as anybus._module.X.

@@ -33,6 +33,7 @@ __all__ = [
     "RejectionReason",
     "SerializationError",
     "TransportError",
+    "WorkerUnavailable",
 ]
 
 #: Why :class:`MessageRejected` refused some bytes; transports count rejections by reason.
@@ -170,4 +171,14 @@ class JobTimeout(JobError, TimeoutError):
 
     The job was cancelled at the worker (a :class:`~anybus.BusJobCancelMessage` was sent);
     ``status`` is ``None``.
+    """
+
+
+class WorkerUnavailable(JobError):
+    """The worker a job is for is not there: none announced itself in time (the request was
+    not sent), or the worker was declared gone — it stopped, restarted, or its heartbeats
+    stopped — while the job was outstanding. ``status`` is ``None``.
+
+    See :func:`~anybus.wait_for_worker` and the ``presence`` argument of
+    :func:`~anybus.request`.
     """

@@ -13,8 +13,8 @@ from typing import Any
 from anyio import move_on_after
 
 from ._bus import WorkerBus
-from ._exceptions import JobTimeout
-from ._jobs import CANCEL_TIMEOUT, Job, JobResult
+from ._exceptions import JobTimeout, WorkerUnavailable
+from ._jobs import CANCEL_TIMEOUT, Job, JobResult, Presence
 
 __all__ = ["open_job", "request"]
 
@@ -28,6 +28,7 @@ def open_job(
     source: str | None = None,
     job_id: str | None = None,
     cancel_timeout: float = CANCEL_TIMEOUT,
+    presence: Presence = "wait",
 ) -> Job:
     """Send a job to ``worker`` on ``bus``; follow it: ``async with open_job(bus, ...) as job:``.
 
@@ -36,6 +37,15 @@ def open_job(
     ``job.stream()`` and ``await job.result()`` (see :class:`Job`). Answers are addressed to
     ``source`` (by default the name of the bus's job client, a subscriber the first job adds)
     and matched by the job's id (``job_id``, by default a random one).
+
+    ``worker`` may name a worker or a pool of workers. Before sending, by default
+    (``presence="wait"``), entering waits until that worker, or a member of that pool, has
+    announced itself (see :func:`~anybus.wait_for_worker`); for a pool the job goes to the
+    least loaded member, and ``job.worker`` names it. ``presence="require"`` fails at once
+    with :class:`~anybus.WorkerUnavailable` instead (a bus that just began to use presence
+    gives the answers to its query one second); ``presence="off"`` sends without looking,
+    to workers that do not announce themselves. With presence on, a worker declared gone
+    while the job is outstanding fails it with :class:`~anybus.WorkerUnavailable`.
 
     Leaving the block before the job has ended — cancelled, timed out, raised, or done
     waiting — sends a :class:`~anybus.BusJobCancelMessage` to the worker, shielded from the
@@ -50,6 +60,7 @@ def open_job(
         source=source,
         job_id=job_id,
         cancel_timeout=cancel_timeout,
+        presence=presence,
     )
 
 
@@ -61,25 +72,37 @@ async def request(
     job_name: str | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - the job's deadline, a part of the call
     source: str | None = None,
+    presence: Presence = "wait",
 ) -> JobResult:
     """Send a job to ``worker`` on ``bus``, wait for its response and return it.
 
     Updates and stream chunks the worker sends are ignored (use :func:`open_job` to read
     them). If the call is cancelled, or ``timeout`` seconds pass without a response, a
     :class:`~anybus.BusJobCancelMessage` is sent to the worker (see :func:`open_job`).
+    ``worker`` may name a pool; ``presence`` is as for :func:`open_job`: by default the call
+    first waits for the worker to be present, within the same ``timeout``.
 
     Raises:
         JobTimeout: if no response came within ``timeout`` seconds.
+        WorkerUnavailable: if the worker was not present (within ``timeout``; the request
+            was not sent), or was declared gone while the job was outstanding.
         JobFailed: if the worker answered ``failed`` (the handler raised ``JobFailed``).
         JobCancelled: if the worker answered ``cancelled``.
         JobError: if the worker answered ``error``, or announced an error of its own
             (``BusWorkerErrorMessage``) while the job was outstanding.
     """
-    job = open_job(bus, worker, payload, job_name=job_name, source=source)
+    job = open_job(bus, worker, payload, job_name=job_name, source=source, presence=presence)
     # No cancel scope at all without a timeout: one less per request.
     with move_on_after(timeout) if timeout is not None else nullcontext():
         async with job:
             return await job.result()
+    if not job.sent:
+        raise WorkerUnavailable(
+            f"no worker or pool named {worker!r} became present within {timeout} s; the "
+            f"request was not sent",
+            job_id=job.id,
+            worker=worker,
+        )
     raise JobTimeout(
         f"job {job.id} at {worker!r} did not answer within {timeout} s; it was cancelled",
         job_id=job.id,

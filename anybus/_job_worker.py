@@ -20,8 +20,8 @@ from anyio import CancelScope, Event, create_task_group, current_time, get_cance
 
 from ._bus import current_bus
 from ._exceptions import JobFailed, SerializationError
+from ._job_client import JOB_ANSWER_TYPES
 from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler
-from ._jobs import JOB_ANSWER_TYPES
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
@@ -29,14 +29,26 @@ from ._messages import (
     BusJobUpdateMessage,
     BusJobUpdateRequestMessage,
     BusMessage,
+    BusWorkerGoodbyeMessage,
+    BusWorkerPresenceMessage,
+    BusWorkerPresenceQueryMessage,
     JobStatus,
 )
+from ._presence import Announcer, announcing, check_presence
 from ._subscriber import BusLike, BusSubscriber
 
 __all__ = ["JobWorker"]
 
 logger = logging.getLogger("anybus.jobs")
 
+
+#: What never goes to :meth:`JobWorker.on_other_message`.
+_NOT_OTHER: Final = (
+    *JOB_ANSWER_TYPES,
+    BusWorkerPresenceMessage,
+    BusWorkerPresenceQueryMessage,
+    BusWorkerGoodbyeMessage,
+)
 
 #: Cancels for jobs not seen yet that a worker remembers, in case the request comes after.
 EARLY_CANCELS: Final = 10_000
@@ -58,9 +70,8 @@ class JobWorker(BusSubscriber):
     At most ``concurrency`` jobs run at a time (default 1: a sequential worker); further
     requests wait in arrival order. Each job runs in one of ``concurrency`` slot tasks, in
     its own cancel scope, inside :meth:`run_in_bus`: stopping the bus or unsubscribing the
-    worker cancels the
-    running jobs, each answered ``cancelled`` (shielded, for at most two seconds); queued
-    requests stay queued until the worker runs again.
+    worker cancels the running jobs, each answered ``cancelled`` (shielded, for at most two
+    seconds); queued requests stay queued until the worker runs again.
 
     The worker handles only requests addressed to its name, and cancels and update requests
     for jobs it knows. It serves one bus at a time: subscribed to a second bus as well, it
@@ -68,13 +79,21 @@ class JobWorker(BusSubscriber):
     :meth:`on_other_message` to handle the other messages (data messages one at a time, as
     for any subscriber).
 
+    The worker announces itself as it starts, every ``heartbeat`` seconds, and as it stops
+    (see :func:`~anybus.worker_directory`). Workers of one ``pool`` share the jobs sent to
+    the pool's name: each goes to the least loaded live member.
+
     Args:
         name: the worker's name on the bus; requests target it.
         handlers: job name (``None``: requests that name none) to handler.
         concurrency: how many jobs may run at once.
+        pool: the pool this worker is a member of (``None``: none).
+        presence: announce this worker (``False``: callers must use ``presence="off"``).
+        heartbeat: seconds between two announcements; a worker is declared gone after
+            three intervals without one.
 
     Raises:
-        ValueError: if ``concurrency`` is below 1.
+        ValueError: if ``concurrency`` is below 1 or ``heartbeat`` is not positive.
     """
 
     def __init__(
@@ -83,11 +102,18 @@ class JobWorker(BusSubscriber):
         *,
         handlers: Mapping[str | None, JobHandler] | None = None,
         concurrency: int = 1,
+        pool: str | None = None,
+        presence: bool = True,
+        heartbeat: float = 1.0,
     ) -> None:
-        if concurrency < 1:
+        if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
+        check_presence(pool=pool, heartbeat=heartbeat)
         self.name = name
         self.concurrency = concurrency
+        self.pool = pool
+        self.presence = presence
+        self.heartbeat = float(heartbeat)
         self._handlers: dict[str | None, JobHandler] = {}
         for klass in reversed(type(self).__mro__):
             for attribute, value in vars(klass).items():
@@ -163,8 +189,9 @@ class JobWorker(BusSubscriber):
             if message.target == self.name and await self._from_served_bus(message):
                 self._update_requests.append(message)
                 self._wake()
-        elif not isinstance(message, JOB_ANSWER_TYPES):
-            # (answers to jobs — this worker's own among them — are the callers' business)
+        elif not isinstance(message, _NOT_OTHER):
+            # (answers to jobs — this worker's own among them — are the callers' business;
+            # presence is the presence hub's)
             await self.on_other_message(message)
 
     async def _from_served_bus(self, message: BusMessage) -> bool:
@@ -189,7 +216,8 @@ class JobWorker(BusSubscriber):
         """Handle a message that is not about jobs; the default ignores it.
 
         Job messages never come here: requests, cancels and update requests go to the jobs,
-        answers (updates, stream chunks, responses) to the callers.
+        answers (updates, stream chunks, responses) to the callers; nor do presence
+        messages.
         """
 
     def _wake(self) -> None:
@@ -229,7 +257,7 @@ class JobWorker(BusSubscriber):
             return
         self._serving = bus
         try:
-            async with create_task_group() as task_group:
+            async with announcing(bus, self._announcer()), create_task_group() as task_group:
                 for slot in range(self.concurrency):
                     task_group.start_soon(
                         self._slot, bus, name=f"anybus job slot {self.name!r} #{slot + 1}"
@@ -242,6 +270,11 @@ class JobWorker(BusSubscriber):
                     await self._wakeup.wait()
         finally:
             self._serving = None
+
+    def _announcer(self) -> Announcer | None:
+        jobs = tuple(sorted("" if name is None else name for name in self._handlers))
+        load = lambda: len(self._running) + len(self._queue)  # noqa: E731
+        return Announcer(self, jobs=jobs, load=load) if self.presence else None
 
     async def _slot(self, bus: BusLike) -> None:
         """Run queued jobs one after the other; park while there are none."""

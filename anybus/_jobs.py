@@ -1,9 +1,9 @@
 """The calling side of jobs: ``bus.request()`` and ``bus.job()``.
 
 A job is a :class:`~anybus.BusJobRequestMessage` answered by messages that carry its ``job_id``:
-updates, stream chunks and, last, a response. Each bus that calls jobs has one
-:class:`_JobClient` subscriber that routes those answers to the :class:`Job` waiting for them,
-by id; answers for ids nobody waits for (any more) are ignored. A job is a scope: leaving
+updates, stream chunks and, last, a response. Each bus that calls jobs has one job client, a
+subscriber that routes those answers to the :class:`Job` waiting for them, by id; answers for
+ids nobody waits for (any more) are ignored. A job is a scope: leaving
 ``async with bus.job(...)`` before the answer came — by cancellation, a timeout or an
 exception — sends a :class:`~anybus.BusJobCancelMessage` to the worker.
 """
@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, final
+from typing import TYPE_CHECKING, Any, Final, Literal, Self, final
 
 from anyio import CancelScope, Event, current_time
 from anyio.lowlevel import checkpoint
 
-from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError
+from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError, WorkerUnavailable
+from ._job_client import JobClient, job_client
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
@@ -35,34 +35,25 @@ from ._messages import (
     BusJobUpdateRequestMessage,
     BusJobUpdateUrgentMessage,
     BusMessage,
-    BusWorkerErrorMessage,
-    BusWorkerLocalErrorMessage,
     JobStatus,
 )
-from ._subscriber import BusSubscriber
+from ._presence import presence_hub
 
 if TYPE_CHECKING:
     from ._bus import WorkerBus
 
-__all__ = ["Job", "JobResult"]
+__all__ = ["Job", "JobResult", "Presence"]
+
+#: How a job looks for its worker before sending: ``"wait"`` until it (or a member of the
+#: pool of that name) is present; ``"require"`` it present now (fail fast); ``"off"``: send
+#: without looking, for workers that do not announce themselves.
+Presence = Literal["wait", "require", "off"]
+_PRESENCE_MODES: Final = ("wait", "require", "off")
 
 logger = logging.getLogger("anybus.jobs")
 
 #: Seconds that sending the automatic cancel may take, shielded, when a job's scope is left early.
 CANCEL_TIMEOUT: Final = 5.0
-
-#: The answers of a worker to a job's caller.
-JOB_ANSWER_TYPES: Final[tuple[type[BusMessage], ...]] = (
-    BusJobResponseMessage,
-    BusJobResponseUrgentMessage,
-    BusJobUpdateMessage,
-    BusJobUpdateUrgentMessage,
-    BusJobStreamStartMessage,
-    BusJobStreamDataMessage,
-    BusJobStreamEndMessage,
-)
-#: What a job client routes: the answers, and the worker errors that fail outstanding jobs.
-ANSWER_TYPES: Final = (*JOB_ANSWER_TYPES, BusWorkerErrorMessage, BusWorkerLocalErrorMessage)
 
 _Response = BusJobResponseMessage | BusJobResponseUrgentMessage
 
@@ -82,49 +73,6 @@ class JobResult:
     worker: str
     status: JobStatus
     response: dict[str, Any] = field(default_factory=dict)
-
-
-class _JobClient(BusSubscriber):
-    """The subscriber that routes job answers to the jobs waiting for them."""
-
-    def __init__(self) -> None:
-        self.name = f"anybus-jobs-{secrets.token_hex(4)}"
-        self.pending: dict[str, Job] = {}
-
-    async def on_bus_message(self, message: BusMessage) -> None:
-        if isinstance(message, BusWorkerErrorMessage | BusWorkerLocalErrorMessage):
-            for job in list(self.pending.values()):
-                if job.worker == message.source:
-                    job._fail(
-                        JobError(
-                            f"worker {job.worker!r} reported an error while job {job.id} "
-                            f"was outstanding: {message.error}",
-                            job_id=job.id,
-                            worker=job.worker,
-                            status=JobStatus.ERROR,
-                            response={"error": message.error},
-                        )
-                    )
-            return
-        job_id = getattr(message, "job_id", None)
-        waiting = self.pending.get(job_id) if isinstance(job_id, str) else None
-        if waiting is None:
-            logger.debug("no job waits for %s (job %s): ignored", message.name, job_id)
-            return
-        waiting._feed(message)
-
-
-#: The job client of each bus: one subscriber per bus routes every job's answers.
-_clients: weakref.WeakKeyDictionary[WorkerBus, _JobClient] = weakref.WeakKeyDictionary()
-
-
-async def job_client(bus: WorkerBus) -> _JobClient:
-    """The subscriber routing ``bus``'s job answers, subscribed the first time."""
-    client = _clients.get(bus)
-    if client is None or client.name not in {sub.name for sub in bus.subscribers}:
-        client = _clients[bus] = _JobClient()
-        await bus.subscribe(client, types=ANSWER_TYPES, max_buffer=None)
-    return client
 
 
 class Job:
@@ -150,15 +98,26 @@ class Job:
         source: str | None,
         job_id: str | None,
         cancel_timeout: float,
+        presence: Presence = "wait",
     ) -> None:
+        if presence not in _PRESENCE_MODES:
+            raise ValueError(
+                f"presence must be one of {', '.join(map(repr, _PRESENCE_MODES))}, got "
+                f"{presence!r}"
+            )
         self.id = job_id or secrets.token_hex(8)
+        #: The worker the job goes to (for a pool: the member chosen, once entered).
         self.worker = worker
+        #: The name the job was asked of: the worker's, or its pool's.
+        self.requested = worker
+        self._presence = presence
+        self._incarnation: str | None = None  # of the worker it went to, when presence is on
         self.job_name = job_name
         self.payload = dict(payload) if payload is not None else None
         #: The name answers are addressed to (by default the bus's job client's name).
         self.source = source or ""
         self._bus = bus
-        self._client: _JobClient | None = None
+        self._client: JobClient | None = None
         self._cancel_timeout = cancel_timeout
         self._updates: deque[dict[str, Any]] = deque()
         self._chunks: deque[dict[str, Any]] = deque()
@@ -178,6 +137,9 @@ class Job:
     async def __aenter__(self) -> Self:
         if self._client is not None:
             raise RuntimeError(f"{self!r} was already entered; a job runs once")
+        if self._presence != "off":
+            # Before anything is registered or sent: a cancelled wait did nothing.
+            await self._find_worker()
         client = self._client = await job_client(self._bus)
         if self.id in client.pending:
             raise ValueError(f"a job with id {self.id!r} is already outstanding")
@@ -206,6 +168,29 @@ class Job:
             raise
         logger.debug("job %s sent to %r", self.id, self.worker)
         return self
+
+    async def _find_worker(self) -> None:
+        hub = await presence_hub(self._bus)
+        directory = hub.directory
+        if self._presence == "wait":
+            info = await directory.wait_for(self.requested)
+        else:
+            info = await directory.wait_for(self.requested, timeout=hub.grace())
+        self.worker = info.name
+        self._incarnation = info.incarnation
+        hub.follow(self)
+
+    def worker_gone(self, worker: str, incarnation: str, why: str) -> None:
+        """Fail the job if it went to this run of ``worker`` (told by the presence hub, or by
+        the job client on the worker's goodbye)."""
+        if worker == self.worker and incarnation == self._incarnation:
+            self._fail(
+                WorkerUnavailable(
+                    f"worker {self.worker!r} went away while job {self.id} was outstanding: {why}",
+                    job_id=self.id,
+                    worker=self.worker,
+                )
+            )
 
     async def __aexit__(
         self,
@@ -243,6 +228,11 @@ class Job:
             )
 
     # --- answers --------------------------------------------------------------------------
+
+    @property
+    def sent(self) -> bool:
+        """Whether the request went out."""
+        return self._sent
 
     @property
     def done(self) -> bool:

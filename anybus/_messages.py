@@ -38,6 +38,9 @@ __all__ = [
     "BusSystemMessage",
     "BusWorkerErrorMessage",
     "BusWorkerLocalErrorMessage",
+    "BusWorkerGoodbyeMessage",
+    "BusWorkerPresenceMessage",
+    "BusWorkerPresenceQueryMessage",
     "BusWorkerReadyMessage",
     "JobStatus",
 ]
@@ -203,6 +206,57 @@ class BusWorkerLocalErrorMessage(BusSystemMessage, BusLocalMessage):
     """Reports an error of a child worker to its parent; it never leaves the process."""
 
     error: str
+
+
+# --- Presence ---------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class BusWorkerPresenceMessage(BusSystemMessage):
+    """A worker is alive: sent when it is ready, then as a heartbeat.
+
+    Addressed to each bus's presence hub (``anybus-presence``).
+
+    Attributes:
+        worker: the worker's name.
+        incarnation: a token of this run of the worker.
+        pool: the pool it is a member of, or ``None``.
+        jobs: the job names it handles (``""``: requests that name none).
+        concurrency: how many jobs it runs at once.
+        load: jobs running or queued.
+        heartbeat: seconds until its next heartbeat.
+        process: ``host:pid`` of its process.
+        sent_at: wall-clock time of sending (``time.time()``).
+    """
+
+    worker: str
+    incarnation: str
+    pool: str | None = None
+    jobs: list[str] = field(default_factory=list)
+    concurrency: int = 1
+    load: int = 0
+    heartbeat: float = 1.0
+    process: str = ""
+    sent_at: float = 0.0
+
+
+@dataclass(kw_only=True)
+class BusWorkerPresenceQueryMessage(BusSystemMessage):
+    """Asks every worker to announce itself now (sent by a presence hub as it starts)."""
+
+
+@dataclass(kw_only=True)
+class BusWorkerGoodbyeMessage(BusDataMessage):
+    """A worker stopped. A data message, so that it comes after the worker's last answers
+    (the jobs still outstanding at its callers then fail, rather than the answers).
+
+    Attributes:
+        worker: the worker's name.
+        incarnation: the token of the run that stopped.
+    """
+
+    worker: str
+    incarnation: str
 
 
 # --- Jobs -------------------------------------------------------------------------------------

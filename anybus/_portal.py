@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final
 from anyio.from_thread import BlockingPortal
 
 from ._job_calls import request as request_job
-from ._jobs import JobResult
+from ._jobs import JobResult, Presence
 from ._messages import BusMessage
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class BusPortal:
         job_name: str | None = None,
         timeout: float | None = None,
         source: str | None = None,
+        presence: Presence = "wait",
     ) -> JobResult:
         """Run a job and return its result (as :func:`~anybus.request`), from a thread.
 
@@ -67,7 +68,13 @@ class BusPortal:
 
         async def request() -> JobResult:
             return await request_job(
-                self.bus, worker, payload, job_name=job_name, timeout=timeout, source=source
+                self.bus,
+                worker,
+                payload,
+                job_name=job_name,
+                timeout=timeout,
+                source=source,
+                presence=presence,
             )
 
         return self._portal.call(request)

@@ -4,7 +4,7 @@ With ``examples/redis_worker.py`` running in another terminal::
 
     python examples/redis_runner.py --backend asyncio
 
-It waits for the worker to answer, runs three ``resize`` jobs concurrently while printing
+It waits for the worker to announce itself, runs three ``resize`` jobs concurrently while printing
 their progress, gives up on a fourth (which cancels it in the worker's process), and finally
 shuts the worker down (``--keep-worker`` leaves it running). Ctrl-C stops it (status 130).
 """
@@ -16,21 +16,26 @@ import sys
 
 import anyio
 
-from anybus import JobTimeout, WorkerBus, open_job, request
+from anybus import WorkerBus, WorkerUnavailable, open_job, request, worker_directory
 from anybus.redis import RedisBus
 
 
-async def wait_for_worker(bus: WorkerBus) -> None:
-    """Ping until the worker answers, so either process may start first."""
-    for _ in range(30):
-        try:
-            await request(
-                bus, "resizer", {"image": "ping", "steps": 0}, job_name="resize", timeout=1
-            )
-            return
-        except JobTimeout:
-            print("runner: waiting for the worker...", flush=True)
-    raise SystemExit("runner: no worker answered on this channel; start examples/redis_worker.py")
+async def find_worker(bus: WorkerBus) -> None:
+    """Wait until the worker has announced itself, so either process may start first.
+
+    (A job waits for its worker by default anyway; this gives a friendlier message.)"""
+    directory = await worker_directory(bus)  # starts following the workers' announcements
+    try:
+        await directory.wait_for("resizer", timeout=0.5)
+        return
+    except WorkerUnavailable:
+        print("runner: waiting for the worker...", flush=True)
+    try:
+        await directory.wait_for("resizer", timeout=30)
+    except WorkerUnavailable:
+        raise SystemExit(
+            "runner: no worker announced itself on this channel; start examples/redis_worker.py"
+        ) from None
 
 
 async def resize(bus: WorkerBus, image: str) -> None:
@@ -45,7 +50,7 @@ async def resize(bus: WorkerBus, image: str) -> None:
 
 async def main(backend: str, url: str, channel: str, keep_worker: bool) -> None:
     async with RedisBus(url, channel=channel, name="runner-process") as bus:
-        await wait_for_worker(bus)
+        await find_worker(bus)
         print(f"runner: worker found; calling it from {backend}")
         async with anyio.create_task_group() as task_group:
             for image in ("cat.png", "dog.png", "owl.png"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 
-from anybus import JobContext, JobWorker
+from anybus import JobContext, JobWorker, wait_for_worker
 from anybus.redis import RedisBus
 
 
@@ -48,6 +48,7 @@ async def main(backend: str, url: str, channel: str) -> None:
     # runners address jobs to.
     async with RedisBus(url, channel=channel, name="resizer-process") as bus:
         await bus.subscribe(worker)
+        await wait_for_worker(bus, "resizer")  # it has announced itself: runners can find it
         print(f"worker: serving 'resize' jobs on {backend}, channel {channel!r}", flush=True)
         await done.wait()
         await bus.wait_idle()  # the shutdown job's answer has gone out

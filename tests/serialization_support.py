@@ -146,6 +146,12 @@ def sample(cls: type[BusMessage]) -> BusMessage:
             values[f.name] = 1712345678.25
         elif "dict" in str(f.type):
             values[f.name] = {"k": [1, 2.5, "three", None, True], "nested": {"a": {}}}
+        elif "list[str]" in str(f.type):
+            values[f.name] = ["one", "two"]
+        elif f.type in (int, "int"):
+            values[f.name] = 7
+        elif f.type in (float, "float"):
+            values[f.name] = 0.5
         else:
             values[f.name] = f"{f.name}-value"
     return cls(**values)

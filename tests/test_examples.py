@@ -157,7 +157,7 @@ def test_two_processes_over_redis(
         == f"worker: serving 'resize' jobs on {worker_backend}, channel {channel!r}"
     )
     assert "worker: huge.tiff cancelled by the runner" in worker_lines
-    assert worker_lines[-1] == "worker: stopped after 5 jobs (1 cancelled)"
+    assert worker_lines[-1] == "worker: stopped after 4 jobs (1 cancelled)"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -93,7 +93,7 @@ async def test_late_answers_after_the_caller_left_are_ignored() -> None:
         recorder = RecordingSubscriber("r")
         await bus.subscribe(recorder)
         with fail_after(5):
-            async with open_job(bus, "nobody") as job:
+            async with open_job(bus, "nobody", presence="off") as job:
                 pass
             await bus.send(
                 BusJobResponseMessage(
@@ -108,7 +108,7 @@ async def test_jobs_log_under_anybus_jobs(caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.DEBUG, logger="anybus.jobs")
     async with MemoryBus() as bus:
         with fail_after(5):
-            async with open_job(bus, "nobody"):
+            async with open_job(bus, "nobody", presence="off"):
                 pass
     assert any(record.name == "anybus.jobs" for record in caplog.records)
 

@@ -21,7 +21,7 @@ from anybus import (
     MemoryBus,
     open_job,
 )
-from anybus._jobs import _clients
+from anybus._job_client import _clients
 from anybus.testing import RecordingSubscriber
 
 from .jobs_support import Blocker, worker_bus
@@ -203,7 +203,7 @@ async def test_cancelling_the_request_send_cancels_the_job_too() -> None:
                 async with anyio.create_task_group() as task_group:
 
                     async def enter() -> None:
-                        async with open_job(bus, "w"):
+                        async with open_job(bus, "w", presence="off"):
                             raise AssertionError("the request went out")
 
                     task_group.start_soon(enter)

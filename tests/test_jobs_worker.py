@@ -90,7 +90,7 @@ async def test_update_requests_are_answered_while_the_job_runs() -> None:
                 await blocker.started.wait()
                 await queued.request_update()
                 assert await anext(queued.updates()) == {"state": "running"}
-            async with open_job(bus, "nobody-home") as ghost:
+            async with open_job(bus, "nobody-home", presence="off") as ghost:
                 pass
             unknown = RecordingSubscriber("u", accepts=lambda m: m.target == "probe")
             await bus.subscribe(unknown)
@@ -185,7 +185,7 @@ async def test_a_job_worker_serves_one_bus(caplog: pytest.LogCaptureFixture) -> 
             assert (await request(first, "w", {"a": 1})).response == {"a": 1}
             await second.subscribe(worker)
             with pytest.raises(JobError, match="serves another bus"):
-                await request(second, "w", {"a": 2})
+                await request(second, "w", {"a": 2}, presence="off")
             assert (await request(first, "w", {"a": 3})).response == {"a": 3}
     assert "a JobWorker serves one bus" in caplog.text
     assert worker.completed == 2

@@ -1,0 +1,328 @@
+"""Presence: which workers are up, where, how loaded — and which ones went away.
+
+A worker that takes part (every :class:`~anybus.JobWorker`, unless told not to) announces
+itself when it is ready and repeats that as a heartbeat every ``heartbeat`` seconds: a
+:class:`~anybus.BusWorkerPresenceMessage`, a system message (it overtakes queued data)
+addressed to each bus's *presence hub*, a subscriber named ``anybus-presence`` that a bus
+gets the first time presence is used on it (so presence costs nothing on a bus where nobody
+uses it). Like every message, it reaches the bus's other subscribers too; a
+:class:`~anybus.JobWorker` ignores it. When the worker stops it says goodbye, with a
+:class:`~anybus.BusWorkerGoodbyeMessage` — a data message, so that it comes after the
+worker's last answers: the jobs still outstanding at its callers fail then.
+
+The hub keeps the directory of the live workers it heard of, on every bus of the transport.
+A worker whose heartbeats stop is declared gone once ``LIVENESS_BEATS`` heartbeat intervals
+have passed without one; a worker that comes back under a new incarnation (a restart)
+replaces the old one, which is declared gone at once. Jobs sent to a worker that is declared
+gone fail then, with :class:`~anybus.WorkerUnavailable`, rather than at their timeout.
+
+A hub that starts asks every worker to announce itself (a
+:class:`~anybus.BusWorkerPresenceQueryMessage`), so it knows the live workers within one
+round trip rather than one heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, Protocol
+
+from anyio import CancelScope, Event, current_time, move_on_after
+
+from ._directory import LIVENESS_BEATS, WorkerChange, WorkerDirectory, WorkerInfo
+from ._messages import (
+    BusMessage,
+    BusWorkerGoodbyeMessage,
+    BusWorkerPresenceMessage,
+    BusWorkerPresenceQueryMessage,
+)
+from ._subscriber import BusLike, BusSubscriber
+
+if TYPE_CHECKING:
+    from ._bus import WorkerBus
+
+__all__ = [
+    "PRESENCE_NAME",
+    "Announcer",
+    "PresenceHub",
+    "announcing",
+    "check_presence",
+    "presence_hub",
+    "wait_for_worker",
+    "worker_directory",
+]
+
+logger = logging.getLogger("anybus.presence")
+
+#: The name of every bus's presence hub: presence messages are addressed to it.
+PRESENCE_NAME: Final = "anybus-presence"
+#: Seconds a goodbye may take to send, shielded, when a worker stops.
+GOODBYE_TIMEOUT: Final = 1.0
+#: Fewest seconds between two answers of one hub to presence queries.
+QUERY_ANSWER_INTERVAL: Final = 0.1
+#: Seconds a new hub gives the answers to its query before "not present" means absent.
+GRACE: Final = 1.0
+
+_PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def check_presence(*, pool: str | None, heartbeat: float) -> None:
+    """Refuse presence options that cannot work (ValueError, naming the option)."""
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or heartbeat <= 0:
+        raise ValueError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
+    if pool is not None and (not isinstance(pool, str) or not pool):
+        raise ValueError(f"pool must be a non-empty string or None, got {pool!r}")
+
+
+class Worker(Protocol):
+    """What a worker that announces itself has."""
+
+    name: str
+    pool: str | None
+    concurrency: int
+    heartbeat: float
+
+
+class Announcer:
+    """What a hub announces for one local worker: a snapshot function and its heartbeat."""
+
+    __slots__ = ("concurrency", "heartbeat", "incarnation", "jobs", "load", "name", "pool")
+
+    def __init__(self, worker: Worker, *, jobs: tuple[str, ...], load: Callable[[], int]) -> None:
+        self.name = worker.name
+        self.pool = worker.pool
+        self.jobs = jobs
+        self.concurrency = worker.concurrency
+        self.heartbeat = float(worker.heartbeat)
+        self.load = load
+        self.incarnation = secrets.token_hex(6)
+
+    def alive(self) -> BusWorkerPresenceMessage:
+        return BusWorkerPresenceMessage(
+            source=self.name,
+            target=PRESENCE_NAME,
+            worker=self.name,
+            incarnation=self.incarnation,
+            pool=self.pool,
+            jobs=list(self.jobs),
+            concurrency=self.concurrency,
+            load=self.load(),
+            heartbeat=self.heartbeat,
+            process=_PROCESS,
+            sent_at=time.time(),
+        )
+
+
+class Follower(Protocol):
+    """What follows the workers a hub declares gone (an outstanding job)."""
+
+    def worker_gone(self, worker: str, incarnation: str, why: str) -> None: ...
+
+
+class PresenceHub(BusSubscriber):
+    """A bus's presence hub (see the module docs); get it with :func:`presence_hub`."""
+
+    def __init__(self, bus: WorkerBus) -> None:
+        self.name = PRESENCE_NAME
+        self._bus = bus
+        self.directory = WorkerDirectory(repr(bus))
+        self._local: dict[str, Announcer] = {}
+        self._due: dict[str, float] = {}  # local worker -> when its next heartbeat is due
+        self._expires: dict[str, float] = {}  # known worker -> when it is declared gone
+        self._wakeup = Event()
+        self._answer_query = False
+        self._last_answer = -QUERY_ANSWER_INTERVAL
+        self._followers: weakref.WeakSet[Follower] = weakref.WeakSet()
+        self._born = current_time()
+        self.started = Event()
+
+    # --- local workers --------------------------------------------------------------------
+
+    def register(self, announcer: Announcer) -> None:
+        """Announce ``announcer``'s worker now, then on every heartbeat."""
+        self._local[announcer.name] = announcer
+        self._due[announcer.name] = -1.0
+        self._wake()
+
+    async def unregister(self, announcer: Announcer) -> None:
+        """Stop announcing; say goodbye (shielded, bounded)."""
+        if self._local.get(announcer.name) is not announcer:
+            return
+        del self._local[announcer.name]
+        self._due.pop(announcer.name, None)
+        with CancelScope(shield=True, deadline=current_time() + GOODBYE_TIMEOUT):
+            await self._send(
+                BusWorkerGoodbyeMessage(
+                    source=announcer.name, worker=announcer.name, incarnation=announcer.incarnation
+                )
+            )
+
+    async def _send(self, message: BusMessage) -> None:
+        try:
+            await self._bus.send(message)
+        except Exception as exc:  # presence is best effort: the next heartbeat tries again
+            logger.debug("presence: sending %s failed: %s", message.name, exc)
+
+    # --- what comes in --------------------------------------------------------------------
+
+    async def on_bus_message(self, message: BusMessage) -> None:
+        if isinstance(message, BusWorkerPresenceMessage):
+            self._heard(message)
+        elif isinstance(message, BusWorkerGoodbyeMessage):
+            known = self.directory.get(message.worker)
+            if known is not None and known.incarnation == message.incarnation:
+                # The job client fails the outstanding jobs, in order with the answers.
+                self._forget(known, "it stopped", tell=False)
+        elif isinstance(message, BusWorkerPresenceQueryMessage) and self._local:
+            self._answer_query = True
+            self._wake()
+
+    def _heard(self, message: BusWorkerPresenceMessage) -> None:
+        directory = self.directory
+        known = directory.get(message.worker)
+        bound = LIVENESS_BEATS * message.heartbeat
+        if time.time() - message.sent_at > bound:
+            return  # a stale announcement (replayed from a durable transport)
+        if known is not None and known.incarnation != message.incarnation:
+            self._forget(known, "it restarted (a new incarnation announced itself)")
+            known = None
+        info = WorkerInfo(
+            name=message.worker,
+            pool=message.pool,
+            jobs=tuple(message.jobs),
+            concurrency=message.concurrency,
+            load=message.load,
+            heartbeat=message.heartbeat,
+            process=message.process,
+            incarnation=message.incarnation,
+            seen_at=time.time(),
+        )
+        directory._put(info, WorkerChange.JOINED if known is None else WorkerChange.UPDATED)
+        expires = current_time() + bound
+        earliest = min(self._expires.values(), default=None)
+        self._expires[info.name] = expires
+        if earliest is None or expires < earliest:
+            self._wake()
+
+    def _forget(self, info: WorkerInfo, why: str, *, tell: bool = True) -> None:
+        self._expires.pop(info.name, None)
+        self.directory._remove(info, why)
+        if tell:
+            for follower in list(self._followers):
+                follower.worker_gone(info.name, info.incarnation, why)
+
+    def follow(self, follower: Follower) -> None:
+        """Tell ``follower`` of every worker declared gone from now on (held weakly)."""
+        self._followers.add(follower)
+
+    def grace(self) -> float:
+        """Seconds left of this hub's first second, in which the answers to its query come."""
+        return max(0.0, self._born + GRACE - current_time())
+
+    # --- the hub's own task ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    async def run_in_bus(self, bus: BusLike) -> None:
+        """Ask every worker to announce itself, then send the local workers' heartbeats and
+        declare gone the workers whose heartbeats stopped, until the bus stops the hub."""
+        await self._send(BusWorkerPresenceQueryMessage(source=PRESENCE_NAME, target=PRESENCE_NAME))
+        self.started.set()
+        while True:
+            self._wakeup = Event()
+            now = current_time()
+            answer = self._answer_query and now - self._last_answer >= QUERY_ANSWER_INTERVAL
+            if answer:
+                self._answer_query = False
+                self._last_answer = now
+            for name, announcer in list(self._local.items()):
+                if answer or self._due.get(name, 0.0) <= now:
+                    self._due[name] = now + announcer.heartbeat
+                    await self._send(announcer.alive())
+            now = current_time()
+            for name, expires in list(self._expires.items()):
+                info = self.directory.get(name)
+                if expires <= now and info is not None:
+                    self._forget(info, f"no heartbeat for {LIVENESS_BEATS * info.heartbeat:g} s")
+            deadlines = [*self._due.values(), *self._expires.values()]
+            if self._answer_query:
+                deadlines.append(self._last_answer + QUERY_ANSWER_INTERVAL)
+            with move_on_after(max(0.0, min(deadlines, default=now + 3600) - now)):
+                await self._wakeup.wait()
+
+
+#: The presence hub of each bus, subscribed the first time presence is used on it.
+_hubs: weakref.WeakKeyDictionary[WorkerBus, PresenceHub] = weakref.WeakKeyDictionary()
+
+
+async def presence_hub(bus: WorkerBus) -> PresenceHub:
+    """``bus``'s presence hub, subscribed the first time (and again after an unsubscribe)."""
+    hub = _hubs.get(bus)
+    if hub is None or PRESENCE_NAME not in {sub.name for sub in bus.subscribers}:
+        hub = _hubs[bus] = PresenceHub(bus)
+        await bus.subscribe(
+            hub,
+            types=(
+                BusWorkerPresenceMessage,
+                BusWorkerPresenceQueryMessage,
+                BusWorkerGoodbyeMessage,
+            ),
+            max_buffer=None,
+        )
+    return hub
+
+
+async def worker_directory(bus: WorkerBus) -> WorkerDirectory:
+    """The directory of the live workers ``bus`` knows of, on every bus of its transport.
+
+    The first call on a bus adds its presence hub (a subscriber named ``anybus-presence``),
+    which asks every worker to announce itself: the directory fills as the answers come,
+    within a round trip. On a running bus it returns once the query is sent. Cancelled, it
+    may have added the hub, and done nothing else.
+    """
+    hub = await presence_hub(bus)
+    if bus.running:
+        await hub.started.wait()
+    return hub.directory
+
+
+async def wait_for_worker(
+    bus: WorkerBus,
+    name: str,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline, a part of the call
+) -> WorkerInfo:
+    """Wait until the worker ``name`` (or a member of the pool ``name``) is live on ``bus``;
+    return it (for a pool: the member a job would go to now).
+
+    Cancelling the wait changes nothing (but the hub it may have added).
+
+    Raises:
+        WorkerUnavailable: none became live within ``timeout`` seconds.
+    """
+    directory = await worker_directory(bus)
+    return await directory.wait_for(name, timeout=timeout)
+
+
+@asynccontextmanager
+async def announcing(bus: BusLike, announcer: Announcer | None) -> AsyncIterator[None]:
+    """Announce ``announcer``'s worker on ``bus`` (if it is a :class:`~anybus.WorkerBus`)
+    while in the block; say goodbye when it is left. With ``None``, do nothing."""
+    from ._bus import WorkerBus
+
+    if announcer is None or not isinstance(bus, WorkerBus):
+        yield
+        return
+    hub = await presence_hub(bus)
+    hub.register(announcer)
+    try:
+        yield
+    finally:
+        await hub.unregister(announcer)
