@@ -1,10 +1,11 @@
 """The ``anybus`` command (the ``cli`` extra: ``pip install 'anybus[cli]'``), on click and rich.
 
-Subcommands: ``demo``, ``bench``, ``pub``, ``sub`` and ``inspect``, one module each; the group
-and its global options (``--backend``, ``--log-level``, ``--version``) are in ``_group.py``.
-Exit codes: 0 success, 1 a runtime failure (Redis unreachable, a refused command, a failed
-measurement, a closed stdout), 2 bad usage. Expected failures print one line saying what to
-check, never a traceback; a closed stdout (``anybus sub ... | head``) ends the command quietly.
+Subcommands: ``demo``, ``bench``, ``pub``, ``sub``, ``inspect`` and ``postgres schema``, one
+module each; the group and its global options (``--backend``, ``--log-level``, ``--version``)
+are in ``_group.py``. Exit codes: 0 success, 1 a runtime failure (Redis or Postgres
+unreachable, a refused command, a failed measurement, a closed stdout), 2 bad usage. Expected
+failures print one line saying what to check, never a traceback; a closed stdout (``anybus
+sub ... | head``) ends the command quietly.
 
 Importing this package needs neither click nor rich: :func:`main` (the console script, and
 ``python -m anybus``) says which extra to install when they are missing; ``cli`` (the click

@@ -12,6 +12,7 @@ from ._common import BACKENDS, LOG_LEVELS, StderrHandler
 from ._demo import demo
 from ._inspect import inspect
 from ._messages import pub, sub
+from ._postgres import postgres
 
 __all__ = ["cli"]
 
@@ -45,5 +46,5 @@ def cli(ctx: click.Context, backend: str, log_level: str) -> None:
         logger.addHandler(handler)
 
 
-for _command in (demo, bench, pub, sub, inspect):
+for _command in (demo, bench, pub, sub, inspect, postgres):
     cli.add_command(_command)

@@ -1,43 +1,96 @@
-"""The SQL anybus keeps in Postgres: tables, and the functions every bus calls.
+"""The SQL anybus keeps in Postgres, what it lets each role do, and the check a bus makes.
 
 Plain Postgres 13 or newer, no extension. Everything lives in one schema (``anybus`` by
-default). Buses never touch the tables: they call the schema's functions, which run with the
-rights of the schema's owner (``SECURITY DEFINER``) and check what the calling role may do.
-So a role granted the functions (:func:`grant_sql`) can publish and receive on a channel whose
-name it knows, and nothing else: it cannot read the tables, list the channels, or read, move
-or take over another role's consumers. The owner may use the tables directly.
+default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
 
-The tables:
+* ``channels``: one row a channel, the last message id given out. Publishing locks the row
+  until commit, so ids are gapless and become visible in order; a reader that has seen id
+  *n* knows that every id up to *n* is either visible to it or was deleted.
+* ``messages``: one row a message: channel, id, the publishing role, the sender, the
+  sender's sequence number (unique per role and sender, so that a retried publish stores
+  nothing twice) and the encoded envelope.
+* ``consumers``: one row a bus instance name on a channel: the role that made it, the last
+  id it acknowledged, a lease (the holder's token and when it runs out), so that one name has
+  one running instance, and the role's housekeeping policy (``max_len``, ``retention``).
+* ``housekeeping``: one row a channel, locked by the bus that housekeeps it.
 
-* ``channels`` — one row a channel: the last message id given out. Publishing locks the row
-  until commit, so ids are gapless and become visible in order; a reader that has seen id *n*
-  knows that every id up to *n* is either visible to it or was deleted.
-* ``messages`` — one row a message: channel, id, sender, the sender's sequence number (unique
-  per sender, so that a retried publish stores nothing twice) and the encoded envelope.
-* ``consumers`` — one row a bus instance name on a channel: the role that made it, the last id
-  it acknowledged, and a lease (the holder's token and when it runs out), so that one name
-  has one running instance.
+**Isolation.** Buses never touch the tables: they call the schema's functions, which run
+with the rights of the schema's owner (``SECURITY DEFINER``, with ``search_path`` pinned to
+``pg_catalog, pg_temp`` and every table named with its schema) and check what the calling
+role may do. The calling role is the *login* role (``session_user``). A role granted the
+functions (:func:`grant_sql`: usage of the schema and execute on six functions) can
+publish and receive on a channel whose name it knows, and nothing else:
+
+* it cannot read the tables (no privilege on them; applying the schema revokes whatever
+  default privileges granted), so it cannot list channels, and no function returns a list;
+* ``read``, ``ack`` and ``attach`` refuse a consumer name that another role made (SQLSTATE
+  ``AB003``), so it can neither read, move nor take over another role's consumer; a new
+  consumer starts after the newest message, so knowing a channel gives no history;
+* its sequence numbers are its own: it cannot make another role's messages look like
+  repeats;
+* ``read`` reads only the channel of the consumer it checked; its limits are validated
+  (``p_limit`` and ``p_max_bytes`` at least 1, at most :data:`MAX_READ_BATCH` messages a
+  call, ``p_after`` and ``p_ack`` not negative; SQLSTATE ``22023`` otherwise), and an
+  acknowledgement only ever moves the caller's own consumer forward.
+
+**Housekeeping policy, decided here.** ``housekeep(channel, retention, max_len)`` takes the
+policy from its caller, who may be hostile, so the caller's values apply to *its own role's
+consumers* on the channel only: they are recorded on those rows, and housekeeping then
+deletes what every consumer acknowledged or lies more than *that consumer's* ``max_len``
+behind, and removes consumers not seen for *their own* ``retention``. No role can shorten
+what another role's consumers keep; with a single role the result is the same as the
+caller's policy applied to all. Values are validated (``retention`` positive, ``max_len`` at
+least 1), not clamped. Housekeeping takes a row lock (``SKIP LOCKED``), not an advisory
+lock, which any role of the database could hold forever.
+
+**What isolation does not cover.** Knowing a channel's name is the capability to use it: use
+unguessable names for private channels. A role that knows a channel can fill it, stall its
+publishing (a ``publish`` left open in a transaction holds the channel's lock), or keep its
+messages around (a consumer with a large ``max_len`` that never reads); storage quotas and
+monitoring are the DBA's. Postgres shows every role the catalogs (table names and sizes, the
+functions' text) and every session's ``application_name`` (which holds the bus's consumer
+name, never the channel's); statements' text and parameters are shown only to their own role
+and to ``pg_read_all_stats``. The schema's *owner* reads everything: apply the schema as, or
+for (``owner=``), a role no bus logs in as, and start the buses with ``create_schema=False``
+(a bus that creates the schema owns it).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+import shlex
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import TransportError
+from ._schema_sql import GRANT, KEYWORDS, SCHEMA
 
 if TYPE_CHECKING:
     from ._client import PgConnection
 
-__all__ = ["SCHEMA_VERSION", "check_schema_name", "ensure_schema", "grant_sql", "schema_sql"]
+__all__ = [
+    "FATAL_STATES",
+    "LEASE_LOST",
+    "MAX_READ_BATCH",
+    "NAME_IN_USE",
+    "NOT_OWNER",
+    "SCHEMA_VERSION",
+    "check_role_name",
+    "check_schema_name",
+    "ensure_schema",
+    "grant_sql",
+    "schema_sql",
+]
 
 logger = logging.getLogger("anybus.postgres")
 
-#: Bumped when the tables or the functions change incompatibly.
-SCHEMA_VERSION = 1
+#: Bumped when the tables or the functions change; applying the schema updates an older one.
+SCHEMA_VERSION = 2
 
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+#: The most messages one ``read`` call returns, whatever its ``p_limit``.
+MAX_READ_BATCH = 10_000
 
 #: SQLSTATE codes the functions raise (class ``AB``: anybus's own).
 NAME_IN_USE = "AB001"
@@ -46,300 +99,200 @@ NOT_OWNER = "AB003"
 #: The states after which trying again cannot help: the bus stops with the error.
 FATAL_STATES = frozenset({NAME_IN_USE, LEASE_LOST, NOT_OWNER})
 
+#: The functions a bus calls (and a grant covers).
+FUNCTIONS = ("ack", "attach", "housekeep", "publish", "read", "schema_version")
+
+# At most 30 characters: the notification channel "<schema>_<md5 of the channel>" must fit
+# in Postgres's 63-byte identifiers.
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,29}")
+_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+_RESERVED_ROLES = frozenset({"public", "none", "current_user", "current_role", "session_user"})
+
 
 def check_schema_name(schema: str) -> str:
-    """Return ``schema`` if it is a plain lower-case SQL identifier, else raise ValueError."""
+    """Return ``schema`` if it can hold anybus's schema, else raise ValueError: a plain
+    lower-case identifier of at most 30 characters, not a key word, not Postgres's own."""
     if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
         raise ValueError(
-            f"schema must be a lower-case SQL identifier (letters, digits, _; at most 41 "
-            f"characters), got {schema!r}"
+            f"schema must be a lower-case SQL identifier of at most 30 characters (letters, "
+            f"digits and _, not starting with a digit), got {schema!r}"
+        )
+    if schema in KEYWORDS:
+        raise ValueError(f"schema cannot be an SQL key word, got {schema!r}: choose another name")
+    if schema in ("public", "information_schema") or schema.startswith("pg_"):
+        raise ValueError(
+            f"schema cannot be public, information_schema or start with pg_ (they are the "
+            f"database's own), got {schema!r}: choose another name"
         )
     return schema
 
 
-_SCHEMA = """\
--- anybus schema {version}: apply as a role that may create a schema in this database.
--- Buses call the functions below; the tables are the schema owner's alone.
-BEGIN;
-SELECT pg_advisory_xact_lock(hashtextextended('anybus schema {s}', 0));
-
-CREATE SCHEMA IF NOT EXISTS {s};
-REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
-
-CREATE TABLE IF NOT EXISTS {s}.channels (
-    channel text PRIMARY KEY,
-    last_id bigint NOT NULL DEFAULT 0
-);
-
-CREATE TABLE IF NOT EXISTS {s}.messages (
-    channel text NOT NULL,
-    id bigint NOT NULL,
-    sender text NOT NULL,
-    seq bigint NOT NULL,
-    body bytea NOT NULL,
-    stored_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (channel, id)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_seq ON {s}.messages (channel, sender, seq);
-
-CREATE TABLE IF NOT EXISTS {s}.consumers (
-    channel text NOT NULL,
-    name text NOT NULL,
-    owner name NOT NULL,
-    position bigint NOT NULL,
-    holder text NOT NULL,
-    lease interval NOT NULL,
-    lease_until timestamptz NOT NULL,
-    seen_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (channel, name)
-);
-REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
-
--- Store a batch of one sender's messages, in order; returns how many were new. A batch
--- retried after a lost answer stores nothing twice (sender and sequence number are unique).
-CREATE OR REPLACE FUNCTION {s}.publish(
-    p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[]
-) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_last bigint;
-    v_count integer;
-BEGIN
-    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
-    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel FOR UPDATE;
-    -- Ids continue after any row written into the table by other means.
-    v_last := greatest(v_last, coalesce(
-        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel), 0));
-    INSERT INTO {s}.messages (channel, id, sender, seq, body)
-    SELECT p_channel, v_last + row_number() OVER (ORDER BY t.ord), p_sender, t.seq, t.body
-    FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {s}.messages AS m
-        WHERE m.channel = p_channel AND m.sender = p_sender AND m.seq = t.seq
-    )
-    ORDER BY t.ord;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    IF v_count > 0 THEN
-        UPDATE {s}.channels AS c SET last_id = v_last + v_count WHERE c.channel = p_channel;
-        PERFORM pg_notify('{s}_' || md5(p_channel), '');
-    END IF;
-    RETURN v_count;
-END
-$$;
-
--- Take (or resume) the consumer p_name on p_channel for the holder p_holder. A new name
--- starts after the last message; a known one where it last acknowledged. Refused while
--- another holder's lease runs, and when the name belongs to another role.
-CREATE OR REPLACE FUNCTION {s}.attach(
-    p_channel text, p_name text, p_holder text, p_lease interval,
-    OUT o_position bigint, OUT o_first bigint, OUT o_last bigint, OUT o_created boolean
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r {s}.consumers%ROWTYPE;
-BEGIN
-    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
-    SELECT c.last_id INTO o_last FROM {s}.channels AS c WHERE c.channel = p_channel;
-    INSERT INTO {s}.consumers AS k
-        (channel, name, owner, position, holder, lease, lease_until)
-    VALUES (p_channel, p_name, session_user, o_last, p_holder, p_lease, now() + p_lease)
-    ON CONFLICT DO NOTHING;
-    o_created := FOUND;
-    SELECT * INTO r FROM {s}.consumers AS k
-    WHERE k.channel = p_channel AND k.name = p_name FOR UPDATE;
-    IF r.owner <> session_user THEN
-        RAISE EXCEPTION 'the name % on this channel belongs to another role', p_name
-            USING ERRCODE = '{not_owner}';
-    END IF;
-    IF r.holder <> p_holder AND r.lease_until > now() THEN
-        RAISE EXCEPTION 'the name % is in use by another running instance', p_name
-            USING ERRCODE = '{in_use}',
-                  DETAIL = 'its lease runs out in '
-                      || ceil(extract(epoch FROM r.lease_until - now()))::text || ' s';
-    END IF;
-    UPDATE {s}.consumers AS k
-    SET holder = p_holder, lease = p_lease, lease_until = now() + p_lease, seen_at = now()
-    WHERE k.channel = p_channel AND k.name = p_name;
-    o_position := r.position;
-    SELECT coalesce(min(m.id), o_last + 1) INTO o_first
-    FROM {s}.messages AS m WHERE m.channel = p_channel;
-END
-$$;
-
--- The consumer's row, checked: it exists, belongs to the calling role, and p_holder holds it.
-CREATE OR REPLACE FUNCTION {s}.held(p_channel text, p_name text, p_holder text)
-RETURNS {s}.consumers
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r {s}.consumers%ROWTYPE;
-BEGIN
-    SELECT * INTO r FROM {s}.consumers AS k WHERE k.channel = p_channel AND k.name = p_name;
-    IF NOT FOUND OR r.owner <> session_user THEN
-        RAISE EXCEPTION 'no consumer % of this role on this channel', p_name
-            USING ERRCODE = '{not_owner}';
-    END IF;
-    IF r.holder <> p_holder THEN
-        RAISE EXCEPTION 'the lease on % was taken over by another instance', p_name
-            USING ERRCODE = '{lease_lost}';
-    END IF;
-    RETURN r;
-END
-$$;
-
--- Acknowledge up to p_ack (if not null), renew the lease, and return up to p_limit messages
--- after p_after (and after what was acknowledged), stopping before p_max_bytes of bodies
--- (always at least one).
-CREATE OR REPLACE FUNCTION {s}.read(
-    p_channel text, p_name text, p_holder text, p_ack bigint, p_after bigint,
-    p_limit integer, p_max_bytes bigint
-) RETURNS TABLE (id bigint, sender text, body bytea)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r {s}.consumers%ROWTYPE;
-    v_after bigint;
-BEGIN
-    r := {s}.held(p_channel, p_name, p_holder);
-    -- Written only when there is something to acknowledge or half the lease has run out.
-    IF (p_ack IS NOT NULL AND p_ack > r.position) OR r.lease_until < now() + r.lease / 2 THEN
-        r.position := greatest(r.position, coalesce(p_ack, r.position));
-        UPDATE {s}.consumers AS k
-        SET position = r.position, lease_until = now() + r.lease, seen_at = now()
-        WHERE k.channel = p_channel AND k.name = p_name;
-    END IF;
-    v_after := greatest(p_after, r.position);
-    RETURN QUERY
-    SELECT q.id, q.sender, q.body FROM (
-        SELECT m.id, m.sender, m.body,
-               sum(octet_length(m.body)) OVER (ORDER BY m.id) - octet_length(m.body) AS before
-        FROM {s}.messages AS m
-        WHERE m.channel = p_channel AND m.id > v_after
-        ORDER BY m.id
-        LIMIT p_limit
-    ) AS q
-    WHERE q.before < p_max_bytes
-    ORDER BY q.id;
-END
-$$;
-
--- Acknowledge up to p_ack and renew the lease; with p_release, give the lease up.
-CREATE OR REPLACE FUNCTION {s}.ack(
-    p_channel text, p_name text, p_holder text, p_ack bigint, p_release boolean
-) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r {s}.consumers%ROWTYPE;
-BEGIN
-    r := {s}.held(p_channel, p_name, p_holder);
-    UPDATE {s}.consumers AS k
-    SET position = greatest(r.position, coalesce(p_ack, r.position)),
-        lease_until = CASE WHEN p_release THEN now() ELSE now() + r.lease END,
-        seen_at = now()
-    WHERE k.channel = p_channel AND k.name = p_name;
-END
-$$;
-
--- Delete what every consumer acknowledged, and what lies more than p_max_len behind the
--- newest message (a slow reader's loss, which it reports as missed); remove consumers not
--- seen for p_retention. One bus at a time per channel does it; returns what it removed.
-CREATE OR REPLACE FUNCTION {s}.housekeep(
-    p_channel text, p_retention interval, p_max_len bigint,
-    OUT o_deleted bigint, OUT o_expired bigint
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_last bigint;
-    v_upto bigint;
-BEGIN
-    o_deleted := 0;
-    o_expired := 0;
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('anybus housekeep {s} ' || p_channel, 0))
-    THEN
-        RETURN;
-    END IF;
-    DELETE FROM {s}.consumers AS k
-    WHERE k.channel = p_channel AND k.seen_at < now() - p_retention AND k.lease_until < now();
-    GET DIAGNOSTICS o_expired = ROW_COUNT;
-    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel;
-    IF v_last IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT coalesce(min(k.position), v_last) INTO v_upto
-    FROM {s}.consumers AS k WHERE k.channel = p_channel;
-    v_upto := greatest(v_upto, v_last - p_max_len);
-    DELETE FROM {s}.messages AS m WHERE m.channel = p_channel AND m.id <= v_upto;
-    GET DIAGNOSTICS o_deleted = ROW_COUNT;
-END
-$$;
-
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
-COMMIT;
-"""
-
-_GRANT = """\
-GRANT USAGE ON SCHEMA {s} TO {role};
-GRANT EXECUTE ON FUNCTION {s}.schema_version(), {s}.publish(text, text, bigint[], bytea[]),
-    {s}.attach(text, text, text, interval), {s}.held(text, text, text),
-    {s}.read(text, text, text, bigint, bigint, integer, bigint),
-    {s}.ack(text, text, text, bigint, boolean), {s}.housekeep(text, interval, bigint)
-    TO {role};
-"""
-
-_ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+def check_role_name(role: str, parameter: str = "role") -> str:
+    """Return ``role`` if it names a role plainly (it is used quoted, exactly as spelled),
+    else raise ValueError naming ``parameter``."""
+    if not isinstance(role, str) or not _ROLE.fullmatch(role):
+        raise ValueError(
+            f"{parameter} must be a role name of at most 63 characters (letters, digits, _ "
+            f"and $, not starting with a digit or $), got {role!r}"
+        )
+    if role.lower() in _RESERVED_ROLES or role.lower().startswith("pg_"):
+        raise ValueError(
+            f"{parameter} must name one role, not public, none, current_user or a pg_ "
+            f"role, got {role!r}"
+        )
+    return role
 
 
-def schema_sql(schema: str = "anybus") -> str:
-    """The SQL that creates (or updates) the schema, as one transaction a DBA can apply by
-    hand (``anybus postgres schema | psql ...``). Applying it twice changes nothing."""
-    return _SCHEMA.format(
-        s=check_schema_name(schema),
+def schema_sql(
+    schema: str = "anybus", *, owner: str | None = None, grant: Iterable[str] = ()
+) -> str:
+    """The SQL that creates the schema, or updates it in place, as one transaction a DBA can
+    apply by hand (``anybus postgres schema | psql ...``). Applying it twice changes nothing.
+
+    With ``owner``, the schema and everything in it belong to that role (the functions run
+    with its rights), and the role applying it must be a member of ``owner``; without it,
+    to the role applying it. Each role in ``grant`` is granted the use of buses in it
+    (:func:`grant_sql`), in the same transaction.
+
+    Raises:
+        ValueError: ``schema``, ``owner`` or a role is not a name anybus accepts (the
+            message says why).
+    """
+    s = check_schema_name(schema)
+    owner_clause = set_role = ""
+    if owner is not None:
+        quoted = f'"{check_role_name(owner, "owner")}"'
+        owner_clause, set_role = f" AUTHORIZATION {quoted}", f"SET LOCAL ROLE {quoted};\n"
+    roles = [grant] if isinstance(grant, str) else list(grant)
+    grants = "".join(grant_sql(role, s) for role in roles)
+    return SCHEMA.format(
+        s=s,
         version=SCHEMA_VERSION,
+        owner_clause=owner_clause,
+        set_role=set_role,
+        grants=grants,
         in_use=NAME_IN_USE,
         lease_lost=LEASE_LOST,
         not_owner=NOT_OWNER,
+        max_batch=MAX_READ_BATCH,
     )
 
 
 def grant_sql(role: str, schema: str = "anybus") -> str:
-    """The SQL that lets ``role`` use buses in ``schema`` (and nothing more: see the module
-    docs)."""
-    if not isinstance(role, str) or not _ROLE.fullmatch(role):
-        raise ValueError(
-            f"role must be a plain SQL role name (letters, digits, _ or $), got {role!r}"
-        )
-    return _GRANT.format(s=check_schema_name(schema), role=f'"{role}"')
+    """The SQL that lets ``role`` (exactly as spelled: it is quoted) use buses in ``schema``,
+    and nothing more (see the module docs); applied by the schema's owner or a superuser.
+
+    Raises:
+        ValueError: ``role`` or ``schema`` is not a name anybus accepts.
+    """
+    return GRANT.format(s=check_schema_name(schema), role=f'"{check_role_name(role)}"')
+
+
+def _command(schema: str, *options: str) -> str:
+    parts = ["anybus", "postgres", "schema", "--schema", schema, *options]
+    return f"`{shlex.join(parts)} | psql ...`"
+
+
+_PROBE = """\
+SELECT n.oid IS NOT NULL, session_user::text,
+       coalesce(has_schema_privilege(n.oid, 'USAGE'), false),
+       ARRAY(SELECT DISTINCT p.proname::text FROM pg_catalog.pg_proc AS p
+             WHERE p.pronamespace = n.oid AND p.proname = ANY(%s::text[])),
+       ARRAY(SELECT DISTINCT p.proname::text FROM pg_catalog.pg_proc AS p
+             WHERE p.pronamespace = n.oid AND p.proname = ANY(%s::text[])
+               AND NOT has_function_privilege(p.oid, 'EXECUTE') ORDER BY 1)
+FROM (SELECT to_regnamespace(%s::text) AS oid) AS n"""
+
+
+async def _probe(conn: PgConnection, schema: str) -> tuple[Any, ...]:
+    """(schema exists, the login role, it has usage, anybus's functions present, those it
+    may not execute), read from the catalogs, which every role may read."""
+    rows = await conn.fetch(_PROBE, [list(FUNCTIONS), list(FUNCTIONS), schema])
+    return rows[0]
+
+
+async def _apply(conn: PgConnection, script: str) -> None:
+    try:
+        await conn.execute_script(script)
+    except TransportError:
+        with suppress(TransportError):  # leave no failed transaction on the connection
+            await conn.execute_script("ROLLBACK")
+        raise
 
 
 async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> None:
-    """Make sure ``schema`` holds this anybus's schema; create it if missing and ``create``.
+    """Make sure ``schema`` holds this anybus's schema and the connection's role may use it;
+    with ``create``, create it if it is missing, or update it if it is older.
+
+    Cancelling it waits for the statement under way to end; the schema is then created (or
+    updated) entirely or not at all: it is applied as one transaction.
 
     Raises:
-        TransportError: it is missing and may not (or cannot) be created, or it is of
-            another version; the message says what to apply.
+        TransportError: it is missing or older and may not (or cannot) be created or
+            updated, the role was not granted it, or it is newer than this anybus; the
+            message says what to run.
     """
-    s = schema
-    where = conn.where
-    apply = f"`anybus postgres schema --schema {s} | psql ...`"
-    rows = await conn.fetch("SELECT to_regprocedure(%s) IS NOT NULL", [f"{s}.schema_version()"])
-    if not rows[0][0]:
+    s, where = schema, conn.where
+    exists, role, usage, present, denied = await _probe(conn, s)
+    with_grant = _command(s, "--grant", role)
+    if "schema_version" not in present:
+        what = (
+            f"the schema {s!r} at {where} holds no anybus schema"
+            if exists
+            else f"the anybus schema {s!r} is missing from {where}"
+        )
         if not create:
             raise TransportError(
-                f"the anybus schema {s!r} is missing from {where}: apply it with {apply} (or "
-                f"pass create_schema=True)"
+                f"{what}: have a DBA apply it with {with_grant} (or let a role that may "
+                f"create it start a bus with create_schema=True)"
             )
         try:
-            await conn.execute_script(schema_sql(s))
+            await _apply(conn, schema_sql(s))
         except TransportError as exc:
+            may_not = getattr(exc, "sqlstate", None) == "42501"
             raise TransportError(
-                f"the anybus schema {s!r} is missing from {where} and could not be created "
-                f"({exc}): have a role that may create it apply {apply}"
+                f"{what}, and role {role!r} {'may not' if may_not else 'could not'} create "
+                f"it ({exc}): have a DBA apply it with {with_grant}"
             ) from exc
         logger.info("created the anybus schema %r in %s", s, where)
-    version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
-    if version != SCHEMA_VERSION:
+        exists, role, usage, present, denied = await _probe(conn, s)
+    if not usage or denied:
+        why = (
+            "no usage of the schema"
+            if not usage
+            else ("no execute on " + ", ".join(f"{name}()" for name in denied))
+        )
         raise TransportError(
-            f"the anybus schema {s!r} on {where} is version {version}; this anybus needs "
-            f"version {SCHEMA_VERSION}: apply {apply}"
+            f"role {role!r} may not use the anybus schema {s!r} at {where} ({why}): have "
+            f"its owner or a DBA grant it with {_command(s, '--grant', role, '--grants-only')}"
+        )
+    version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
+    if version < SCHEMA_VERSION and create:
+        try:
+            await _apply(conn, schema_sql(s))
+        except TransportError as exc:
+            raise TransportError(
+                f"the anybus schema {s!r} at {where} is version {version} and role {role!r} "
+                f"could not update it to version {SCHEMA_VERSION} ({exc}): have its owner "
+                f"apply {_command(s)} (it updates the schema in place)"
+            ) from exc
+        logger.info("updated the anybus schema %r in %s from version %d", s, where, version)
+        version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
+        present = (await _probe(conn, s))[3]
+    if version < SCHEMA_VERSION:
+        raise TransportError(
+            f"the anybus schema {s!r} at {where} is version {version}; this anybus needs "
+            f"version {SCHEMA_VERSION}: have its owner apply {_command(s)} (it updates the "
+            f"schema in place)"
+        )
+    if version > SCHEMA_VERSION:
+        raise TransportError(
+            f"the anybus schema {s!r} at {where} is version {version}, newer than this "
+            f"anybus knows (version {SCHEMA_VERSION}): upgrade anybus"
+        )
+    missing = sorted(set(FUNCTIONS) - set(present))
+    if missing:
+        raise TransportError(
+            f"the anybus schema {s!r} at {where} lacks {', '.join(missing)}: have its owner "
+            f"apply {_command(s)} again"
         )

@@ -1,0 +1,351 @@
+"""The text of anybus's schema: the tables and the functions, as templates.
+
+:mod:`anybus.postgres._schema` fills them in (and says what they guarantee). Placeholders:
+``{s}`` the schema, ``{version}``, ``{owner_clause}`` / ``{set_role}`` (empty, or the owner
+role's), the SQLSTATE codes, ``{max_batch}``, ``{grants}`` (the grants, or nothing); and
+``{role}`` in the grant.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GRANT", "KEYWORDS", "SCHEMA"]
+
+#: Postgres's key words that are not "unreserved" (``pg_get_keywords()``, 13 to 17): as a
+#: schema name, unquoted, some of them break the statements the buses run.
+_KEYWORD_LIST = """
+    all analyse analyze and any array as asc asymmetric authorization between bigint binary
+    bit boolean both case cast char character check coalesce collate collation column
+    concurrently constraint create cross current_catalog current_date current_role
+    current_schema current_time current_timestamp current_user dec decimal default
+    deferrable desc distinct do else end except exists extract false fetch float for foreign
+    freeze from full grant greatest group grouping having ilike in initially inner inout int
+    integer intersect interval into is isnull join json json_array json_arrayagg json_exists
+    json_object json_objectagg json_query json_scalar json_serialize json_table json_value
+    lateral leading least left like limit localtime localtimestamp merge_action national
+    natural nchar none normalize not notnull null nullif numeric offset on only or order out
+    outer overlaps overlay placing position precision primary real references returning
+    right row select session_user setof similar smallint some substring symmetric
+    system_user table tablesample then time timestamp to trailing treat trim true union
+    unique user using values varchar variadic verbose when where window with xmlattributes
+    xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi xmlroot
+    xmlserialize xmltable
+"""
+KEYWORDS = frozenset(_KEYWORD_LIST.split())
+
+SCHEMA = """\
+-- anybus schema {version} in {s}: apply as a role that may create a schema in this database,
+-- and not as a role that buses log in as (the owner can read every channel). Applying it
+-- again, or over an older version, updates it in place. Buses call the functions below;
+-- the tables are the owner's alone.
+BEGIN;
+DO $lock$ BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('anybus schema {s}', 0));
+END $lock$;
+
+CREATE SCHEMA IF NOT EXISTS {s}{owner_clause};
+{set_role}REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
+
+-- One row a channel: the last message id given out. Publishing locks the row until commit,
+-- so ids are gapless and become visible in order.
+CREATE TABLE IF NOT EXISTS {s}.channels (
+    channel text PRIMARY KEY,
+    last_id bigint NOT NULL DEFAULT 0
+);
+
+-- One row a message. Sequence numbers are unique per publishing role and sender, so that a
+-- retried batch stores nothing twice, and no role can take another role's numbers.
+CREATE TABLE IF NOT EXISTS {s}.messages (
+    channel text NOT NULL,
+    id bigint NOT NULL,
+    sender text NOT NULL,
+    seq bigint NOT NULL,
+    body bytea NOT NULL,
+    stored_at timestamptz NOT NULL DEFAULT now(),
+    publisher name NOT NULL DEFAULT session_user,
+    PRIMARY KEY (channel, id)
+);
+
+-- One row a consumer (a bus instance's name on a channel): the role that made it, the last
+-- id it acknowledged, its lease, and its role's housekeeping policy on the channel.
+CREATE TABLE IF NOT EXISTS {s}.consumers (
+    channel text NOT NULL,
+    name text NOT NULL,
+    owner name NOT NULL,
+    position bigint NOT NULL,
+    holder text NOT NULL,
+    lease interval NOT NULL,
+    lease_until timestamptz NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    max_len bigint NOT NULL DEFAULT 100000,
+    retention interval NOT NULL DEFAULT '1 day',
+    PRIMARY KEY (channel, name)
+);
+
+-- One row a channel housekept: its row lock lets one bus at a time do it.
+CREATE TABLE IF NOT EXISTS {s}.housekeeping (
+    channel text PRIMARY KEY,
+    done_at timestamptz
+);
+
+-- From version 1 (each a no-op on a new schema).
+ALTER TABLE {s}.messages ADD COLUMN IF NOT EXISTS publisher name NOT NULL DEFAULT session_user;
+ALTER TABLE {s}.consumers ADD COLUMN IF NOT EXISTS max_len bigint NOT NULL DEFAULT 100000;
+ALTER TABLE {s}.consumers ADD COLUMN IF NOT EXISTS retention interval NOT NULL DEFAULT '1 day';
+DROP INDEX IF EXISTS {s}.messages_sender_seq;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_publisher_sender_seq
+    ON {s}.messages (channel, publisher, sender, seq);
+
+CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
+
+-- Store a batch of one sender's messages, in order; returns how many were new.
+CREATE OR REPLACE FUNCTION {s}.publish(
+    p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[]
+) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_last bigint;
+    v_count integer;
+BEGIN
+    IF cardinality(p_seqs) IS DISTINCT FROM cardinality(p_bodies) THEN
+        RAISE EXCEPTION 'publish: p_seqs and p_bodies must be arrays of one length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
+    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel FOR UPDATE;
+    -- Ids continue after any row written into the table by other means.
+    v_last := greatest(v_last, coalesce(
+        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel), 0));
+    INSERT INTO {s}.messages (channel, id, publisher, sender, seq, body)
+    SELECT p_channel, v_last + row_number() OVER (ORDER BY t.ord), session_user, p_sender,
+           t.seq, t.body
+    FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {s}.messages AS m
+        WHERE m.channel = p_channel AND m.publisher = session_user AND m.sender = p_sender
+          AND m.seq = t.seq
+    )
+    ORDER BY t.ord;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        UPDATE {s}.channels AS c SET last_id = v_last + v_count WHERE c.channel = p_channel;
+        PERFORM pg_notify('{s}_' || md5(p_channel), '');
+    END IF;
+    RETURN v_count;
+END
+$$;
+
+-- Take (or resume) the consumer p_name on p_channel for the holder p_holder. A new name
+-- starts after the last message; a known one where it last acknowledged. Refused while
+-- another holder's lease runs, and when the name belongs to another role.
+CREATE OR REPLACE FUNCTION {s}.attach(
+    p_channel text, p_name text, p_holder text, p_lease interval,
+    OUT o_position bigint, OUT o_first bigint, OUT o_last bigint, OUT o_created boolean
+)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r {s}.consumers%ROWTYPE;
+BEGIN
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        RAISE EXCEPTION 'attach: p_lease must be positive, got %', p_lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
+    SELECT c.last_id INTO o_last FROM {s}.channels AS c WHERE c.channel = p_channel;
+    INSERT INTO {s}.consumers AS k
+        (channel, name, owner, position, holder, lease, lease_until)
+    VALUES (p_channel, p_name, session_user, o_last, p_holder, p_lease, now() + p_lease)
+    ON CONFLICT DO NOTHING;
+    o_created := FOUND;
+    SELECT * INTO r FROM {s}.consumers AS k
+    WHERE k.channel = p_channel AND k.name = p_name FOR UPDATE;
+    IF r.owner <> session_user THEN
+        RAISE EXCEPTION 'the name % on this channel belongs to another role', p_name
+            USING ERRCODE = '{not_owner}';
+    END IF;
+    IF r.holder <> p_holder AND r.lease_until > now() THEN
+        RAISE EXCEPTION 'the name % is in use by another running instance', p_name
+            USING ERRCODE = '{in_use}',
+                  DETAIL = 'its lease runs out in '
+                      || ceil(extract(epoch FROM r.lease_until - now()))::text || ' s';
+    END IF;
+    UPDATE {s}.consumers AS k
+    SET holder = p_holder, lease = p_lease, lease_until = now() + p_lease, seen_at = now()
+    WHERE k.channel = p_channel AND k.name = p_name;
+    o_position := r.position;
+    SELECT coalesce(min(m.id), o_last + 1) INTO o_first
+    FROM {s}.messages AS m WHERE m.channel = p_channel;
+END
+$$;
+
+-- The consumer's row, checked: it exists, belongs to the calling role, and p_holder holds
+-- it. Called by read() and ack() only (granted to nobody).
+CREATE OR REPLACE FUNCTION {s}.held(p_channel text, p_name text, p_holder text)
+RETURNS {s}.consumers
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r {s}.consumers%ROWTYPE;
+BEGIN
+    SELECT * INTO r FROM {s}.consumers AS k WHERE k.channel = p_channel AND k.name = p_name;
+    IF NOT FOUND OR r.owner <> session_user THEN
+        RAISE EXCEPTION 'no consumer % of this role on this channel', p_name
+            USING ERRCODE = '{not_owner}';
+    END IF;
+    IF r.holder <> p_holder THEN
+        RAISE EXCEPTION 'the lease on % was taken over by another instance', p_name
+            USING ERRCODE = '{lease_lost}';
+    END IF;
+    RETURN r;
+END
+$$;
+
+-- Acknowledge up to p_ack (if not null), renew the lease, and return up to p_limit (at most
+-- {max_batch}) messages after p_after and after what was acknowledged, stopping before
+-- p_max_bytes of bodies (always at least one).
+CREATE OR REPLACE FUNCTION {s}.read(
+    p_channel text, p_name text, p_holder text, p_ack bigint, p_after bigint,
+    p_limit integer, p_max_bytes bigint
+) RETURNS TABLE (id bigint, sender text, body bytea)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r {s}.consumers%ROWTYPE;
+    v_after bigint;
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 OR p_max_bytes IS NULL OR p_max_bytes < 1
+            OR p_after < 0 OR p_ack < 0 THEN
+        RAISE EXCEPTION 'read: p_limit and p_max_bytes must be at least 1, p_after and p_ack '
+            'not negative; got %, %, %, %', p_limit, p_max_bytes, p_after, p_ack
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r := {s}.held(p_channel, p_name, p_holder);
+    -- Written only when there is something to acknowledge or half the lease has run out.
+    IF (p_ack IS NOT NULL AND p_ack > r.position) OR r.lease_until < now() + r.lease / 2 THEN
+        r.position := greatest(r.position, coalesce(p_ack, r.position));
+        UPDATE {s}.consumers AS k
+        SET position = r.position, lease_until = now() + r.lease, seen_at = now()
+        WHERE k.channel = p_channel AND k.name = p_name;
+    END IF;
+    v_after := greatest(p_after, r.position);
+    RETURN QUERY
+    SELECT q.id, q.sender, q.body FROM (
+        SELECT m.id, m.sender, m.body,
+               sum(octet_length(m.body)) OVER (ORDER BY m.id) - octet_length(m.body) AS before
+        FROM {s}.messages AS m
+        WHERE m.channel = p_channel AND m.id > v_after
+        ORDER BY m.id
+        LIMIT least(p_limit, {max_batch})
+    ) AS q
+    WHERE q.before < p_max_bytes
+    ORDER BY q.id;
+END
+$$;
+
+-- Acknowledge up to p_ack and renew the lease; with p_release, give the lease up.
+CREATE OR REPLACE FUNCTION {s}.ack(
+    p_channel text, p_name text, p_holder text, p_ack bigint, p_release boolean
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r {s}.consumers%ROWTYPE;
+BEGIN
+    IF p_ack < 0 THEN
+        RAISE EXCEPTION 'ack: p_ack cannot be negative, got %', p_ack
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r := {s}.held(p_channel, p_name, p_holder);
+    UPDATE {s}.consumers AS k
+    SET position = greatest(r.position, coalesce(p_ack, r.position)),
+        lease_until = CASE WHEN p_release THEN now() ELSE now() + r.lease END,
+        seen_at = now()
+    WHERE k.channel = p_channel AND k.name = p_name;
+END
+$$;
+
+-- Record p_retention and p_max_len (if not null) as the calling role's policy for its own
+-- consumers on p_channel; then, unless another bus is at it, remove the consumers not seen
+-- for their retention, and the messages every consumer acknowledged or lies more than its
+-- max_len behind (a slow reader's loss, which it reports as missed). Waits for no lock;
+-- returns what it removed.
+CREATE OR REPLACE FUNCTION {s}.housekeep(
+    p_channel text, p_retention interval, p_max_len bigint,
+    OUT o_deleted bigint, OUT o_expired bigint
+)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_last bigint;
+    v_upto bigint;
+BEGIN
+    o_deleted := 0;
+    o_expired := 0;
+    IF p_retention <= interval '0' OR p_max_len < 1 THEN
+        RAISE EXCEPTION 'housekeep: p_retention must be positive and p_max_len at least 1; '
+            'got %, %', p_retention, p_max_len USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE {s}.consumers AS k
+    SET retention = coalesce(p_retention, k.retention), max_len = coalesce(p_max_len, k.max_len)
+    WHERE (k.channel, k.name) IN (
+        SELECT j.channel, j.name FROM {s}.consumers AS j
+        WHERE j.channel = p_channel AND j.owner = session_user
+          AND (j.retention, j.max_len) IS DISTINCT FROM
+              (coalesce(p_retention, j.retention), coalesce(p_max_len, j.max_len))
+        FOR UPDATE SKIP LOCKED
+    );
+    INSERT INTO {s}.housekeeping AS h (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM {s}.housekeeping AS h WHERE h.channel = p_channel FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;  -- another bus is at it
+    END IF;
+    UPDATE {s}.housekeeping AS h SET done_at = now() WHERE h.channel = p_channel;
+    DELETE FROM {s}.consumers AS k
+    WHERE (k.channel, k.name) IN (
+        SELECT j.channel, j.name FROM {s}.consumers AS j
+        WHERE j.channel = p_channel AND j.seen_at < now() - j.retention
+          AND j.lease_until < now()
+        FOR UPDATE SKIP LOCKED
+    );
+    GET DIAGNOSTICS o_expired = ROW_COUNT;
+    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel;
+    IF v_last IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(min(greatest(k.position, v_last - k.max_len)), v_last) INTO v_upto
+    FROM {s}.consumers AS k WHERE k.channel = p_channel;
+    DELETE FROM {s}.messages AS m WHERE m.channel = p_channel AND m.id <= v_upto;
+    GET DIAGNOSTICS o_deleted = ROW_COUNT;
+END
+$$;
+
+-- The tables are the owner's alone, and held() is for read() and ack() only, whatever
+-- default privileges (or version 1) granted on them.
+DO $revoke$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT 'TABLE ' || c.oid::regclass::text AS what, a.grantee
+        FROM pg_catalog.pg_class AS c, pg_catalog.aclexplode(c.relacl) AS a
+        WHERE c.relnamespace = '{s}'::regnamespace AND a.grantee <> c.relowner
+        UNION
+        SELECT DISTINCT 'FUNCTION ' || p.oid::regprocedure::text, a.grantee
+        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.pronamespace = '{s}'::regnamespace AND p.proname = 'held'
+          AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.what, CASE WHEN g.grantee = 0
+            THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+    END LOOP;
+END
+$revoke$;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
+{grants}COMMIT;
+"""
+
+GRANT = """\
+GRANT USAGE ON SCHEMA {s} TO {role};
+GRANT EXECUTE ON FUNCTION {s}.schema_version(), {s}.publish(text, text, bigint[], bytea[]),
+    {s}.attach(text, text, text, interval),
+    {s}.read(text, text, text, bigint, bigint, integer, bigint),
+    {s}.ack(text, text, text, bigint, boolean), {s}.housekeep(text, interval, bigint)
+    TO {role};
+"""
