@@ -8,13 +8,15 @@ themselves.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
 from anyio import Event, fail_after
+from anyio.lowlevel import checkpoint
 
 from ._exceptions import WorkerUnavailable
 
@@ -89,7 +91,7 @@ class WorkerDirectory:
         self._where = where
         self._workers: dict[str, WorkerInfo] = {}
         self._changed = Event()
-        self._followers: list[deque[WorkerEvent]] = []
+        self._followers: weakref.WeakSet[_Changes] = weakref.WeakSet()
         self._sent_since_report: dict[str, int] = {}
         self._turn = itertools.count()
 
@@ -150,30 +152,20 @@ class WorkerDirectory:
             ) from None
         return chosen
 
-    async def changes(self) -> AsyncIterator[WorkerEvent]:
-        """Follow the directory: first a ``joined`` event for each live worker, then every
-        change as it happens (a follower that falls more than 1,000 behind loses the
-        oldest). Ends when the caller stops iterating; cancelling a wait for the next event
-        changes nothing."""
-        queue: deque[WorkerEvent] = deque(
-            (WorkerEvent(WorkerChange.JOINED, info) for info in self.workers()),
-            maxlen=CHANGES_KEPT,
-        )
-        self._followers.append(queue)
-        try:
-            while True:
-                while queue:
-                    yield queue.popleft()
-                changed = self._changed
-                await changed.wait()
-        finally:
-            self._followers.remove(queue)
+    def changes(self) -> AsyncIterator[WorkerEvent]:
+        """Follow the directory: ``async for event in directory.changes():`` gives first a
+        ``joined`` event for each live worker, then every change as it happens (a follower
+        that falls more than 1,000 behind loses the oldest). Stop iterating whenever you
+        like (nothing to close); cancelling a wait for the next event changes nothing."""
+        follower = _Changes(self, (WorkerEvent(WorkerChange.JOINED, w) for w in self.workers()))
+        self._followers.add(follower)
+        return follower
 
     # --- kept by the hub --------------------------------------------------------------------
 
     def _tell(self, event: WorkerEvent) -> None:
-        for queue in self._followers:
-            queue.append(event)
+        for follower in self._followers:
+            follower.queue.append(event)
         changed, self._changed = self._changed, Event()
         changed.set()
 
@@ -187,3 +179,17 @@ class WorkerDirectory:
             del self._workers[info.name]
             self._sent_since_report.pop(info.name, None)
             self._tell(WorkerEvent(WorkerChange.LEFT, info, why))
+
+
+class _Changes(AsyncIterator[WorkerEvent]):
+    """One follower of a directory (a plain class: one left unfinished needs no closing)."""
+
+    def __init__(self, directory: WorkerDirectory, first: Iterable[WorkerEvent]) -> None:
+        self._directory = directory
+        self.queue: deque[WorkerEvent] = deque(first, maxlen=CHANGES_KEPT)
+
+    async def __anext__(self) -> WorkerEvent:
+        await checkpoint()
+        while not self.queue:
+            await self._directory._changed.wait()
+        return self.queue.popleft()

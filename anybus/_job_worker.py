@@ -12,6 +12,7 @@ Its data handler only queues, so the worker keeps reading its inbox while jobs r
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -79,9 +80,8 @@ class JobWorker(BusSubscriber):
     :meth:`on_other_message` to handle the other messages (data messages one at a time, as
     for any subscriber).
 
-    The worker announces itself as it starts, every ``heartbeat`` seconds, and as it stops
-    (see :func:`~anybus.worker_directory`). Workers of one ``pool`` share the jobs sent to
-    the pool's name: each goes to the least loaded live member.
+    It announces itself as it starts, every ``heartbeat`` seconds, and as it stops (see
+    :func:`~anybus.worker_directory`); workers of one ``pool`` share the pool's jobs.
 
     Args:
         name: the worker's name on the bus; requests target it.
@@ -114,6 +114,7 @@ class JobWorker(BusSubscriber):
         self.pool = pool
         self.presence = presence
         self.heartbeat = float(heartbeat)
+        self.incarnation = secrets.token_hex(6)  # tells it from another of its name
         self._handlers: dict[str | None, JobHandler] = {}
         for klass in reversed(type(self).__mro__):
             for attribute, value in vars(klass).items():
@@ -129,9 +130,7 @@ class JobWorker(BusSubscriber):
         self._wakeup = Event()
         self._serving: BusLike | None = None  # while run_in_bus() runs
         self._idle_slots: deque[Event] = deque()  # parked slots, each waiting for a request
-        self.completed = 0
-        self.failed = 0
-        self.cancelled = 0
+        self.completed = self.failed = self.cancelled = 0
 
     def job(self, name: str | None = None) -> Callable[[JobHandler], JobHandler]:
         """Register the decorated ``async def handler(job)`` for jobs named ``name``."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import time
 import weakref
@@ -43,6 +42,7 @@ from ._messages import (
     BusWorkerPresenceQueryMessage,
 )
 from ._subscriber import BusLike, BusSubscriber
+from ._transport import MemoryTransport
 
 if TYPE_CHECKING:
     from ._bus import WorkerBus
@@ -87,6 +87,8 @@ class Worker(Protocol):
     pool: str | None
     concurrency: int
     heartbeat: float
+    #: A token of this worker object; a new process (or a new object) draws a new one.
+    incarnation: str
 
 
 class Announcer:
@@ -101,7 +103,7 @@ class Announcer:
         self.concurrency = worker.concurrency
         self.heartbeat = float(worker.heartbeat)
         self.load = load
-        self.incarnation = secrets.token_hex(6)
+        self.incarnation = worker.incarnation
 
     def alive(self) -> BusWorkerPresenceMessage:
         return BusWorkerPresenceMessage(
@@ -145,9 +147,11 @@ class PresenceHub(BusSubscriber):
     # --- local workers --------------------------------------------------------------------
 
     def register(self, announcer: Announcer) -> None:
-        """Announce ``announcer``'s worker now, then on every heartbeat."""
+        """Announce ``announcer``'s worker now, then on every heartbeat. This bus's own
+        directory knows of it at once."""
         self._local[announcer.name] = announcer
         self._due[announcer.name] = -1.0
+        self._heard(announcer.alive())
         self._wake()
 
     async def unregister(self, announcer: Announcer) -> None:
@@ -222,7 +226,10 @@ class PresenceHub(BusSubscriber):
         self._followers.add(follower)
 
     def grace(self) -> float:
-        """Seconds left of this hub's first second, in which the answers to its query come."""
+        """Seconds left of this hub's first second, in which the answers to its query come
+        (none on an in-memory bus, whose workers the hub knows at once)."""
+        if isinstance(self._bus.transport, MemoryTransport):
+            return 0.0
         return max(0.0, self._born + GRACE - current_time())
 
     # --- the hub's own task ---------------------------------------------------------------
