@@ -256,11 +256,12 @@ class JobWorker(BusSubscriber):
             return
         self._serving = bus
         try:
-            async with announcing(bus, self._announcer()), create_task_group() as task_group:
+            async with announcing(bus, self._announcer()) as announce, create_task_group() as tg:
                 for slot in range(self.concurrency):
-                    task_group.start_soon(
+                    tg.start_soon(
                         self._slot, bus, name=f"anybus job slot {self.name!r} #{slot + 1}"
                     )
+                announce()
                 while True:
                     self._wakeup = Event()
                     await self._serve_round(bus)

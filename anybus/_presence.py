@@ -319,17 +319,19 @@ async def wait_for_worker(
 
 
 @asynccontextmanager
-async def announcing(bus: BusLike, announcer: Announcer | None) -> AsyncIterator[None]:
-    """Announce ``announcer``'s worker on ``bus`` (if it is a :class:`~anybus.WorkerBus`)
-    while in the block; say goodbye when it is left. With ``None``, do nothing."""
+async def announcing(
+    bus: BusLike, announcer: Announcer | None
+) -> AsyncIterator[Callable[[], None]]:
+    """Give a function that starts announcing ``announcer``'s worker on ``bus`` (if it is a
+    :class:`~anybus.WorkerBus`; call it once the worker is ready); when the block is left,
+    say goodbye. With ``None``, the function does nothing."""
     from ._bus import WorkerBus
 
     if announcer is None or not isinstance(bus, WorkerBus):
-        yield
+        yield lambda: None
         return
     hub = await presence_hub(bus)
-    hub.register(announcer)
     try:
-        yield
+        yield lambda: hub.register(announcer)
     finally:
         await hub.unregister(announcer)
