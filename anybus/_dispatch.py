@@ -9,7 +9,7 @@ overtakes every data message that has not started.
 
 The data worker starts with the subscription; the system worker starts with the first system
 message (most subscriptions of a short life never get one), so a subscription costs one task.
-Both run in the bus's dispatch task group, each in a cancel scope of the subscription's.
+Both run in the bus's host task group, a task each (see :mod:`anybus._lifecycle`).
 
 Workers take messages only without waiting (``popleft()``) and hand them straight to the
 handler, so a cancellation can never fall between taking a message and handling it. When a
