@@ -7,7 +7,7 @@ each data message, whether a system message is waiting to be started; if so it w
 the system worker has picked it up. That is the whole priority rule: a system message
 overtakes every data message that has not started.
 
-The data worker starts with the subscription; the system worker starts with the first system
+The data worker starts with the first data message, the system worker with the first system
 message (most subscriptions of a short life never get one), so a subscription costs one task.
 Both run in the bus's host task group, a task each (see :mod:`anybus._lifecycle`).
 
