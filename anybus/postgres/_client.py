@@ -10,18 +10,25 @@ event loop (``anyio.wait_readable``) and then lets libpq read what arrived, with
 So a bus waiting for messages ends its wait as soon as it is cancelled, no thread is left
 waiting, and no event loop is blocked.
 
-A statement's thread is never abandoned: cancelling a call waits for the statement to end
-(bounded by ``statement_timeout``), so no thread or connection outlives the bus.
+A statement is given as long as the server could take to answer it (its ``statement_timeout``,
+and :data:`ANSWER_MARGIN` more); a cancelled call waits for its statement to end, but for
+:data:`CANCEL_GRACE` at most. A statement not answered by then (the server hangs, or the
+network is gone) has its connection's socket shut down, which ends it at once, and the
+connection is lost. So no thread or connection outlives the bus, and no wait is unbounded,
+even on a server that stopped answering.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, final
 
 import psycopg
-from anyio import CapacityLimiter, to_thread, wait_readable
+from anyio import CancelScope, CapacityLimiter, current_time, fail_after, to_thread, wait_readable
 from psycopg import sql
 
 from .._exceptions import TransportError
@@ -31,6 +38,13 @@ __all__ = ["DatabaseError", "PgConnection", "describe"]
 logger = logging.getLogger("anybus.postgres")
 
 _T = TypeVar("_T")
+
+#: Seconds past its ``statement_timeout`` after which a statement is given up: the server
+#: would have ended it by then, so it is not answering.
+ANSWER_MARGIN = 1.0
+
+#: Seconds a cancelled call waits for its statement to end before it breaks the connection.
+CANCEL_GRACE = 1.0
 
 
 class DatabaseError(TransportError):
@@ -68,16 +82,60 @@ def _translate(exc: psycopg.Error, where: str) -> TransportError:
     return DatabaseError(f"postgres at {where} refused a statement: {text}", exc.sqlstate)
 
 
+class _NotRun(Exception):
+    """Raised on the worker thread for a statement whose caller gave up before it began."""
+
+
+@final
+class _Statement:
+    """A statement handed to a worker thread: whether it began, and when it ended. Its
+    caller, giving up, either stops it from beginning or knows to wait for its end."""
+
+    __slots__ = ("_lock", "_state", "ended")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = "waiting"  # then "begun" (by the thread) or "skipped" (by the caller)
+        self.ended = threading.Event()
+
+    def begin(self) -> bool:
+        """On the thread: whether to run the statement (its caller did not give up)."""
+        with self._lock:
+            if self._state == "skipped":
+                return False
+            self._state = "begun"
+            return True
+
+    def skip(self) -> bool:
+        """For the caller giving up: whether the statement never began (and now never
+        will)."""
+        with self._lock:
+            if self._state == "waiting":
+                self._state = "skipped"
+            return self._state == "skipped"
+
+
 class PgConnection:
     """One psycopg connection driven from worker threads (see the module docs)."""
 
-    __slots__ = ("_conn", "_limiter", "_where", "broken")
+    __slots__ = ("_answer_within", "_conn", "_limiter", "_where", "broken", "failure")
 
-    def __init__(self, conn: psycopg.Connection[Any], where: str) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[Any], where: str, *, statement_timeout: float
+    ) -> None:
         self._conn = conn
         self._where = where
+        self._answer_within = statement_timeout + ANSWER_MARGIN
         self._limiter = CapacityLimiter(1)  # one statement at a time
+        #: Whether the connection is lost (the next call raises at once).
         self.broken = False
+        #: Why it was lost.
+        self.failure: TransportError | None = None
+
+    def _break(self, error: TransportError) -> TransportError:
+        self.broken = True
+        self.failure = error
+        return error
 
     @classmethod
     async def open(
@@ -109,7 +167,7 @@ class PgConnection:
             conn = await to_thread.run_sync(connect)
         except psycopg.Error as exc:
             raise _translate(exc, where) from exc
-        return cls(conn, where)
+        return cls(conn, where, statement_timeout=statement_timeout)
 
     @property
     def where(self) -> str:
@@ -117,16 +175,69 @@ class PgConnection:
 
     async def call(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """Run ``work(connection)`` on a worker thread; psycopg's errors become
-        :class:`~anybus.TransportError` (a refused statement: :class:`DatabaseError`)."""
+        :class:`~anybus.TransportError` (a refused statement: :class:`DatabaseError`).
+
+        Cancelled, it waits for the statement to end (see the module docs for the bound),
+        then raises the cancellation: the statement may have taken effect.
+
+        Raises:
+            TransportError: the server refused the statement, the connection broke, or the
+                server did not answer in time (the connection is lost then).
+        """
         if self.broken:
             raise TransportError(f"postgres at {self._where}: the connection was lost")
+        statement = _Statement()
+
+        def run(conn: psycopg.Connection[Any]) -> _T:
+            if not statement.begin():
+                raise _NotRun  # its caller gave up before the thread took it up
+            try:
+                return work(conn)
+            finally:
+                statement.ended.set()
+
+        started = current_time()
         try:
-            return await to_thread.run_sync(work, self._conn, limiter=self._limiter)
+            with fail_after(self._answer_within):
+                return await to_thread.run_sync(
+                    run, self._conn, limiter=self._limiter, abandon_on_cancel=True
+                )
         except psycopg.Error as exc:
             error = _translate(exc, self._where)
             if not isinstance(error, DatabaseError) or self._conn.closed:
-                self.broken = True
+                self._break(error)
             raise error from exc
+        except TimeoutError:
+            with CancelScope(shield=True):
+                await self._wait_out(statement, started, 0.0)
+            raise self._break(
+                TransportError(
+                    f"postgres at {self._where} did not answer within {self._answer_within} s: "
+                    f"the connection is given up"
+                )
+            ) from None
+        except BaseException:  # cancelled: the statement still runs on its thread
+            with CancelScope(shield=True):
+                await self._wait_out(statement, started, CANCEL_GRACE)
+            raise
+
+    async def _wait_out(self, statement: _Statement, started: float, patience: float) -> None:
+        """Wait until the statement's thread has ended (if it began), for ``patience`` seconds
+        and while the server could still answer; then shut the connection's socket, which
+        ends the statement at once."""
+        ended = statement.ended
+        if statement.skip() or ended.is_set():
+            return
+        left = min(patience, started + self._answer_within - current_time())
+        if left > 0 and await to_thread.run_sync(ended.wait, left):
+            return
+        self._break(TransportError(f"postgres at {self._where} did not answer in time"))
+        try:
+            with socket.socket(fileno=os.dup(self._conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error) as exc:
+            logger.debug("shutting a connection to %s down: %s", self._where, exc)
+        await to_thread.run_sync(ended.wait, ANSWER_MARGIN)
 
     async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (results in binary format)."""
@@ -165,13 +276,13 @@ class PgConnection:
                 while pgconn.notifies() is not None:
                     count += 1
             except psycopg.Error as exc:
-                self.broken = True
-                raise _translate(exc, self._where) from exc
+                raise self._break(_translate(exc, self._where)) from exc
             if count:
                 return count
             if pgconn.socket < 0:
-                self.broken = True
-                raise TransportError(f"postgres at {self._where}: the connection was lost")
+                raise self._break(
+                    TransportError(f"postgres at {self._where}: the connection was lost")
+                )
             await wait_readable(pgconn.socket)
 
     async def close(self) -> None:

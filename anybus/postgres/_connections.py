@@ -37,18 +37,28 @@ class Connections:
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
         self._conns: dict[str, PgConnection] = {}
-        #: Whether the last statement reached the server.
+        # The outage count when each role's connection was opened: a connection opened
+        # before the last outage began breaking is part of that outage, not a new one.
+        self._opened_in: dict[str, int] = {}
+        self._announced = 0  # the outages whose end was logged
+        #: Whether the bus's connections reach the server, as far as it knows.
         self.connected = False
-        #: How many times the server became unreachable.
+        #: How many times the server became unreachable (once an outage, however many of
+        #: the bus's connections broke in it).
         self.outages = 0
 
-    def set_connected(self, connected: bool, why: object = None) -> None:
-        if connected == self.connected:
-            return
-        self.connected = connected
-        if connected:
-            logger.info("%s: connected to postgres at %s", self._owner, self.where)
-        else:
+    def _reached(self) -> None:
+        if not self.connected:
+            self.connected = True
+            if self._announced < self.outages:
+                self._announced = self.outages
+                logger.info("%s: postgres at %s is back", self._owner, self.where)
+            elif not self.outages:
+                logger.info("%s: connected to postgres at %s", self._owner, self.where)
+
+    def _lost(self, role: str, why: object) -> None:
+        self.connected = False
+        if self._opened_in.pop(role, -1) == self.outages:
             self.outages += 1
             logger.warning("%s: lost postgres at %s: %s", self._owner, self.where, why)
 
@@ -78,12 +88,13 @@ class Connections:
                         durable=role == "write",
                     )
                 except TransportError as exc:
-                    self.set_connected(False, exc)
+                    self.connected = False
                     last = exc
                     await sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
                     continue
-                self.set_connected(True)
+                self._reached()
+                self._opened_in[role] = self.outages
                 old = self._conns.pop(role, None)
                 if old is not None:
                     await old.close()
@@ -101,10 +112,11 @@ class Connections:
         by ``setup``) when the last one broke."""
 
         async def connection() -> PgConnection:
-            conn = self.get(role)
+            conn = self._conns.get(role)
             if conn is not None:
-                return conn
-            self.set_connected(False, "the connection was lost")
+                if not conn.broken:
+                    return conn
+                self._lost(role, conn.failure or "the connection was lost")
             while True:
                 conn = await self.open(role, patient=True)
                 try:

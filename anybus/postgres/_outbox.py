@@ -5,10 +5,15 @@ waiting (up to a batch), stores it with one call of the schema's ``publish`` fun
 transaction, one notification), and tells each sender. A sender gives up after the bus's
 ``send_deadline``, or when cancelled; then it is told exactly what was done:
 
-* its payload was still waiting: it is taken out, and never stored;
-* its payload was being stored when the connection broke: it may have been stored (then at
-  its place, in order), and it is never stored later — a payload whose sender gave up is not
-  tried again, and a retried batch stores nothing twice (sender and sequence are unique).
+* its payload had not been sent to the server yet (it was waiting, or the writer was still
+  waiting for a connection): it is taken out, and never stored;
+* its payload had been sent: it may have been stored (then at its place, in order), or may
+  still be if the statement is still running; it is never sent again — a payload whose
+  sender gave up is not tried again, and a retried batch stores nothing twice (sender and
+  sequence are unique).
+
+A cancelled sender hears nothing (it is cancelled); when its payload had been sent, the
+outbox logs that it may have been stored.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ MAX_RETRY_DELAY = 1.0
 
 
 class _State(Enum):
-    WAITING = auto()  # in the outbox
-    SENDING = auto()  # in a batch being stored
-    UNCERTAIN = auto()  # in a batch whose storing failed on the way: may be stored
+    WAITING = auto()  # in the outbox, or taken by the writer but not sent to the server yet
+    SENDING = auto()  # in a statement running on the server: may be stored
+    UNCERTAIN = auto()  # sent in a statement that broke on the way: may have been stored
     STORED = auto()
     FAILED = auto()
 
@@ -44,12 +49,13 @@ class _State(Enum):
 class Outgoing:
     """One payload on its way, and what became of it."""
 
-    __slots__ = ("abandoned", "done", "error", "payload", "seq", "state")
+    __slots__ = ("abandoned", "done", "error", "payload", "seq", "state", "tries")
 
     def __init__(self, seq: int, payload: bytes) -> None:
         self.seq = seq
         self.payload = payload
         self.state = _State.WAITING
+        self.tries = 0  # statements it was sent in
         self.done = Event()
         self.error: TransportError | None = None
         self.abandoned = False  # its sender gave up
@@ -68,11 +74,12 @@ class Outbox:
     """See the module docs."""
 
     def __init__(
-        self, *, publish: str, channel: str, sender: str, deadline: float, batch: int
+        self, *, publish: str, channel: str, sender: str, where: str, deadline: float, batch: int
     ) -> None:
         self._publish = publish
         self._channel = channel
         self._sender = sender
+        self._where = where
         self._deadline = deadline
         self._batch_size = batch
         self._queue: deque[Outgoing] = deque()
@@ -91,7 +98,8 @@ class Outbox:
         Raises:
             TransportError: the bus is not running, the server refused it, or it was not
                 stored within the deadline; the message says whether it may have been.
-                Cancelled, it is stored only if it was being stored already.
+                Cancelled, it is stored only if it had been sent to the server already
+                (then a line is logged saying that it may have been stored).
         """
         if not self._open:
             self.failures += 1
@@ -103,26 +111,47 @@ class Outbox:
         try:
             with move_on_after(self._deadline):
                 await item.done.wait()
-        finally:
+        except BaseException:  # cancelled: the sender hears nothing, so the log says it
             if not item.done.is_set():
-                item.abandoned = True
-                if item.state is _State.WAITING:
-                    self._queue.remove(item)
+                self._abandon(item, cancelled=True)
+            raise
+        if not item.done.is_set():
+            self._abandon(item, cancelled=False)
         if item.state is _State.STORED:
             return
         self.failures += 1
         if item.error is not None:
             raise item.error
+        told = f"postgres at {self._where} did not"
         if item.state is _State.WAITING:
             raise TransportError(
-                f"postgres did not store the message within {self._deadline} s, and never "
-                f"will; delivered to local subscribers only"
+                f"{told} store the message within {self._deadline} s, and never will; "
+                f"delivered to local subscribers only"
             ) from self._last_error
+        if item.state is _State.SENDING:
+            fate = "it was being stored when the deadline passed, so it may be"
+        else:
+            fate = "the connection broke while it was being stored, so it may have been"
         raise TransportError(
-            f"postgres did not confirm the message within {self._deadline} s: the connection "
-            f"broke while it was being stored, so it may have been (then the other buses get "
-            f"it in order); it will not be stored later"
+            f"{told} confirm the message within {self._deadline} s: {fate} (then the other "
+            f"buses get it in order); it is not sent again"
         ) from self._last_error
+
+    def _abandon(self, item: Outgoing, *, cancelled: bool) -> None:
+        """The sender gave up on ``item`` (deadline or cancellation): it is not sent again,
+        and, if it was not sent yet, never."""
+        item.abandoned = True
+        if item.state is not _State.WAITING:
+            if not cancelled:
+                return  # the sender's error says it
+            logger.info(
+                "a send to postgres at %s was cancelled while its message was being stored: "
+                "it may have been stored (then in order); it is not sent again",
+                self._where,
+            )
+        elif item in self._queue:
+            self._queue.remove(item)
+        # else: in the writer's batch, which leaves it out before it sends
 
     async def run(self, connection: Connector) -> None:
         """The writer: store what senders wait for, a batch at a time, until cancelled."""
@@ -135,14 +164,17 @@ class Outbox:
                         self._wake = Event()
                         await self._wake.wait()
                     while self._queue and len(self._batch) < self._batch_size:
-                        item = self._queue.popleft()
-                        item.state = _State.SENDING
-                        self._batch.append(item)
+                        self._batch.append(self._queue.popleft())
+                conn = await connection()  # patient: waits while the server is away
+                # No checkpoint from here to the statement: what a sender gave up on
+                # meanwhile is left out, and what is sent is marked as such.
                 batch = self._batch = [item for item in self._batch if not item.abandoned]
                 if not batch:
                     continue
+                for item in batch:
+                    item.state = _State.SENDING
+                    item.tries += 1
                 try:
-                    conn = await connection()
                     await conn.fetch(
                         self._publish,
                         [
@@ -155,7 +187,7 @@ class Outbox:
                 except DatabaseError as exc:
                     logger.warning("postgres refused to store %d message(s): %s", len(batch), exc)
                     for item in batch:
-                        item.finish(_State.FAILED, exc)
+                        item.finish(_State.FAILED, _refused(item, exc))
                     self._batch = []
                     continue
                 except TransportError as exc:
@@ -177,12 +209,21 @@ class Outbox:
         """Refuse new sends, and fail those still waiting (saying whether they may have been
         stored)."""
         self._open = False
-        for item in self._queue:
-            item.finish(_State.FAILED, TransportError(f"{why}; it was never stored"))
+        for item in [*self._queue, *self._batch]:
+            if item.state is _State.WAITING:
+                item.finish(_State.FAILED, TransportError(f"{why}; it was never stored"))
+            else:
+                item.finish(
+                    _State.FAILED,
+                    TransportError(f"{why}; it was being stored, so it may have been"),
+                )
         self._queue.clear()
-        for item in self._batch:
-            item.finish(
-                _State.FAILED,
-                TransportError(f"{why}; it was being stored, so it may have been"),
-            )
         self._batch = []
+
+
+def _refused(item: Outgoing, error: DatabaseError) -> DatabaseError:
+    if item.tries > 1:
+        fate = "an earlier try, broken on the way, may have stored it"
+    else:
+        fate = "it was not stored"
+    return DatabaseError(f"{error}: {fate}; delivered to local subscribers only", error.sqlstate)
