@@ -1,5 +1,6 @@
 """A job worker in another process, for the cross-process job tests:
-``python job_peer.py BACKEND URL CHANNEL pubsub|stream``.
+``python job_peer.py BACKEND URL CHANNEL pubsub|stream|postgres`` (for ``postgres``, URL is
+the dsn).
 
 It subscribes a :class:`~anybus.JobWorker` named ``remote`` (four jobs at a time), announces
 itself with ``BusWorkerReadyMessage``, and serves these jobs until the ``stop`` job:
@@ -22,6 +23,7 @@ from typing import Any
 import anyio
 
 from anybus import BusWorkerErrorMessage, BusWorkerReadyMessage, JobContext, JobWorker, WorkerBus
+from anybus.postgres import PostgresBus
 from anybus.redis import RedisBus, RedisStreamBus
 
 
@@ -65,8 +67,10 @@ def make_worker(bus: WorkerBus, backend: str, stopped: anyio.Event) -> JobWorker
 
 
 async def main(backend: str, url: str, channel: str, kind: str) -> None:
-    bus: RedisBus | RedisStreamBus
-    if kind == "stream":
+    bus: RedisBus | RedisStreamBus | PostgresBus
+    if kind == "postgres":
+        bus = PostgresBus(url, channel=channel, name="remote")
+    elif kind == "stream":
         bus = RedisStreamBus(url, stream=channel, name="remote")
     else:
         bus = RedisBus(url, channel=channel, name="remote")

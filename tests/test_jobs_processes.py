@@ -1,4 +1,4 @@
-"""Jobs between two processes over Redis, one on asyncio and one on trio."""
+"""Jobs between two processes over Redis and over Postgres, one on asyncio and one on trio."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from anybus import (
     JobError,
     JobStatus,
     JobTimeout,
+    WorkerBus,
     open_job,
     request,
 )
+from anybus.postgres import PostgresBus
 from anybus.testing import RecordingSubscriber
 
 from .redis_support import network_bus, unique_name
@@ -37,21 +39,34 @@ def _answers(seen: Sequence[BusMessage], job_id: str) -> list[BusJobResponseMess
     return [m for m in seen if isinstance(m, BusJobResponseMessage) and m.job_id == job_id]
 
 
-@pytest.mark.parametrize("kind", ["pubsub", "stream"])
+@pytest.fixture(params=["pubsub", "stream", "postgres"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The bus between the two processes: RedisBus, RedisStreamBus or PostgresBus."""
+    return str(request.param)
+
+
+@pytest.fixture
+def url(kind: str, request: pytest.FixtureRequest) -> str:
+    """The shared server's url (for ``postgres``, its dsn)."""
+    return str(request.getfixturevalue("postgres_dsn" if kind == "postgres" else "redis_url"))
+
+
 async def test_jobs_between_an_asyncio_and_a_trio_process(
-    redis_url: str, anyio_backend: str, kind: str
+    url: str, anyio_backend: str, kind: str
 ) -> None:
     other = "trio" if anyio_backend == "asyncio" else "asyncio"
     channel = unique_name()
-    bus = network_bus(kind, redis_url, channel, name="caller")
+    bus: WorkerBus
+    if kind == "postgres":
+        bus = PostgresBus(url, channel=channel, name="caller")
+    else:
+        bus = network_bus(kind, url, channel, name="caller")
     watch = RecordingSubscriber(
         "watch", accepts=lambda m: isinstance(m, BusJobResponseMessage | BusWorkerReadyMessage)
     )
     async with bus:
         await bus.subscribe(watch)
-        process = await anyio.open_process(
-            [sys.executable, str(PEER), other, redis_url, channel, kind]
-        )
+        process = await anyio.open_process([sys.executable, str(PEER), other, url, channel, kind])
         try:
             with fail_after(60):
                 await watch.wait_for(
