@@ -26,6 +26,9 @@ RATIO_TARGETS = (
     ("W2", "asyncio", 3.0),
     ("W2", "trio", 3.0),
 )
+#: W5: anybus's churn at least this fast as pipecat's (pipecat's time over anybus's), on
+#: every backend.
+W5_SPEED_TARGET = 1.0
 #: W3: anybus's p99 latency must stay under this many milliseconds, on every backend.
 W3_P99_TARGET_MS = 1.0
 #: W4: with a bounded inbox, anybus's peak RSS growth must stay under this many MB.
@@ -214,11 +217,23 @@ def _w4_targets(outcomes: Outcomes) -> list[Verdict]:
 
 
 def _w5_targets(outcomes: Outcomes) -> list[Verdict]:
-    """W5: after the churn, anybus is back to its live tasks, with no subscriber left alive.
-
-    Checked on every run, not on a median: a task left behind once is a leak.
+    """W5: anybus churns at least as fast as pipecat (on the medians, with the per-round
+    ratios); after the churn, anybus is back to its live tasks, with no subscriber left alive
+    (checked on every run, not on a median: a task left behind once is a leak).
     """
     verdicts: list[Verdict] = []
+    pipecat = outcomes.get(("pipecat", "asyncio", "W5"))
+    for backend in BACKENDS:
+        outcome = outcomes.get(("anybus", backend, "W5"))
+        name = f"W5 anybus on {backend} >= {W5_SPEED_TARGET:g}x pipecat on asyncio"
+        ratio = _ratio(_median(pipecat), _median(outcome))  # times: pipecat's over anybus's
+        if outcome is None or pipecat is None or ratio is None:
+            verdicts.append(_not_measured(name))
+            continue
+        paired = _paired(pipecat, outcome)
+        verdicts.append(
+            _ratio_verdict(name, ratio, paired, W5_SPEED_TARGET, workload="W5", backend=backend)
+        )
     for backend in BACKENDS:
         outcome = outcomes.get(("anybus", backend, "W5"))
         name = f"W5 anybus on {backend} nothing left behind"
