@@ -197,7 +197,7 @@ class Outbox:
                     await sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
                     continue
-                delay = 0.05
+                delay, self._last_error = 0.05, None
                 self.published += len(batch)
                 for item in batch:
                     item.finish(_State.STORED)

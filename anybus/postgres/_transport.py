@@ -32,15 +32,15 @@ from anyio import (
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
-from .._exceptions import MessageRejected, TransportError
+from .._exceptions import TransportError
 from .._messages import BusMessage
-from .._sequence import SequenceTracker
-from .._transport import DeliveryMark, TransportHost
-from .._wire import RejectionCounter, WireCodec
-from ._client import PgConnection
+from .._transport import TransportHost
+from .._wire import WireCodec
+from ._client import DatabaseError, PgConnection
 from ._connections import Connections
 from ._cursor import Cursor
 from ._outbox import Outbox, Outgoing
+from ._rows import Rows
 from ._schema import FATAL_STATES, NAME_IN_USE, NOT_OWNER, check_schema_name, ensure_schema
 
 __all__ = ["PostgresTransport"]
@@ -137,10 +137,10 @@ class PostgresTransport:
             deadline=float(send_deadline),
             batch=read_batch,
         )
-        self._rejections = RejectionCounter(logger=logger)
-        self._tracker = SequenceTracker(dedupe=dedupe, logger=logger, owner=self, count_gaps=False)
+        self._rows = Rows(
+            codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
+        )
         self._seq = 0
-        self._received = 0
         self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
@@ -172,11 +172,11 @@ class PostgresTransport:
             "outages": self._conns.outages,
             "published": self._outbox.published,
             "publish_failures": self._outbox.failures,
-            "received": self._received,
-            "rejected": self._rejections.counts,
-            "gaps": self._tracker.gaps,
-            "missed": self._tracker.missed,
-            "duplicates": self._tracker.duplicates,
+            "received": self._rows.received,
+            "rejected": self._rows.rejections.counts,
+            "gaps": self._rows.tracker.gaps,
+            "missed": self._rows.tracker.missed,
+            "duplicates": self._rows.tracker.duplicates,
             "position": self._cursor.position,
             "acknowledged": self._cursor.acknowledged,
         }
@@ -226,6 +226,7 @@ class PostgresTransport:
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
                 await self._release(host)
+            with CancelScope(shield=True):  # however the release ended
                 await self._conns.close()
 
     async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
@@ -267,7 +268,7 @@ class PostgresTransport:
         if created:
             logger.debug("%r: new consumer, starting after message %d", self, last)
         elif first > position + 1:
-            self._tracker.report_missed(
+            self._rows.tracker.report_missed(
                 first - position - 1,
                 f"on {self._channel!r}: they were trimmed (max_len) or deleted while this "
                 f"instance was away",
@@ -292,6 +293,7 @@ class PostgresTransport:
         listener = self._conns.connector("listen", self._listen)
         cursor = self._cursor
         next_housekeeping = current_time() + self._housekeeping
+        failures = 0
         while True:
             ack = cursor.settle(host)
             try:
@@ -315,13 +317,17 @@ class PostgresTransport:
             except TransportError as exc:
                 if getattr(exc, "sqlstate", None) in FATAL_STATES:
                     raise
-                logger.debug("%r: reading failed: %s", self, exc)
-                await sleep(0.05)
+                failures += 1
+                # A lost connection is logged where it is replaced; a refusal is logged here.
+                refused = failures == 1 and isinstance(exc, DatabaseError)
+                (logger.warning if refused else logger.debug)("%r: reading failed: %s", self, exc)
+                await sleep(min(0.05 * failures, 1.0))
                 continue
+            failures = 0
             size = 0
             for entry_id, sender, body in rows:
                 size += len(body)
-                await self._take(host, entry_id, sender, body)
+                await self._rows.take(host, cursor, entry_id, sender, body)
             if len(rows) >= self._read_batch or size >= self._read_bytes:
                 continue  # more is waiting
             await self._wait(host, listener)
@@ -329,32 +335,6 @@ class PostgresTransport:
     async def _listen(self, conn: PgConnection) -> None:
         await conn.listen(self._notify)
         self._relisten = True  # a new connection may have missed notifications
-
-    async def _take(self, host: TransportHost, entry_id: int, sender: str, body: bytes) -> None:
-        jump = entry_id - self._cursor.position - 1
-        envelope = None
-        if sender != self._instance:
-            try:
-                envelope = self._codec.decode(bytes(body))
-            except MessageRejected as exc:
-                self._rejections.record(exc, origin=f"{self._channel!r} id {entry_id}")
-                # Rows written into the table by other means push the ids given out past
-                # theirs: a jump to one is no loss.
-                jump = 0
-        if jump > 0:
-            self._tracker.report_missed(
-                jump,
-                f"on {self._channel!r}: this reader fell more than max_len behind, and they "
-                f"were deleted before it read them",
-            )
-        mark: DeliveryMark | None = None
-        if envelope is not None:
-            self._received += 1
-            if envelope.sender != self._instance and self._tracker.is_new(envelope):
-                await host.deliver(envelope.message)
-                mark = host.mark()
-        # Only now: a delivery cancelled (intake stopped) leaves the position before it.
-        self._cursor.read(entry_id, mark)
 
     async def _wait(
         self, host: TransportHost, listener: Callable[[], Awaitable[PgConnection]]

@@ -1,0 +1,76 @@
+"""What a Postgres bus's reader makes of each row it reads: a message for the bus, a repeat,
+a rejection, or the end of a gap."""
+
+from __future__ import annotations
+
+import logging
+from typing import final
+
+from .._exceptions import MessageRejected
+from .._sequence import SequenceTracker
+from .._transport import DeliveryMark, TransportHost
+from .._wire import RejectionCounter, WireCodec
+from ._cursor import Cursor
+
+__all__ = ["Rows"]
+
+logger = logging.getLogger("anybus.postgres")
+
+
+@final
+class Rows:
+    """Decodes the rows a reader reads, in order, and counts what they were.
+
+    Args:
+        codec: decodes (and verifies) each row's body.
+        instance: this bus's identity: its own rows are not decoded, only passed.
+        channel: for the log lines.
+        dedupe: remember the ids of this many recent messages and drop repeats (0: off).
+        owner: what the log lines name as the reader.
+    """
+
+    __slots__ = ("_channel", "_codec", "_instance", "received", "rejections", "tracker")
+
+    def __init__(
+        self, *, codec: WireCodec, instance: str, channel: str, dedupe: int, owner: object
+    ) -> None:
+        self._codec = codec
+        self._instance = instance
+        self._channel = channel
+        #: Rows rejected, by reason.
+        self.rejections = RejectionCounter(logger=logger)
+        #: Gaps, messages missed in them, and repeats.
+        self.tracker = SequenceTracker(dedupe=dedupe, logger=logger, owner=owner, count_gaps=False)
+        #: Messages decoded from other buses' rows.
+        self.received = 0
+
+    async def take(
+        self, host: TransportHost, cursor: Cursor, entry_id: int, sender: str, body: bytes
+    ) -> None:
+        """Hand the message in row ``entry_id`` to ``host`` (unless it is a repeat or not a
+        message), then note it as read. Cancelled while the host waits for room, the row is
+        not read (the cursor stays before it)."""
+        jump = entry_id - cursor.position - 1
+        envelope = None
+        if sender != self._instance:
+            try:
+                envelope = self._codec.decode(bytes(body))
+            except MessageRejected as exc:
+                self.rejections.record(exc, origin=f"{self._channel!r} id {entry_id}")
+                # Rows written into the table by other means push the ids given out past
+                # theirs: a jump to one is no loss.
+                jump = 0
+        if jump > 0:
+            self.tracker.report_missed(
+                jump,
+                f"on {self._channel!r}: this reader fell more than max_len behind, and they "
+                f"were deleted before it read them",
+            )
+        mark: DeliveryMark | None = None
+        if envelope is not None:
+            self.received += 1
+            if envelope.sender != self._instance and self.tracker.is_new(envelope):
+                await host.deliver(envelope.message)
+                mark = host.mark()
+        # Only now: a delivery cancelled (intake stopped) leaves the position before it.
+        cursor.read(entry_id, mark)
