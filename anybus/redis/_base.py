@@ -4,9 +4,11 @@ and the bus class both Redis buses are: a :class:`~anybus.WorkerBus` given a Red
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from contextlib import suppress
@@ -29,6 +31,9 @@ from ._monitor import Health
 __all__ = ["RedisBusBase", "RedisStatistics", "RedisTransport"]
 
 logger = logging.getLogger("anybus.redis")
+
+#: Failed publishes are logged at most once per this many seconds (and all counted).
+FAILURE_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,7 @@ class RedisTransport(ABC):
         self._dedupe = dedupe
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._published = self._publish_failures = self._unheard = 0
+        self._last_failure_log = -math.inf
         self._received = self._inbound_overflow = self._gaps = self._missed = 0
         self._duplicates = self._groups_recreated = 0
         self._host: TransportHost | None = None  # while serving
@@ -204,6 +210,30 @@ class RedisTransport(ABC):
         if host is not None:
             with suppress(BusOverflowError):  # counted by the subscriptions that refused it
                 await host.deliver(message)
+
+    @staticmethod
+    def _deliver_now(bus: WorkerBus, message: BusMessage) -> bool:
+        """Deliver a received message from a callback, if no inbox must wait for room (see
+        :meth:`WorkerBus.deliver_nowait`)."""
+        with suppress(BusOverflowError):  # counted by the subscriptions that refused it
+            return bus.deliver_nowait(message)
+        return True
+
+    def _publish_failed(self, failed: int, error: str) -> None:
+        """Count ``failed`` publishes, which reached local subscribers only; log them at most
+        once per ``FAILURE_LOG_INTERVAL`` seconds."""
+        self._publish_failures += failed
+        now = time.monotonic()
+        if now - self._last_failure_log >= FAILURE_LOG_INTERVAL:
+            self._last_failure_log = now
+            logger.warning(
+                "%r: %d message(s) not published (%d so far): %s; they reached local "
+                "subscribers only",
+                self,
+                failed,
+                self._publish_failures,
+                error,
+            )
 
     async def _deliver_local(self, message: BusMessage) -> None:
         host = self._host

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections import deque
 from functools import partial
 from typing import final
@@ -25,7 +24,7 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from .._bus import WorkerBus
-from .._exceptions import BusOverflowError, TransportError
+from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import TransportHost
 from .._wire import WireCodec
@@ -41,8 +40,6 @@ logger = logging.getLogger("anybus.redis")
 WRITE_BATCH = 256
 #: The reader yields to the scheduler after this many messages in a row.
 READ_BATCH = 128
-#: Failed publishes are logged at most once per this many seconds (and all counted).
-FAILURE_LOG_INTERVAL = 10.0
 
 #: The target of the probes a bus publishes to itself, to prove its subscription is in
 #: place. Messages with this target are never delivered to subscribers.
@@ -91,7 +88,6 @@ class PubSubTransport(RedisTransport):
         self._reader_busy = False  # the reader is delivering one of its queue
         # Payloads this bus published, so that their echoes are dropped without decoding.
         self._own = RecentPayloads(outbox * 2)
-        self._last_failure_log = -math.inf
         self._probe_heard: Event | None = None
         self._intake: CancelScope | None = None  # the reader's, while it runs
         self._intake_ended: Event | None = None  # set when that reader has ended
@@ -200,18 +196,7 @@ class PubSubTransport(RedisTransport):
         failed = receivers.count(None)
         self._published += len(batch) - failed
         if failed:
-            self._publish_failures += failed
-            now = time.monotonic()
-            if now - self._last_failure_log >= FAILURE_LOG_INTERVAL:
-                self._last_failure_log = now
-                logger.warning(
-                    "%r: %d message(s) not published (%d so far): %s; they reached local "
-                    "subscribers only",
-                    self,
-                    failed,
-                    self._publish_failures,
-                    error,
-                )
+            self._publish_failed(failed, error)
         if 0 in receivers and not self._settings.cluster:  # a cluster counts per node
             # Our own subscription should have heard it: it is being re-established.
             self._unheard += receivers.count(0)
@@ -271,7 +256,7 @@ class PubSubTransport(RedisTransport):
                 # it wait (then the reader delivers it, and what comes after it).
                 try:
                     message = self._accept(payload)
-                    if message is None or _deliver_nowait(bus, message):
+                    if message is None or self._deliver_now(bus, message):
                         return
                 except Exception as exc:  # glide would swallow it
                     logger.error("%r: taking a message failed", self, exc_info=exc)
@@ -426,9 +411,3 @@ class PubSubTransport(RedisTransport):
 
     def _where(self) -> str:
         return f"{self._channel!r} on {self._settings.address}"
-
-
-def _deliver_nowait(bus: WorkerBus, message: BusMessage) -> bool:
-    with contextlib.suppress(BusOverflowError):  # counted by the subscriptions that refused it
-        return bus.deliver_nowait(message)
-    return True
