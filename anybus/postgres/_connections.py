@@ -60,7 +60,7 @@ class Connections:
         self.connected = False
         if self._opened_in.pop(role, -1) == self.outages:
             self.outages += 1
-            logger.warning("%s: lost postgres at %s: %s", self._owner, self.where, why)
+            logger.warning("%s: lost its connection: %s", self._owner, why)
 
     def get(self, role: str) -> PgConnection | None:
         """``role``'s connection, if it has one that is not broken."""
@@ -116,7 +116,7 @@ class Connections:
             if conn is not None:
                 if not conn.broken:
                     return conn
-                self._lost(role, conn.failure or "the connection was lost")
+                self._lost(role, conn.failure or f"postgres at {self.where}: connection lost")
             while True:
                 conn = await self.open(role, patient=True)
                 try:
