@@ -68,6 +68,10 @@ GOODBYE_TIMEOUT: Final = 1.0
 QUERY_ANSWER_INTERVAL: Final = 0.1
 #: Seconds a new hub gives the answers to its query before "not present" means absent.
 GRACE: Final = 1.0
+#: Seconds the clocks of two hosts may disagree by: an announcement is taken for a replay
+#: (an old one a durable transport hands on) only once it is this much older than its
+#: worker's liveness bound, so that a worker on a host whose clock is behind is still seen.
+CLOCK_SKEW: Final = 30.0
 
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -191,7 +195,7 @@ class PresenceHub(BusSubscriber):
         directory = self.directory
         known = directory.get(message.worker)
         bound = LIVENESS_BEATS * message.heartbeat
-        if time.time() - message.sent_at > bound:
+        if time.time() - message.sent_at > bound + CLOCK_SKEW:
             return  # a stale announcement (replayed from a durable transport)
         if known is not None and known.incarnation != message.incarnation:
             self._forget(known, "it restarted (a new incarnation announced itself)")
