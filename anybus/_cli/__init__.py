@@ -1,8 +1,8 @@
 """The ``anybus`` command (the ``cli`` extra: ``pip install 'anybus[cli]'``), on click and rich.
 
-Subcommands: ``demo``, ``bench``, ``pub``, ``sub``, ``inspect`` and ``postgres schema``, one
-module each; the group and its global options (``--backend``, ``--log-level``, ``--version``)
-are in ``_group.py``. Exit codes: 0 success, 1 a runtime failure (Redis or Postgres
+Subcommands: ``demo``, ``bench``, ``pub``, ``sub``, ``inspect``, ``workers`` and ``postgres
+schema``, one module each; the group and its global options (``--backend``, ``--log-level``,
+``--version``) are in ``_group.py``. Exit codes: 0 success, 1 a runtime failure (Redis or Postgres
 unreachable, a refused command, a failed measurement, a closed stdout), 2 bad usage. Expected
 failures print one line saying what to check, never a traceback; a closed stdout (``anybus
 sub ... | head``) ends the command quietly.

@@ -1,4 +1,5 @@
-"""What the ``anybus`` commands share: failures, logging, running on a backend, Redis."""
+"""What the ``anybus`` commands share: failures, logging, running on a backend, Redis, and
+the bus a URL names."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.util import find_spec
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import click
@@ -16,23 +18,30 @@ from rich.console import Console
 from .._exceptions import AnybusError
 
 if TYPE_CHECKING:
+    from .._bus import WorkerBus
     from ..redis._client import RedisClient, RedisSettings
 
 __all__ = [
     "BACKENDS",
     "LOG_LEVELS",
     "BadInput",
+    "BusTarget",
     "Failure",
     "StderrHandler",
     "connect_timeout_option",
     "flatten",
+    "bus_target",
+    "open_bus",
     "open_client",
+    "postgres_module",
     "redis_module",
     "require_backends",
     "run",
     "settings_of",
     "stdout_console",
 ]
+
+logger = logging.getLogger("anybus.cli")
 
 BACKENDS = ("asyncio", "trio")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -179,3 +188,133 @@ def connect_timeout_option() -> Callable[[Callable[..., Any]], Callable[..., Any
         show_default=True,
         help="seconds to wait for redis to answer",
     )
+
+
+# --- the bus a URL names ----------------------------------------------------------------------
+
+#: How a Postgres dsn written as a URL begins (a libpq ``key=value`` string is one too).
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def postgres_module() -> Any:
+    """``anybus.postgres``, or a failure naming the extra to install."""
+    try:
+        from .. import postgres
+    except ModuleNotFoundError:
+        raise Failure(
+            "this command needs postgres support: pip install 'anybus[postgres,cli]'"
+        ) from None
+    return postgres
+
+
+@dataclass(frozen=True, slots=True)
+class BusTarget:
+    """The bus a command's URL and ``--channel`` / ``--stream`` name: a :class:`RedisBus`
+    (``kind`` ``"pubsub"``), a :class:`RedisStreamBus` (``"stream"``) or a
+    :class:`PostgresBus` (``"postgres"``); see :func:`bus_target`."""
+
+    kind: Literal["pubsub", "stream", "postgres"]
+    url: str
+    #: The channel's name (the stream's, for ``"stream"``).
+    channel: str
+    #: The server, without a password (``host:port``, ``host:port/dbname`` for Postgres).
+    where: str
+    #: The Redis settings of the url (``None`` for Postgres).
+    settings: Any = None
+
+    def describe(self) -> str:
+        """``channel 'x' at redis 127.0.0.1:6379``, and so on."""
+        what = "stream" if self.kind == "stream" else "channel"
+        server = "postgres" if self.kind == "postgres" else "redis"
+        return f"{what} {self.channel!r} at {server} {self.where}"
+
+
+def bus_target(url: str, *, channel: str | None, stream: str | None = None) -> BusTarget:
+    """The bus ``url`` names: a ``postgresql://`` (or ``postgres://``, or ``key=value``) dsn is
+    a Postgres bus on ``channel``; a ``redis://`` or ``rediss://`` url, a Redis bus on
+    ``channel`` or, with ``stream``, a Redis stream bus. ``channel`` ``None``: the buses'
+    default, ``anybus``.
+
+    Raises:
+        BadInput: the url names no network bus, does not parse, or ``stream`` is given with
+            a channel or a Postgres dsn (one line, exit code 2).
+        Failure: the support for that server is not installed.
+    """
+    if stream is not None and channel is not None:
+        raise BadInput("give one of --channel NAME or --stream NAME, not both")
+    if url.startswith(POSTGRES_SCHEMES) or ("://" not in url and "=" in url):
+        if stream is not None:
+            raise BadInput("--stream is for redis streams: a postgres bus takes --channel NAME")
+        postgres_module()  # a failure naming the extra, if postgres support is missing
+        from ..postgres._client import describe
+
+        where = describe(url)
+        if where == "an invalid dsn":  # (describe's word for what libpq cannot parse)
+            raise BadInput(f"Invalid value for URL: not a valid postgres dsn: {url!r}")
+        return BusTarget("postgres", url, channel or "anybus", where)
+    if not url.startswith(("redis://", "rediss://")):
+        if url == "memory" or url.startswith("memory:"):
+            raise BadInput(
+                f"Invalid value for URL: {url!r}: a memory bus is seen only from inside its "
+                f"own process; give a redis:// url or a postgresql:// dsn"
+            )
+        raise BadInput(
+            f"Invalid value for URL: {url!r} names no bus; give a redis:// or rediss:// url, "
+            f"or a postgresql:// dsn"
+        )
+    try:
+        settings = redis_module().RedisSettings.from_url(url)
+    except ValueError as exc:
+        raise BadInput(f"Invalid value for URL: {exc}") from None
+    kind: Literal["pubsub", "stream"] = "pubsub" if stream is None else "stream"
+    name = stream if stream is not None else channel or "anybus"
+    return BusTarget(kind, url, name, settings.address, settings)
+
+
+@asynccontextmanager
+async def open_bus(
+    target: BusTarget, *, name: str, connect_timeout: float
+) -> AsyncIterator[WorkerBus]:
+    """``target``'s bus, started (as ``name``; waiting up to ``connect_timeout`` seconds for
+    the server), stopped on exit. A Redis stream bus's consumer group is destroyed once it
+    stopped (best effort, bounded by ``connect_timeout``), so that the command leaves no
+    trace on the stream; a Postgres bus's consumer stays until the channel's housekeeping
+    removes it (after its ``retention``). Cancelled, it stops the bus as on any exit, and
+    still destroys the group (shielded)."""
+    bus: Any
+    if target.kind == "postgres":
+        bus = postgres_module().PostgresBus(
+            target.url, channel=target.channel, name=name, connect_timeout=connect_timeout
+        )
+    elif target.kind == "stream":
+        bus = redis_module().RedisStreamBus(
+            target.settings, stream=target.channel, name=name, connect_timeout=connect_timeout
+        )
+    else:
+        bus = redis_module().RedisBus(
+            target.settings, channel=target.channel, name=name, connect_timeout=connect_timeout
+        )
+    started = False
+    try:
+        async with bus:
+            started = True
+            yield bus
+    finally:
+        if started and target.kind == "stream":
+            await _destroy_group(target, bus.group, connect_timeout)
+
+
+async def _destroy_group(target: BusTarget, group: str, connect_timeout: float) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(connect_timeout):
+        try:
+            async with open_client(
+                target.settings, name="anybus-cli-cleanup", connect_timeout=connect_timeout
+            ) as client:
+                await client.command("XGROUP", "DESTROY", target.channel, group)
+        except (AnybusError, OSError) as exc:
+            logger.warning(
+                "could not destroy the consumer group %r of stream %r: %s",
+                group,
+                target.channel,
+                exc,
+            )

@@ -13,6 +13,7 @@ from ._demo import demo
 from ._inspect import inspect
 from ._messages import pub, sub
 from ._postgres import postgres
+from ._workers import workers
 
 __all__ = ["cli"]
 
@@ -46,5 +47,5 @@ def cli(ctx: click.Context, backend: str, log_level: str) -> None:
         logger.addHandler(handler)
 
 
-for _command in (demo, bench, pub, sub, inspect, postgres):
+for _command in (demo, bench, pub, sub, inspect, workers, postgres):
     cli.add_command(_command)
