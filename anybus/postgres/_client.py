@@ -286,8 +286,10 @@ class PgConnection:
             await wait_readable(pgconn.socket)
 
     async def close(self) -> None:
-        """Close the connection (on a worker thread; never raises)."""
+        """Close the connection (on a worker thread; never raises). Shielded: a connection
+        is closed however its closer is cancelled."""
         try:
-            await to_thread.run_sync(self._conn.close, limiter=self._limiter)
+            with CancelScope(shield=True):
+                await to_thread.run_sync(self._conn.close, limiter=self._limiter)
         except Exception as exc:
             logger.debug("closing a connection to %s: %s", self._where, exc)

@@ -95,10 +95,10 @@ class Connections:
                     continue
                 self._reached()
                 self._opened_in[role] = self.outages
-                old = self._conns.pop(role, None)
+                # Kept before anything is awaited: cancelled now, it is still closed with the rest.
+                old, self._conns[role] = self._conns.get(role), conn
                 if old is not None:
                     await old.close()
-                self._conns[role] = conn
                 return conn
         raise TransportError(
             f"postgres at {self.where} is unreachable after {self._connect_timeout} s: check "
