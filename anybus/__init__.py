@@ -58,6 +58,16 @@ from ._messages import BusWorkerPresenceMessage as BusWorkerPresenceMessage
 from ._messages import BusWorkerPresenceQueryMessage as BusWorkerPresenceQueryMessage
 from ._messages import BusWorkerReadyMessage as BusWorkerReadyMessage
 from ._messages import JobStatus as JobStatus
+from ._pipecat_messages import BusAddWorkerMessage as BusAddWorkerMessage
+from ._pipecat_messages import BusFlushProgressMessage as BusFlushProgressMessage
+from ._pipecat_messages import BusFrameMessage as BusFrameMessage
+from ._pipecat_messages import BusTTSSpeakMessage as BusTTSSpeakMessage
+from ._pipecat_messages import BusWorkerRegistryMessage as BusWorkerRegistryMessage
+from ._pipecat_messages import FrameDirection as FrameDirection
+from ._pipecat_messages import PipecatFrame as PipecatFrame
+from ._pipecat_messages import WorkerRegistryEntry as WorkerRegistryEntry
+from ._pipecat_wire import PipecatWireCodec as PipecatWireCodec
+from ._pipecat_wire import pipecat_registry as pipecat_registry
 from ._portal import BusPortal as BusPortal
 from ._portal import open_thread_portal as open_thread_portal
 from ._presence import wait_for_worker as wait_for_worker
@@ -83,12 +93,15 @@ from ._wire import WireCodec as WireCodec
 __all__ = [
     "AnybusError",
     "BusActivateWorkerMessage",
+    "BusAddWorkerMessage",
     "BusCancelMessage",
     "BusCancelWorkerMessage",
     "BusDataMessage",
     "BusDeactivateWorkerMessage",
     "BusEndMessage",
     "BusEndWorkerMessage",
+    "BusFlushProgressMessage",
+    "BusFrameMessage",
     "BusJobCancelMessage",
     "BusJobRequestMessage",
     "BusJobResponseMessage",
@@ -108,14 +121,17 @@ __all__ = [
     "BusStatistics",
     "BusSubscriber",
     "BusSystemMessage",
+    "BusTTSSpeakMessage",
     "BusWorkerErrorMessage",
     "BusWorkerGoodbyeMessage",
     "BusWorkerLocalErrorMessage",
     "BusWorkerPresenceMessage",
     "BusWorkerPresenceQueryMessage",
     "BusWorkerReadyMessage",
+    "BusWorkerRegistryMessage",
     "DeliveryMark",
     "Envelope",
+    "FrameDirection",
     "FunctionSubscriber",
     "JSONSerializer",
     "Job",
@@ -135,6 +151,8 @@ __all__ = [
     "MessageStream",
     "MsgpackSerializer",
     "OverflowPolicy",
+    "PipecatFrame",
+    "PipecatWireCodec",
     "RejectionCounter",
     "SerializationError",
     "Serializer",
@@ -149,6 +167,7 @@ __all__ = [
     "WorkerDirectory",
     "WorkerEvent",
     "WorkerInfo",
+    "WorkerRegistryEntry",
     "WorkerUnavailable",
     "__version__",
     "current_bus",
@@ -156,6 +175,7 @@ __all__ = [
     "job_handler",
     "open_job",
     "open_thread_portal",
+    "pipecat_registry",
     "register_message",
     "request",
     "wait_for_worker",

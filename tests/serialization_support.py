@@ -14,13 +14,16 @@ from anybus import (
     BusDataMessage,
     BusMessage,
     BusSystemMessage,
+    FrameDirection,
     JobStatus,
     JSONSerializer,
     MessageRegistry,
     MessageRejected,
     MsgpackSerializer,
+    PipecatFrame,
     Serializer,
     WireCodec,
+    WorkerRegistryEntry,
     default_registry,
 )
 
@@ -142,6 +145,25 @@ def sample(cls: type[BusMessage]) -> BusMessage:
             values[f.name] = JobStatus.FAILED
         elif f.name in ("active", "bridged"):
             values[f.name] = True
+        elif f.type in (bool, "bool"):
+            values[f.name] = False  # not the default: it must travel
+        elif f.name == "frame":
+            values[f.name] = PipecatFrame(
+                "pipecat.frames.frames.OutputAudioRawFrame",
+                {
+                    "id": 12,
+                    "audio": {"__type__": "bytes", "__data__": "AAE="},
+                    "sample_rate": 16000,
+                    "metadata": {"$odd": [1, None, {"$bytes": "not a tag here"}]},
+                },
+            )
+        elif f.name == "direction":
+            values[f.name] = FrameDirection.UPSTREAM
+        elif f.name == "workers":
+            values[f.name] = [
+                WorkerRegistryEntry("w1", parent="p", active=True, bridged=True, started_at=1.5),
+                WorkerRegistryEntry("w2"),
+            ]
         elif f.name == "started_at":
             values[f.name] = 1712345678.25
         elif "dict" in str(f.type):
