@@ -47,7 +47,7 @@ def require(condition: bool, reason: str) -> None:
     if condition:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI runs every Redis test: a skip would hide a broken set-up)")
+        pytest.fail(f"{reason} (CI runs every server test: a skip would hide a broken set-up)")
     pytest.skip(reason)
 
 

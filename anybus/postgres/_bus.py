@@ -56,8 +56,9 @@ class PostgresBus(WorkerBus):
     channel through a consumer of its own, named ``name``, so every instance receives every
     message; it acknowledges a message only once every subscriber has handled it. An
     instance that restarts under the same ``name`` resumes where it left off: what it had
-    read but not acknowledged comes again (and is dropped as a repeat by ``dedupe`` when it
-    was handled). A new name starts from now. New messages wake readers through
+    read but not acknowledged comes again: at least once, so after a crash a handler may see
+    a message it handled just before (``dedupe`` drops repeats within one run). A new name
+    starts from now. New messages wake readers through
     ``LISTEN/NOTIFY``; a safety poll every ``poll_interval`` seconds catches a lost
     notification.
 
