@@ -1,5 +1,4 @@
-"""The annotations of dataclass fields, as the field codec reads them: resolved once per class,
-and checked shallowly against values.
+"""The annotations of dataclass fields, as the field codec reads them: resolved once per class.
 
 Annotations are resolved from the code of the classes in this process, never from the data
 being decoded: they decide which enum or dataclass a value is rebuilt as.
@@ -7,34 +6,16 @@ being decoded: they decide which enum or dataclass a value is rebuilt as.
 
 from __future__ import annotations
 
-import collections.abc as abc
 import dataclasses
-import itertools
 import sys
 import types
 import typing
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Any, Union
 
-__all__ = [
-    "MAPPINGS",
-    "SEQUENCES",
-    "Field",
-    "decode_order",
-    "fits",
-    "hint_name",
-    "is_union",
-    "items_hints",
-    "mapping_hints",
-    "plan",
-    "short",
-]
-
-#: Annotation origins decoded as a list (a tuple for ``tuple``), and as a dict.
-SEQUENCES = (list, tuple, abc.Sequence, abc.MutableSequence, abc.Iterable, abc.Collection)
-MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)
+__all__ = ["Field", "decode_order", "hint_name", "is_union", "plan", "short"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,52 +96,6 @@ def hint_name(hint: Any) -> str:
 def is_union(origin: Any) -> bool:
     """Whether an annotation's origin is a union (``X | Y`` or ``Optional[X]``)."""
     return origin is Union or origin is types.UnionType
-
-
-def fits(value: object, hint: Any) -> bool:
-    """Shallow check of a value against an annotation; forms it cannot check always fit."""
-    if hint is Any or hint is object:
-        return True
-    if hint is None or hint is types.NoneType:
-        return value is None
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if is_union(origin):
-        return any(fits(value, arm) for arm in typing.get_args(hint))
-    cls = origin if origin is not None else hint
-    if not isinstance(cls, type):
-        return True
-    if cls is float:
-        return isinstance(value, int | float)
-    if cls is bytes:
-        return isinstance(value, bytes | bytearray)
-    if cls in SEQUENCES:
-        return isinstance(value, list | tuple)
-    if cls in MAPPINGS:
-        return isinstance(value, dict)
-    try:
-        return isinstance(value, cls)
-    except TypeError:  # a protocol that is not runtime-checkable, for example
-        return True
-
-
-def items_hints(hint: Any, length: int) -> Iterable[Any] | None:
-    """Annotations of a sequence's items, or ``None`` if a fixed-length tuple does not match."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-        return args if len(args) == length else None
-    if origin in SEQUENCES and args:
-        return itertools.repeat(args[0])
-    return itertools.repeat(Any)
-
-
-def mapping_hints(hint: Any) -> tuple[Any, Any]:
-    """Annotations of a mapping's keys and values (``Any`` when not given)."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in MAPPINGS and len(args) == 2:
-        return args[0], args[1]
-    return Any, Any
 
 
 def decode_order(arms: tuple[Any, ...]) -> Iterator[Any]:

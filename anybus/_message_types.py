@@ -3,19 +3,21 @@
 A payload names its message type with a plain string. The receiving side looks that string up
 in a :class:`MessageRegistry` and nowhere else: a name that is not registered is refused, so
 nothing a peer writes in a payload is ever imported or instantiated unless this process
-registered it first.
+registered it first. The registry also holds the type adapters: how a field type of the
+user's (a pydantic model, an attrs class, ``Money``) becomes plain data and comes back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import TypeVar, final, overload
+from typing import Any, TypeVar, final, overload
 
 from . import _messages
+from ._adapters import Adapters
 from ._messages import BusLocalMessage, BusMessage
 
-__all__ = ["MessageRegistry", "default_registry", "register_message"]
+__all__ = ["MessageRegistry", "default_registry", "register_adapter", "register_message"]
 
 _M = TypeVar("_M", bound=type[BusMessage])
 
@@ -69,12 +71,14 @@ class MessageRegistry:
     registration order.
 
     Decoding looks names up here and nowhere else: a name that is not registered is rejected,
-    never imported.
+    never imported. The registry's type adapters (:meth:`register_adapter`) say how field
+    types of the user's travel.
     """
 
     def __init__(self) -> None:
         self._classes: dict[str, type[BusMessage]] = {}
         self._names: dict[type[BusMessage], str] = {}
+        self._adapters = Adapters()
 
     @overload
     def register(self, cls: _M, /, name: str | None = None) -> _M: ...
@@ -160,11 +164,48 @@ class MessageRegistry:
             f"@anybus.register_message (or register it in the registry the codec uses)"
         ) from None
 
+    def register_adapter(
+        self,
+        cls: type,
+        /,
+        *,
+        to_plain: Callable[[Any], Any],
+        from_plain: Callable[[Any], Any],
+        plain_type: Any = Any,
+    ) -> None:
+        """Let fields annotated with ``cls`` cross the wire: ``to_plain(value)`` gives a value
+        of ``plain_type`` (plain data: ``dict[str, Any]``, ``str``, a dataclass...), checked
+        and encoded like a field of that annotation; on decode the data is checked against
+        ``plain_type`` and handed to ``from_plain``, which must return a ``cls``. Registering
+        the same adapter again does nothing.
+
+        An adapter is used only where an annotation names ``cls`` (``Money``,
+        ``list[Money]``, ``Money | None``): a ``Money`` inside a ``dict[str, Any]`` is
+        refused at send time, since the receiver could not know to rebuild it. Register the
+        adapter on both sides. An exception from ``from_plain`` (a pydantic
+        ``ValidationError``, say) rejects the message as ``invalid-fields``.
+
+        Raises:
+            TypeError: ``cls`` is not a class, or ``to_plain``/``from_plain`` not callable.
+            ValueError: the wire carries ``cls`` without an adapter (``int``, ``datetime``,
+                ``dict``...), ``plain_type`` is ``cls``, or ``cls`` has another adapter.
+        """
+        self._adapters = self._adapters.adding(
+            cls, to_plain=to_plain, from_plain=from_plain, plain_type=plain_type
+        )
+
+    @property
+    def adapters(self) -> Adapters:
+        """The type adapters, by type (a read-only mapping of :class:`~anybus.TypeAdapter`)."""
+        return self._adapters
+
     def copy(self) -> MessageRegistry:
-        """Return a new registry with the same entries, to extend without touching this one."""
+        """Return a new registry with the same entries and adapters, to extend without
+        touching this one."""
         clone = MessageRegistry()
         clone._classes = dict(self._classes)
         clone._names = dict(self._names)
+        clone._adapters = self._adapters
         return clone
 
     def items(self) -> Iterator[tuple[str, type[BusMessage]]]:
@@ -183,7 +224,8 @@ class MessageRegistry:
         return len(self._classes)
 
     def __repr__(self) -> str:
-        return f"<MessageRegistry [{len(self._classes)} types]>"
+        adapters = f", {len(self._adapters)} adapters" if self._adapters else ""
+        return f"<MessageRegistry [{len(self._classes)} types{adapters}]>"
 
 
 def _anybus_messages() -> Iterator[type[BusMessage]]:
@@ -224,3 +266,26 @@ def register_message(cls: _M | None = None, /, name: str | None = None) -> _M | 
     if cls is None:
         return default_registry.register(name=name)
     return default_registry.register(cls, name)
+
+
+def register_adapter(
+    cls: type,
+    /,
+    *,
+    to_plain: Callable[[Any], Any],
+    from_plain: Callable[[Any], Any],
+    plain_type: Any = Any,
+) -> None:
+    """Register a type adapter in the default registry, so fields annotated with ``cls`` can
+    cross the wire; see :meth:`MessageRegistry.register_adapter`, whose errors it raises::
+
+        anybus.register_adapter(
+            Money,
+            to_plain=lambda money: {"amount": str(money.amount), "currency": money.currency},
+            from_plain=lambda plain: Money(Decimal(plain["amount"]), plain["currency"]),
+            plain_type=dict[str, str],
+        )
+    """
+    default_registry.register_adapter(
+        cls, to_plain=to_plain, from_plain=from_plain, plain_type=plain_type
+    )

@@ -10,24 +10,31 @@ Layout of one encoded message (every length is one unsigned byte)::
 ``V`` is the format version (1), ``K`` is 0 for an unsigned message. The HMAC is computed over
 every other byte of the message (the header without the HMAC, then the body), so everything
 that is decoded is covered. The body is ``{"type", "sender", "seq", "id", "name", "fields"}``.
+
+With anybus's own serializers the body is written in one msgspec call, and read in two: the
+envelope (its fields left as raw bytes), then the fields, straight into the registered class.
+Any input that this path does not take is decoded again the slow way, through the serializer
+and :func:`~anybus._fields.decode_fields`, which gives the reason of the rejection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Annotated, Any, Final, final
+
+import msgspec
 
 from ._exceptions import MessageRejected, SerializationError
-from ._fields import decode_fields, encode_fields
+from ._fields import decode_bytes, decode_fields, encode_fields, encode_struct
 from ._hints import short
 from ._message_types import MessageRegistry, default_registry
 from ._messages import BusMessage
-from ._serializers import JSONSerializer, Serializer
+from ._plain import scalar_hook
+from ._rejections import RejectionCounter
+from ._serializers import JSON_ENCODER, JSONSerializer, MsgpackSerializer, Serializer, dumps_json
 
 __all__ = ["Envelope", "RejectionCounter", "WireCodec"]
 
@@ -36,6 +43,33 @@ FORMAT_VERSION: Final = 1
 MAC_SIZE: Final = 32
 _BODY_KEYS: Final = frozenset({"type", "sender", "seq", "id", "name", "fields"})
 _MAX_SEQ: Final = 2**64 - 1
+
+
+class _Body(msgspec.Struct):
+    """The body, to encode: ``fields`` is the message's encode Struct."""
+
+    type: str
+    sender: str
+    seq: int
+    id: str
+    name: str
+    fields: Any
+
+
+class _Head(msgspec.Struct, forbid_unknown_fields=True):
+    """The body, as first decoded: the fields are left as bytes for the class's decoder."""
+
+    type: str
+    sender: Annotated[str, msgspec.Meta(min_length=1)]
+    seq: Annotated[int, msgspec.Meta(ge=0)]  # and at most _MAX_SEQ (msgspec stops at int64)
+    id: str
+    name: str
+    fields: msgspec.Raw
+
+
+_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=scalar_hook)
+_HEAD_JSON: Final = msgspec.json.Decoder(_Head)
+_HEAD_MSGPACK: Final = msgspec.msgpack.Decoder(_Head)
 
 
 def _check_label(label: object, what: str) -> bytes:
@@ -103,6 +137,8 @@ class WireCodec:
         self._registry = registry
         self._max_size = max_size
         self._binary = bool(getattr(self._serializer, "binary", False))
+        # anybus's own serializers: the whole body in one msgspec call (see the module's doc).
+        self._native = type(self._serializer) in (JSONSerializer, MsgpackSerializer)
         serializer_name = _check_label(self._serializer.name, "serializer name")
         self._keys: dict[str, bytes] = {}
         for key_id, secret in (signing_keys or {}).items():
@@ -174,18 +210,10 @@ class WireCodec:
             type_name = self._registry.name_of(type(message))
         except LookupError as exc:
             raise SerializationError(f"cannot encode {exc}", message_type=cls_name) from None
-        body: dict[str, Any] = {
-            "type": type_name,
-            "sender": sender,
-            "seq": seq,
-            "id": message.id,
-            "name": message.name,
-            "fields": encode_fields(message, binary=self._binary),
-        }
         try:
-            data = self._serializer.encode(body)
-            if not isinstance(data, bytes):
-                raise TypeError(f"encode() returned {type(data).__qualname__}, not bytes")
+            data = self._encode_body(message, type_name, sender, seq)
+        except SerializationError:
+            raise
         except Exception as exc:
             raise SerializationError(
                 f"cannot encode {cls_name}: the {self._serializer.name} serializer "
@@ -203,6 +231,28 @@ class WireCodec:
             return self._header + data
         mac = self._mac(self._keys[self._signing_key_id], self._header, data)
         return self._header + mac + data
+
+    def _encode_body(self, message: BusMessage, type_name: str, sender: str, seq: int) -> bytes:
+        if self._native:
+            fields, finite = encode_struct(message, self._registry.adapters, binary=self._binary)
+            body = _Body(type_name, sender, seq, message.id, message.name, fields)
+            if self._binary:
+                return _MSGPACK_ENCODER.encode(body)
+            if finite:
+                return JSON_ENCODER.encode(body)
+            return dumps_json(msgspec.to_builtins(body, enc_hook=scalar_hook))
+        plain: dict[str, Any] = {
+            "type": type_name,
+            "sender": sender,
+            "seq": seq,
+            "id": message.id,
+            "name": message.name,
+            "fields": encode_fields(message, binary=self._binary, registry=self._registry),
+        }
+        data = self._serializer.encode(plain)
+        if not isinstance(data, bytes):
+            raise TypeError(f"encode() returned {type(data).__qualname__}, not bytes")
+        return data
 
     def decode(self, data: bytes) -> Envelope:
         """Check, verify and decode bytes from the wire; nothing unregistered is imported.
@@ -266,6 +316,22 @@ class WireCodec:
         return digest.digest()
 
     def _decode_body(self, body: bytes, key_id: str | None) -> Envelope:
+        if self._native:
+            try:
+                head = (_HEAD_MSGPACK if self._binary else _HEAD_JSON).decode(body)
+                if head.seq > _MAX_SEQ:
+                    raise ValueError(head.seq)
+                message = decode_bytes(
+                    self._registry.lookup(head.type),
+                    head.fields,
+                    self._registry.adapters,
+                    binary=self._binary,
+                    message_id=head.id,
+                    name=head.name,
+                )
+                return Envelope(message, head.sender, head.seq, head.type, key_id)
+            except Exception:  # decoded again below, to say why it is refused
+                pass
         try:
             parsed = self._serializer.decode(body)
         except Exception as exc:
@@ -295,7 +361,9 @@ class WireCodec:
             cls = self._registry.lookup(type_name)
         except LookupError as exc:
             raise MessageRejected("unknown-type", str(exc)) from None
-        message = decode_fields(cls, parsed["fields"], message_id=message_id, name=name)
+        message = decode_fields(
+            cls, parsed["fields"], message_id=message_id, name=name, registry=self._registry
+        )
         return Envelope(message, sender, seq, type_name, key_id)
 
     def __repr__(self) -> str:
@@ -304,81 +372,3 @@ class WireCodec:
             f"<WireCodec [{self._serializer.name}, max_size={self._max_size}, {signing}, "
             f"{len(self._keys)} key(s), {len(self._registry)} types]>"
         )
-
-
-@final
-class RejectionCounter:
-    """Counts messages refused by :meth:`WireCodec.decode`, per reason, and logs them politely.
-
-    The first rejection for a reason is logged at WARNING on ``anybus.wire`` at once; after
-    that at most one line per ``interval`` seconds per reason, carrying the running count and
-    the latest detail, so a flood of bad input cannot flood the log. Typical use in a
-    transport's reader::
-
-        try:
-            envelope = codec.decode(data)
-        except MessageRejected as exc:
-            rejections.record(exc, origin=stream_name)
-            continue
-
-    Raises:
-        ValueError: ``interval`` is negative.
-    """
-
-    def __init__(
-        self,
-        *,
-        interval: float = 60.0,
-        logger: logging.Logger | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if interval < 0:
-            raise ValueError(f"interval cannot be negative, got {interval!r}")
-        self._interval = interval
-        self._logger = logger if logger is not None else logging.getLogger("anybus.wire")
-        self._clock = clock
-        self._counts: dict[str, int] = {}
-        self._unreported: dict[str, int] = {}
-        self._last_report: dict[str, float] = {}
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Rejections so far per reason (a copy; reasons never seen are absent)."""
-        return dict(self._counts)
-
-    @property
-    def total(self) -> int:
-        """Rejections so far, all reasons together."""
-        return sum(self._counts.values())
-
-    def record(self, rejection: MessageRejected | str, *, origin: str | None = None) -> None:
-        """Count ``rejection``, and log it unless its reason was logged under ``interval`` ago.
-
-        ``rejection`` is a :class:`~anybus.MessageRejected`, or a reason of the transport's
-        own (such as ``"inbound-overflow"``) as a str. ``origin`` (a stream or channel name,
-        say) is added to the log line.
-        """
-        if isinstance(rejection, str):
-            reason, detail = rejection, "-"
-        else:
-            reason, detail = rejection.reason, rejection.detail
-        self._counts[reason] = self._counts.get(reason, 0) + 1
-        self._unreported[reason] = self._unreported.get(reason, 0) + 1
-        now = self._clock()
-        last = self._last_report.get(reason)
-        if last is not None and now - last < self._interval:
-            return
-        self._last_report[reason] = now
-        unreported, self._unreported[reason] = self._unreported[reason], 0
-        self._logger.warning(
-            "rejected %d message(s) as %s%s so far (%d since the last report); latest: %s",
-            self._counts[reason],
-            reason,
-            f" from {origin}" if origin else "",
-            unreported,
-            detail,
-        )
-
-    def __repr__(self) -> str:
-        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(self._counts.items()))
-        return f"<RejectionCounter [{counts or 'no rejections'}]>"
