@@ -1,22 +1,21 @@
 """The dispatch machinery: one subscriber's inbox and the workers that drain it.
 
-Each subscription has two lanes, each a FIFO buffer: the *system* lane and the *data* lane.
-Two worker tasks drain them, each handling its lane's messages one at a time, so a system
-message is handled even while a data handler is busy. The data worker checks, before it takes
-each data message, whether a system message is waiting to be started; if so it waits until
-the system worker has picked it up. That is the whole priority rule: a system message
+Each subscription has two lanes, each an anyio memory object stream: the *system* lane and the
+*data* lane. Two worker tasks drain them, each handling its lane's messages one at a time, so a
+system message is handled even while a data handler is busy. The data worker checks, before it
+takes each data message, whether a system message is waiting to be started; if so it waits
+until the system worker has picked it up. That is the whole priority rule: a system message
 overtakes every data message that has not started.
 
 The data worker starts with the first data message, the system worker with the first system
 message (most subscriptions of a short life never get one), so a subscription costs one task.
 Both run in the bus's host task group, a task each (see :mod:`anybus._lifecycle`).
 
-Workers take messages only without waiting (``popleft()``) and hand them straight to the
-handler, so a cancellation can never fall between taking a message and handling it. When a
-lane is empty the worker parks on an event that the next delivery sets. Draining what is
-buffered without a scheduling round trip per message is what makes the bus fast; every
-``YIELD_INTERVAL`` messages a worker yields anyway, so a subscriber with trivial handlers
-cannot starve the others.
+Workers take messages only with ``receive_nowait()`` and hand them straight to the handler, so a
+cancellation can never fall between taking a message and handling it. When a lane is empty the
+worker parks on an event that the next delivery sets. Draining what is buffered without a
+scheduling round trip per message is what makes the bus fast; every ``YIELD_INTERVAL`` messages
+a worker yields anyway, so a subscriber with trivial handlers cannot starve the others.
 
 The inbox itself (the lanes and their counters) is :mod:`anybus._inbox`.
 """
@@ -29,7 +28,13 @@ from contextvars import Context, ContextVar
 from functools import partial
 from typing import Any
 
-from anyio import Event, TaskHandle
+from anyio import (
+    ClosedResourceError,
+    EndOfStream,
+    Event,
+    TaskHandle,
+    WouldBlock,
+)
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
@@ -168,19 +173,19 @@ class Subscription(Inbox):
 
     async def _system_worker(self) -> None:
         handling.set(self.bus)
-        take = self.system_lane.popleft
+        receive_nowait = self.system_receive.receive_nowait
         message: BusMessage | None = None
         try:
             while not self.stopping:
                 try:
-                    message = take()
-                except IndexError:  # the lane is empty
-                    if self.closed:
-                        return
+                    message = receive_nowait()
+                except WouldBlock:
                     waiter = self.system_waiter = Event()
                     self.hub.notify_idle()
                     await waiter.wait()
                     continue
+                except (EndOfStream, ClosedResourceError):
+                    return
                 self.system_waiter = None
                 self.system_queued -= 1
                 if not self.system_queued and self.gate_waiter is not None:
@@ -204,7 +209,7 @@ class Subscription(Inbox):
 
     async def _data_worker(self) -> None:
         handling.set(self.bus)
-        take = self.data_lane.popleft
+        receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
         handle = self.subscriber.on_bus_message
         bounded = self.bounded
@@ -225,10 +230,8 @@ class Subscription(Inbox):
                             self.gate_waiter = None
                     continue
                 try:
-                    message = take()
-                except IndexError:  # the lane is empty
-                    if self.closed:
-                        return
+                    message = receive_nowait()
+                except WouldBlock:
                     handled = 0
                     waiter = self.data_waiter = Event()
                     self.hub.notify_idle()
@@ -240,6 +243,8 @@ class Subscription(Inbox):
                     if not bounded:
                         self._sample_high_water()
                     continue
+                except (EndOfStream, ClosedResourceError):
+                    return
                 if bounded:
                     queued = self.data_queued - 1
                     self.data_queued = queued

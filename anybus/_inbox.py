@@ -1,25 +1,30 @@
-"""One subscriber's inbox: its two lanes and their counters.
+"""One subscriber's inbox: its two lanes (anyio memory object streams) and their counters.
 
-See :mod:`anybus._dispatch` for the workers that drain it. A lane is a plain FIFO buffer
-(a :class:`collections.deque`): only ever appended to without blocking by the fan-out and
-taken from without blocking by one worker (or a listener), which wait on their own events.
-That is all an unbounded anyio memory stream would do here, at three times the cost per
-message. The bound on the data lane is kept by the counters here, so that sends from a
-handler into its own bus can be admitted over the bound instead of deadlocking, and so that
-the common path is one comparison.
+See :mod:`anybus._dispatch` for the workers that drain it. The bound on the data lane is kept
+by the counters here (the streams themselves are unbounded), so that sends from a handler into
+its own bus can be admitted over the bound instead of deadlocking, and so that the common path
+is one comparison.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context
 from typing import Any, Protocol
 
-from anyio import ClosedResourceError, Event, TaskHandle, WouldBlock
+from anyio import (
+    ClosedResourceError,
+    EndOfStream,
+    Event,
+    TaskHandle,
+    WouldBlock,
+    create_memory_object_stream,
+)
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._messages import BusMessage
 from ._statistics import OverflowPolicy, SubscriptionStatistics
@@ -63,6 +68,7 @@ class Inbox:
 
     __slots__ = (
         "__weakref__",
+        "_close_lanes",
         "accepts",
         "bounded",
         "bus",
@@ -72,11 +78,12 @@ class Inbox:
         "data_abandoned",
         "data_base",
         "data_filtered",
-        "data_lane",
         "data_lost",
         "data_pushed",
         "data_queued",
+        "data_receive",
         "data_removed",
+        "data_send",
         "data_waiter",
         "dropped",
         "epoch",
@@ -102,10 +109,11 @@ class Inbox:
         "system_abandoned",
         "system_delivered",
         "system_in",
-        "system_lane",
         "system_lost",
         "system_queued",
+        "system_receive",
         "system_running",
+        "system_send",
         "system_waiter",
         "targets",
         "task_group",
@@ -138,11 +146,19 @@ class Inbox:
         #: Message targets this subscription accepts (``None``: all), applied at fan-out;
         #: a message without a target reaches every subscription.
         self.targets = targets
-        self.system_lane: deque[BusMessage] = deque()
-        self.data_lane: deque[BusMessage] = deque()
-        # What the fan-out calls to queue a message (never blocks).
-        self.push_system = self.system_lane.append
-        self.push_data = self.data_lane.append
+        self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
+        self.data_send, self.data_receive = create_memory_object_stream[BusMessage](math.inf)
+        self.push_system = self.system_send.send_nowait
+        self.push_data = self.data_send.send_nowait
+        # The lanes are private to the subscription: close them when it is collected, so a
+        # bus dropped with subscribers attached does not warn about unclosed streams. (A
+        # weakref callback, unlike __del__, runs before the garbage collector finalizes the
+        # streams of a reference cycle.)
+        self._close_lanes = weakref.finalize(
+            self,
+            _close_all,
+            (self.system_send, self.system_receive, self.data_send, self.data_receive),
+        )
         self.passive = passive  # a listener: no workers, the user's task receives
         self.closed = False
         self.hub = hub
@@ -206,7 +222,7 @@ class Inbox:
                 if policy is OverflowPolicy.DROP_NEWEST:
                     logger.log(level, "inbox of %r full: dropped %s (newest)", self.name, message)
                     return False
-                oldest = self.data_lane.popleft()
+                oldest = self.data_receive.receive_nowait()
                 self.data_queued -= 1
                 self.data_removed += 1
                 logger.log(level, "inbox of %r full: dropped %s (oldest)", self.name, oldest)
@@ -279,12 +295,12 @@ class Inbox:
         """The number of data messages waiting in the inbox."""
         if self.bounded:
             return self.data_queued
-        return len(self.data_lane)
+        return self.data_receive.statistics().current_buffer_used
 
     def _sample_high_water(self) -> None:
         # Unbounded inboxes sample their length when their worker resumes: that is when it
         # peaks, as only the worker takes messages out.
-        backlog = len(self.data_lane)
+        backlog = self.data_receive.statistics().current_buffer_used
         if backlog > self.high_water:
             self.high_water = backlog
 
@@ -302,9 +318,13 @@ class Inbox:
 
     def take_all(self) -> list[BusMessage]:
         """Take every queued message out of the lanes (system first), without handling it."""
-        taken = [*self.system_lane, *self.data_lane]
-        self.system_lane.clear()
-        self.data_lane.clear()
+        taken: list[BusMessage] = []
+        for receive in (self.system_receive, self.data_receive):
+            while True:
+                try:
+                    taken.append(receive.receive_nowait())
+                except (WouldBlock, EndOfStream, ClosedResourceError):
+                    break
         data = len(taken) - self.system_queued
         self.data_removed += data
         self.data_lost += data
@@ -335,8 +355,7 @@ class Inbox:
     def close(self) -> None:
         """Close both lanes, discarding whatever they still hold; wake whoever waits on them."""
         self.closed = True
-        self.system_lane.clear()
-        self.data_lane.clear()
+        self._close_lanes()
         self._signal_room()
         for waiter in (self.data_waiter, self.system_waiter):
             if waiter is not None:
@@ -349,19 +368,15 @@ class Inbox:
             WouldBlock: if nothing is queued.
             ClosedResourceError: if the subscription was closed.
         """
-        if self.closed:
-            raise ClosedResourceError
         while True:
             system = self.system_queued > 0
             if system:
-                message = self.system_lane.popleft()
+                message = self.system_receive.receive_nowait()
                 self.system_queued -= 1
             else:
                 if not self.bounded:
                     self._sample_high_water()
-                if not self.data_lane:
-                    raise WouldBlock
-                message = self.data_lane.popleft()
+                message = self.data_receive.receive_nowait()
                 if self.bounded:
                     self.data_queued -= 1
                     if self.data_queued < self.room_mark:
@@ -387,3 +402,10 @@ def _make_filter(
     if accepts is None:
         return lambda message: isinstance(message, types)
     return lambda message: isinstance(message, types) and accepts(message)
+
+
+def _close_all(
+    streams: Iterable[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]],
+) -> None:
+    for stream in streams:
+        stream.close()
