@@ -1,5 +1,6 @@
 """anybus: a pub/sub worker bus for asyncio and trio, built on anyio."""
 
+from ._adapters import TypeAdapter as TypeAdapter
 from ._bus import WorkerBus as WorkerBus
 from ._bus import current_bus as current_bus
 from ._directory import WorkerChange as WorkerChange
@@ -30,6 +31,7 @@ from ._listen import MessageStream as MessageStream
 from ._memory import MemoryBus as MemoryBus
 from ._message_types import MessageRegistry as MessageRegistry
 from ._message_types import default_registry as default_registry
+from ._message_types import register_adapter as register_adapter
 from ._message_types import register_message as register_message
 from ._messages import BusActivateWorkerMessage as BusActivateWorkerMessage
 from ._messages import BusCancelMessage as BusCancelMessage
@@ -160,6 +162,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "TransportHost",
+    "TypeAdapter",
     "Undelivered",
     "WireCodec",
     "WorkerBus",
@@ -176,6 +179,7 @@ __all__ = [
     "open_job",
     "open_thread_portal",
     "pipecat_registry",
+    "register_adapter",
     "register_message",
     "request",
     "wait_for_worker",

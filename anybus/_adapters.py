@@ -9,7 +9,9 @@ never chooses a type.
 from __future__ import annotations
 
 import datetime
+import decimal
 import types
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ _NATIVE: Final = frozenset(
         bytearray,
         datetime.datetime,
         datetime.date,
+        uuid.UUID,
+        decimal.Decimal,
         list,
         tuple,
         dict,

@@ -31,7 +31,7 @@ from ._adapters import Adapters
 from ._exceptions import MessageRejected, SerializationError
 from ._hints import short
 from ._markers import Encoding
-from ._message_types import MessageRegistry, default_registry
+from ._message_types import MessageRegistry, adapters_of, default_registry
 from ._messages import BusMessage
 from ._plain import MAX_DEPTH, Problem, scalar_hook
 from ._schema import Plan, plan_for
@@ -42,7 +42,7 @@ _M = TypeVar("_M", bound=BusMessage)
 
 
 def _adapters(registry: MessageRegistry | None) -> Adapters:
-    return (default_registry if registry is None else registry).adapters
+    return adapters_of(default_registry if registry is None else registry)
 
 
 def _encode_plan(cls: type, adapters: Adapters) -> Plan:

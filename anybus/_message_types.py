@@ -10,14 +10,20 @@ user's (a pydantic model, an attrs class, ``Money``) becomes plain data and come
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, final, overload
 
 from . import _messages
-from ._adapters import Adapters
+from ._adapters import Adapters, TypeAdapter
 from ._messages import BusLocalMessage, BusMessage
 
-__all__ = ["MessageRegistry", "default_registry", "register_adapter", "register_message"]
+__all__ = [
+    "MessageRegistry",
+    "adapters_of",
+    "default_registry",
+    "register_adapter",
+    "register_message",
+]
 
 _M = TypeVar("_M", bound=type[BusMessage])
 
@@ -195,8 +201,9 @@ class MessageRegistry:
         )
 
     @property
-    def adapters(self) -> Adapters:
-        """The type adapters, by type (a read-only mapping of :class:`~anybus.TypeAdapter`)."""
+    def adapters(self) -> Mapping[type, TypeAdapter]:
+        """The type adapters: a read-only mapping of each adapted type to its
+        :class:`~anybus.TypeAdapter`."""
         return self._adapters
 
     def copy(self) -> MessageRegistry:
@@ -226,6 +233,12 @@ class MessageRegistry:
     def __repr__(self) -> str:
         adapters = f", {len(self._adapters)} adapters" if self._adapters else ""
         return f"<MessageRegistry [{len(self._classes)} types{adapters}]>"
+
+
+def adapters_of(registry: MessageRegistry) -> Adapters:
+    """The adapters of ``registry`` as the codec uses them (with its cache of compiled
+    classes)."""
+    return registry._adapters
 
 
 def _anybus_messages() -> Iterator[type[BusMessage]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import types
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
@@ -43,6 +44,9 @@ __all__ = [
 MAX_DEPTH: Final = 64
 
 _TAGS: Final = ("$bytes", "$datetime", "$date")
+#: Types handed on as they are, encoding (floats are checked for infinities) and decoding.
+_AS_IS: Final = frozenset({str, int, bool, types.NoneType})
+_PLAIN: Final = frozenset({str, int, float, bool, types.NoneType, bytes})
 SUPPORTED: Final = (
     "None, bool, int, float, str, bytes, datetime, date, list, tuple, dict with str keys, "
     "and enums, dataclasses and adapted types named by the field's annotation"
@@ -94,7 +98,7 @@ def to_plain(value: Any, binary: bool, depth: int, finite: list[bool]) -> Any:
         Problem: a value the receiver could not rebuild, or nesting over ``MAX_DEPTH``.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _AS_IS:
         return value
     if kind is float:
         if value - value != 0.0:  # inf - inf and nan - nan are nan
@@ -107,14 +111,20 @@ def to_plain(value: Any, binary: bool, depth: int, finite: list[bool]) -> Any:
     if kind is list or kind is tuple:
         out: list[Any] | None = None
         for index, item in enumerate(value):
-            try:
-                new = to_plain(item, binary, depth + 1, finite)
-            except Problem as exc:
-                raise exc.under(f"[{index}]") from None
-            if new is not item and out is None:
+            kind = type(item)
+            # Plain items are handed on without a call: most items of a payload are.
+            if kind in _AS_IS or (kind is float and item - item == 0.0):
+                new = item
+            else:
+                try:
+                    new = to_plain(item, binary, depth + 1, finite)
+                except Problem as exc:
+                    raise exc.under(f"[{index}]") from None
+            if out is None:
+                if new is item:
+                    continue
                 out = list(value[:index])
-            if out is not None:
-                out.append(new)
+            out.append(new)
         return value if out is None else out
     return _other(value, binary, depth, finite)
 
@@ -185,20 +195,31 @@ def check_map(
                 raise Problem(f"has a {type(key).__qualname__!r} key; keys must be str")
         if name[:1] == "$":
             escape = True
-        try:
-            new = to_plain(item, binary, depth + 1, finite)
-        except Problem as exc:
-            raise exc.under(key_segment(name)) from None
-        if out is None and (new is not item or name is not key):
-            out = {}
-            for old_key, old_item in value.items():
-                if old_key is key:
-                    break
-                out[old_key] = old_item
-        if out is not None:
-            out[name] = new
+        kind = type(item)
+        if kind in _AS_IS or (kind is float and item - item == 0.0):
+            new = item
+        else:
+            try:
+                new = to_plain(item, binary, depth + 1, finite)
+            except Problem as exc:
+                raise exc.under(key_segment(name)) from None
+        if out is None:
+            if new is item and name is key:
+                continue
+            out = _head(value, key)
+        out[name] = new
     result = value if out is None else out
     return {"$dict": result} if escape else result
+
+
+def _head(mapping: dict[Any, Any], stop: Any) -> dict[Any, Any]:
+    """The items of ``mapping`` before the key ``stop``, in a new dict."""
+    head = {}
+    for key, item in mapping.items():
+        if key is stop:
+            break
+        head[key] = item
+    return head
 
 
 def untag(data: dict[Any, Any]) -> Any:
@@ -253,32 +274,34 @@ def from_plain(data: Any, depth: int) -> Any:
             timestamp or extension), or nesting over ``MAX_DEPTH``.
     """
     kind = type(data)
-    if kind is str or kind is int or kind is float or kind is bool or data is None:
-        return data
-    if kind is bytes:
+    if kind in _PLAIN:
         return data
     if depth > MAX_DEPTH:
         raise Problem(f"nested over {MAX_DEPTH} levels deep")
     if kind is list:
         out: list[Any] | None = None
         for index, item in enumerate(data):
-            try:
-                new = from_plain(item, depth + 1)
-            except Problem as exc:
-                raise exc.under(f"[{index}]") from None
-            if new is not item and out is None:
+            if type(item) in _PLAIN:
+                new = item
+            else:
+                try:
+                    new = from_plain(item, depth + 1)
+                except Problem as exc:
+                    raise exc.under(f"[{index}]") from None
+            if out is None:
+                if new is item:
+                    continue
                 out = data[:index]
-            if out is not None:
-                out.append(new)
+            out.append(new)
         return data if out is None else out
     if kind is dict:
         for key in data:
-            if type(key) is not str or key[:1] == "$":
+            if type(key) is not str or key[:1] == "$":  # a tag, an escape, or refused
                 tagged = untag(data)
                 if tagged is not None:
                     return tagged
-                break
-        return from_plain_map(literal_map(data), depth)
+                return from_plain_map(literal_map(data), depth)
+        return from_plain_map(data, depth)
     raise Problem(f"unexpected {kind.__qualname__} in the data")
 
 
@@ -286,16 +309,16 @@ def from_plain_map(data: dict[str, Any], depth: int) -> dict[str, Any]:
     """A checked mapping (see :func:`literal_map`) with its ``Any`` values resolved."""
     out: dict[str, Any] | None = None
     for key, item in data.items():
-        try:
-            new = from_plain(item, depth + 1)
-        except Problem as exc:
-            raise exc.under(key_segment(key)) from None
-        if new is not item and out is None:
-            out = {}
-            for old_key, old_item in data.items():
-                if old_key is key:
-                    break
-                out[old_key] = old_item
-        if out is not None:
-            out[key] = new
+        if type(item) in _PLAIN:
+            new = item
+        else:
+            try:
+                new = from_plain(item, depth + 1)
+            except Problem as exc:
+                raise exc.under(key_segment(key)) from None
+        if out is None:
+            if new is item:
+                continue
+            out = _head(data, key)
+        out[key] = new
     return data if out is None else out

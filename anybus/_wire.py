@@ -30,7 +30,7 @@ import msgspec
 from ._exceptions import MessageRejected, SerializationError
 from ._fields import decode_bytes, decode_fields, encode_fields, encode_struct
 from ._hints import short
-from ._message_types import MessageRegistry, default_registry
+from ._message_types import MessageRegistry, adapters_of, default_registry
 from ._messages import BusMessage
 from ._plain import scalar_hook
 from ._rejections import RejectionCounter
@@ -234,7 +234,8 @@ class WireCodec:
 
     def _encode_body(self, message: BusMessage, type_name: str, sender: str, seq: int) -> bytes:
         if self._native:
-            fields, finite = encode_struct(message, self._registry.adapters, binary=self._binary)
+            adapters = adapters_of(self._registry)
+            fields, finite = encode_struct(message, adapters, binary=self._binary)
             body = _Body(type_name, sender, seq, message.id, message.name, fields)
             if self._binary:
                 return _MSGPACK_ENCODER.encode(body)
@@ -324,7 +325,7 @@ class WireCodec:
                 message = decode_bytes(
                     self._registry.lookup(head.type),
                     head.fields,
-                    self._registry.adapters,
+                    adapters_of(self._registry),
                     binary=self._binary,
                     message_id=head.id,
                     name=head.name,
