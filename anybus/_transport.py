@@ -19,16 +19,19 @@ after intake stopped is delivered, so nothing of it is acknowledged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVarTuple, final
 
-from anyio import TASK_STATUS_IGNORED, sleep_forever
-from anyio.abc import TaskStatus
+from anyio import TASK_STATUS_IGNORED, CancelScope, Event, sleep_forever
+from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import checkpoint
 
 if TYPE_CHECKING:
     from ._messages import BusMessage
 
-__all__ = ["DeliveryMark", "MemoryTransport", "Transport", "TransportHost"]
+__all__ = ["DeliveryMark", "Intake", "MemoryTransport", "Transport", "TransportHost"]
+
+_Args = TypeVarTuple("_Args")
 
 
 class DeliveryMark(Protocol):
@@ -145,3 +148,57 @@ class MemoryTransport:
 
     def __str__(self) -> str:
         return "memory"
+
+
+@final
+class Intake:
+    """A transport's reader task, and ending it: the first step of the ordered stop.
+
+    :meth:`start` runs the reader in a task group, in a cancel scope of its own;
+    :meth:`stop` (what :meth:`Transport.stop_intake` does) cancels that scope and returns once
+    the reader has ended. A helper for transports written on this protocol.
+    """
+
+    __slots__ = ("_ended", "_scope")
+
+    def __init__(self) -> None:
+        self._scope: CancelScope | None = None
+        self._ended: Event | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Whether no reader runs, or the one that runs was told to stop."""
+        return self._scope is None or self._scope.cancel_called
+
+    def start(
+        self,
+        task_group: TaskGroup,
+        read: Callable[[*_Args], Awaitable[object]],
+        *args: *_Args,
+        name: str,
+    ) -> None:
+        """Run ``await read(*args)`` in ``task_group``, until it returns or :meth:`stop`."""
+        scope = self._scope = CancelScope()
+        ended = self._ended = Event()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await read(*args)
+            finally:
+                if self._scope is scope:  # a later start() may have begun
+                    self._scope = None
+                ended.set()
+
+        task_group.start_soon(run, name=name)
+
+    async def stop(self) -> None:
+        """Stop the reader; return once it has ended (a checkpoint when none runs).
+
+        Cancelled while it waits, the reader has been told to stop all the same.
+        """
+        scope, ended = self._scope, self._ended
+        if scope is not None and ended is not None:
+            scope.cancel(reason="anybus: the bus stops its intake")
+            await ended.wait()
+        await checkpoint()

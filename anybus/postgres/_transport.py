@@ -23,18 +23,16 @@ from typing import final
 from anyio import (
     TASK_STATUS_IGNORED,
     CancelScope,
-    Event,
     create_task_group,
     current_time,
     move_on_after,
     sleep,
 )
 from anyio.abc import TaskStatus
-from anyio.lowlevel import checkpoint
 
 from .._exceptions import TransportError
 from .._messages import BusMessage
-from .._transport import TransportHost
+from .._transport import Intake, TransportHost
 from .._wire import WireCodec
 from ._client import DatabaseError, PgConnection
 from ._connections import Connections
@@ -144,8 +142,7 @@ class PostgresTransport:
         self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
-        self._intake: CancelScope | None = None
-        self._intake_ended: Event | None = None
+        self._intake = Intake()
         self._relisten = False
 
     # --- identity and counters --------------------------------------------------------------
@@ -203,11 +200,7 @@ class PostgresTransport:
         Cancelled while it waits for the reader, intake has stopped all the same (the
         reader's scope is cancelled first).
         """
-        scope, ended = self._intake, self._intake_ended
-        if scope is not None and ended is not None:
-            scope.cancel(reason="anybus: the bus stops its intake")
-            await ended.wait()
-        await checkpoint()
+        await self._intake.stop()
 
     async def serve(
         self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
@@ -239,9 +232,7 @@ class PostgresTransport:
         await self._attach(read, first_time=True)
         await self._housekeep(read)
         async with create_task_group() as task_group:
-            self._intake = intake = CancelScope()
-            self._intake_ended = Event()
-            task_group.start_soon(self._read, intake, host, name="anybus postgres reader")
+            self._intake.start(task_group, self._read_all, host, name="anybus postgres reader")
             task_group.start_soon(
                 self._outbox.run, conns.connector("write"), name="anybus postgres writer"
             )
@@ -276,17 +267,6 @@ class PostgresTransport:
             self._cursor.start(first - 1)  # what is gone is neither read nor reported again
 
     # --- reading ----------------------------------------------------------------------------
-
-    async def _read(self, scope: CancelScope, host: TransportHost) -> None:
-        try:
-            with scope:
-                await self._read_all(host)
-        finally:
-            ended = self._intake_ended
-            if self._intake is scope:
-                self._intake = None
-            if ended is not None:
-                ended.set()
 
     async def _read_all(self, host: TransportHost) -> None:
         reader = self._conns.connector("read", partial(self._attach, first_time=False))

@@ -26,7 +26,7 @@ from anyio.lowlevel import checkpoint
 from .._bus import WorkerBus
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
-from .._transport import TransportHost
+from .._transport import Intake, TransportHost
 from .._wire import WireCodec
 from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import RedisClient, RedisSettings
@@ -89,8 +89,7 @@ class PubSubTransport(RedisTransport):
         # Payloads this bus published, so that their echoes are dropped without decoding.
         self._own = RecentPayloads(outbox * 2)
         self._probe_heard: Event | None = None
-        self._intake: CancelScope | None = None  # the reader's, while it runs
-        self._intake_ended: Event | None = None  # set when that reader has ended
+        self._intake = Intake()
 
     @property
     def channel(self) -> str:
@@ -216,11 +215,7 @@ class PubSubTransport(RedisTransport):
         Cancelled while it waits for the reader, intake has stopped all the same (the reader's
         scope is cancelled first).
         """
-        scope, ended = self._intake, self._intake_ended
-        if scope is not None and ended is not None:
-            scope.cancel(reason="anybus: the bus stops its intake")
-            await ended.wait()
-        await checkpoint()
+        await self._intake.stop()
 
     async def serve(
         self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
@@ -242,16 +237,10 @@ class PubSubTransport(RedisTransport):
         # A bus can take a message in glide's callback, without a task switch; other hosts
         # get every message through the reader task.
         bus = host if isinstance(host, WorkerBus) else None
+        intake = self._intake
 
         def on_message(payload: bytes) -> None:  # called by glide on the event loop's thread
-            intake = self._intake
-            if (
-                not inbound
-                and not self._reader_busy
-                and bus is not None
-                and intake is not None
-                and not intake.cancel_called
-            ):
+            if not inbound and not self._reader_busy and bus is not None and not intake.stopped:
                 # Nothing ahead of it: deliver it here and now, unless an inbox would make
                 # it wait (then the reader delivers it, and what comes after it).
                 try:
@@ -288,11 +277,7 @@ class PubSubTransport(RedisTransport):
             # first command.
             await self._health.wait_for_server(subscriber, self._connect_timeout)
             async with create_task_group() as task_group:
-                self._intake = CancelScope()
-                self._intake_ended = Event()
-                task_group.start_soon(
-                    self._read, self._intake, inbound, name="anybus redis reader"
-                )
+                intake.start(task_group, self._read_all, inbound, name="anybus redis reader")
                 await self._probe(publisher)
                 self._outbox = outbox
                 task_group.start_soon(
@@ -355,17 +340,6 @@ class PubSubTransport(RedisTransport):
                 f"{self!r}: the subscription to {self._channel!r} on "
                 f"{self._settings.address} was not confirmed within {timeout} s"
             ) from None
-
-    async def _read(self, scope: CancelScope, inbound: deque[bytes | BusMessage]) -> None:
-        try:
-            with scope:
-                await self._read_all(inbound)
-        finally:
-            ended = self._intake_ended
-            if self._intake is scope:
-                self._intake = None
-            if ended is not None:
-                ended.set()
 
     async def _read_all(self, inbound: deque[bytes | BusMessage]) -> None:
         # What glide's callback could not deliver at once, in order: payloads (and at most

@@ -14,7 +14,6 @@ from anyio import (
     TASK_STATUS_IGNORED,
     CancelScope,
     CapacityLimiter,
-    Event,
     Lock,
     create_task_group,
     current_time,
@@ -23,11 +22,10 @@ from anyio import (
     sleep,
 )
 from anyio.abc import TaskStatus
-from anyio.lowlevel import checkpoint
 
 from .._exceptions import TransportError
 from .._messages import BusMessage
-from .._transport import DeliveryMark, TransportHost
+from .._transport import DeliveryMark, Intake, TransportHost
 from .._wire import WireCodec
 from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
@@ -93,8 +91,7 @@ class StreamTransport(RedisTransport):
         self._send_lock = Lock()
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
-        self._intake: CancelScope | None = None  # the reader's, while it runs
-        self._intake_ended: Event | None = None  # set when that reader has ended
+        self._intake = Intake()
 
     @property
     def stream(self) -> str:
@@ -167,11 +164,7 @@ class StreamTransport(RedisTransport):
         waits for the reader, intake has stopped all the same (the reader's scope is
         cancelled first).
         """
-        scope, ended = self._intake, self._intake_ended
-        if scope is not None and ended is not None:
-            scope.cancel(reason="anybus: the bus stops its intake")
-            await ended.wait()
-        await checkpoint()
+        await self._intake.stop()
 
     async def serve(
         self, host: TransportHost, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED
@@ -201,11 +194,9 @@ class StreamTransport(RedisTransport):
                 "%r: consumer group %r %s", self, self._group, "created" if created else "resumed"
             )
             async with create_task_group() as task_group:
-                self._intake = CancelScope()
-                self._intake_ended = Event()
-                task_group.start_soon(
-                    self._read,
-                    self._intake,
+                self._intake.start(
+                    task_group,
+                    self._read_all,
                     host,
                     reader,
                     unacked,
@@ -274,23 +265,6 @@ class StreamTransport(RedisTransport):
                     return await client.create_group(self._stream, self._group, "$")
                 except TransportError:
                     await sleep(0.05)
-
-    async def _read(
-        self,
-        scope: CancelScope,
-        host: TransportHost,
-        client: RedisClient,
-        unacked: deque[tuple[str, DeliveryMark | None]],
-    ) -> None:
-        try:
-            with scope:
-                await self._read_all(host, client, unacked)
-        finally:
-            ended = self._intake_ended
-            if self._intake is scope:
-                self._intake = None
-            if ended is not None:
-                ended.set()
 
     async def _read_all(
         self,
