@@ -1,12 +1,16 @@
-"""The adapter between anybus and psycopg 3: the only module that imports psycopg.
+"""The adapter between anybus and psycopg 3: the only modules that import psycopg are this
+one and :mod:`._nonblocking`, which it drives.
 
 How it drives psycopg on both backends: psycopg's async API is built on asyncio, so it cannot
-serve a trio program; its sync API is thread-safe. Each :class:`PgConnection` therefore holds
-one *sync* connection (autocommit) and runs every statement on a worker thread through
-``anyio.to_thread.run_sync``, one statement at a time, on asyncio and on trio alike. Statements
-are short; none of them waits for messages. Waiting for messages is done without a thread:
-:meth:`PgConnection.wait_notifies` waits for the connection's socket to become readable on the
-event loop (``anyio.wait_readable``) and then lets libpq read what arrived, without blocking.
+serve a trio program. Each :class:`PgConnection` holds one *sync* connection (autocommit) and
+runs the bus's statements (:meth:`PgConnection.fetch`) on the event loop, without a thread:
+:class:`~anybus.postgres._nonblocking.Statements` sends each with libpq's non-blocking calls
+and waits for the socket with ``anyio.wait_writable`` / ``anyio.wait_readable``, on asyncio
+and on trio alike; psycopg's adapters convert the parameters and the rows. What is rare (the
+connection itself, a script, ``LISTEN``, closing) runs on a worker thread through
+``anyio.to_thread.run_sync`` with psycopg's sync API. One statement at a time per connection.
+Waiting for messages takes no thread either: :meth:`PgConnection.wait_notifies` waits for the
+connection's socket to become readable, then lets libpq read what arrived, without blocking.
 So a bus waiting for messages ends its wait as soon as it is cancelled, no thread is left
 waiting, and no event loop is blocked.
 
@@ -28,10 +32,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, final
 
 import psycopg
-from anyio import CancelScope, CapacityLimiter, current_time, fail_after, to_thread, wait_readable
+from anyio import (
+    CancelScope,
+    CapacityLimiter,
+    current_time,
+    fail_after,
+    move_on_after,
+    to_thread,
+    wait_readable,
+)
 from psycopg import sql
 
 from .._exceptions import TransportError
+from ._nonblocking import Statements
 
 __all__ = ["DatabaseError", "PgConnection", "describe"]
 
@@ -116,9 +129,17 @@ class _Statement:
 
 
 class PgConnection:
-    """One psycopg connection driven from worker threads (see the module docs)."""
+    """One psycopg connection, driven from the event loop (see the module docs)."""
 
-    __slots__ = ("_answer_within", "_conn", "_limiter", "_where", "broken", "failure")
+    __slots__ = (
+        "_answer_within",
+        "_conn",
+        "_limiter",
+        "_statements",
+        "_where",
+        "broken",
+        "failure",
+    )
 
     def __init__(
         self, conn: psycopg.Connection[Any], where: str, *, statement_timeout: float
@@ -127,6 +148,7 @@ class PgConnection:
         self._where = where
         self._answer_within = statement_timeout + ANSWER_MARGIN
         self._limiter = CapacityLimiter(1)  # one statement at a time
+        self._statements = Statements(conn)
         #: Whether the connection is lost (the next call raises at once).
         self.broken = False
         #: Why it was lost.
@@ -231,22 +253,57 @@ class PgConnection:
         left = min(patience, started + self._answer_within - current_time())
         if left > 0 and await to_thread.run_sync(ended.wait, left):
             return
+        self._shut_down()
+        await to_thread.run_sync(ended.wait, ANSWER_MARGIN)
+
+    def _shut_down(self) -> None:
+        """Lose the connection: shut its socket down, which ends a statement at once."""
         self._break(TransportError(f"postgres at {self._where} did not answer in time"))
         try:
             with socket.socket(fileno=os.dup(self._conn.pgconn.socket)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
         except (OSError, psycopg.Error) as exc:
             logger.debug("shutting a connection to %s down: %s", self._where, exc)
-        await to_thread.run_sync(ended.wait, ANSWER_MARGIN)
 
     async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        """Run one statement and return its rows (results in binary format)."""
+        """Run one statement on the event loop (no thread) and return its rows (results in
+        binary format).
 
-        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            cursor = conn.execute(query, params, binary=True)
-            return cursor.fetchall() if cursor.description is not None else []
+        Cancelled, it waits for the statement to end (see the module docs for the bound),
+        then raises the cancellation: the statement may have taken effect.
 
-        return await self.call(work)
+        Raises:
+            TransportError: the server refused the statement, the connection broke, or the
+                server did not answer in time (the connection is lost then).
+        """
+        if self.broken:
+            raise TransportError(f"postgres at {self._where}: the connection was lost")
+        async with self._limiter:
+            try:
+                with fail_after(self._answer_within):
+                    return await self._statements.fetch(query, params)
+            except psycopg.Error as exc:
+                error = _translate(exc, self._where)
+                if not isinstance(error, DatabaseError) or self._conn.closed:
+                    self._break(error)
+                raise error from exc
+            except TimeoutError:
+                self._shut_down()
+                raise self._break(
+                    TransportError(
+                        f"postgres at {self._where} did not answer within "
+                        f"{self._answer_within} s: the connection is given up"
+                    )
+                ) from None
+            except BaseException:  # cancelled: the statement may still run on the server
+                with CancelScope(shield=True), move_on_after(CANCEL_GRACE) as waited:
+                    try:
+                        await self._statements.finish()
+                    except psycopg.Error as exc:
+                        self._break(_translate(exc, self._where))
+                if waited.cancelled_caught:
+                    self._shut_down()
+                raise
 
     async def execute_script(self, script: str) -> None:
         """Run a script of several statements (no parameters)."""
