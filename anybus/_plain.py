@@ -295,14 +295,32 @@ def from_plain(data: Any, depth: int) -> Any:
             out.append(new)
         return data if out is None else out
     if kind is dict:
-        for key in data:
-            if type(key) is not str or key[:1] == "$":  # a tag, an escape, or refused
-                tagged = untag(data)
-                if tagged is not None:
-                    return tagged
-                return from_plain_map(literal_map(data), depth)
-        return from_plain_map(data, depth)
+        return _from_plain_dict(data, depth)
     raise Problem(f"unexpected {kind.__qualname__} in the data")
+
+
+def _from_plain_dict(data: dict[Any, Any], depth: int) -> Any:
+    """A dict met in ``Any`` data: keys and values checked in one pass."""
+    out: dict[str, Any] | None = None
+    for key, item in data.items():
+        if type(key) is not str or key[:1] == "$":  # a tag, an escape, or refused
+            tagged = untag(data)
+            if tagged is not None:
+                return tagged
+            return from_plain_map(literal_map(data), depth)
+        if type(item) in _PLAIN:
+            new = item
+        else:
+            try:
+                new = from_plain(item, depth + 1)
+            except Problem as exc:
+                raise exc.under(key_segment(key)) from None
+        if out is None:
+            if new is item:
+                continue
+            out = _head(data, key)
+        out[key] = new
+    return data if out is None else out
 
 
 def from_plain_map(data: dict[str, Any], depth: int) -> dict[str, Any]:
