@@ -57,15 +57,21 @@ class RejectionCounter:
         """Rejections so far, all reasons together."""
         return sum(self._counts.values())
 
-    def record(self, rejection: MessageRejected | str, *, origin: str | None = None) -> None:
+    def record(
+        self,
+        rejection: MessageRejected | str,
+        *,
+        origin: str | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Count ``rejection``, and log it unless its reason was logged under ``interval`` ago.
 
         ``rejection`` is a :class:`~anybus.MessageRejected`, or a reason of the transport's
-        own (such as ``"inbound-overflow"``) as a str. ``origin`` (a stream or channel name,
-        say) is added to the log line.
+        own (such as ``"inbound-overflow"``, or ``"replayed"``) as a str, with an optional
+        ``detail``. ``origin`` (a stream or channel name, say) is added to the log line.
         """
         if isinstance(rejection, str):
-            reason, detail = rejection, "-"
+            reason, detail = rejection, detail or "-"
         else:
             reason, detail = rejection.reason, rejection.detail
         self._counts[reason] = self._counts.get(reason, 0) + 1

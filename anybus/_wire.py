@@ -9,7 +9,9 @@ Layout of one encoded message (every length is one unsigned byte)::
 
 ``V`` is the format version (1), ``K`` is 0 for an unsigned message. The HMAC is computed over
 every other byte of the message (the header without the HMAC, then the body), so everything
-that is decoded is covered. The body is ``{"type", "sender", "seq", "id", "name", "fields"}``.
+that is decoded is covered. The body is ``{"type", "sender", "seq", "id", "name", "fields"}``,
+and a signed one adds ``"time_ms"``: when it was encoded (the network buses' readers refuse a
+stale or repeated signed message as a replay: see :mod:`anybus._sequence`).
 
 With anybus's own serializers the body is written in one msgspec call, and read in two: the
 envelope (its fields left as raw bytes), then the fields, straight into the registered class.
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, final
 
@@ -54,6 +58,7 @@ class _Body(msgspec.Struct):
     id: str
     name: str
     fields: Any
+    time_ms: int | msgspec.UnsetType = msgspec.UNSET  # signed messages only
 
 
 class _Head(msgspec.Struct, forbid_unknown_fields=True):
@@ -65,6 +70,7 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True):
     id: str
     name: str
     fields: msgspec.Raw
+    time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 _MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=scalar_hook)
@@ -91,6 +97,8 @@ class Envelope:
         type_name: the registered type name the message was sent under.
         key_id: the id of the key whose signature was verified, or ``None`` when the decoding
             codec has no signing keys.
+        timestamp: when the sender encoded it, in seconds since the epoch by the sender's
+            clock; ``None`` when the envelope has none (an unsigned message).
     """
 
     message: BusMessage
@@ -98,6 +106,7 @@ class Envelope:
     seq: int
     type_name: str
     key_id: str | None
+    timestamp: float | None = None
 
 
 @final
@@ -115,10 +124,16 @@ class WireCodec:
             ``decode`` only accepts messages signed with one of these keys. List the old key
             next to the new one while rotating.
         signing_key_id: the key ``encode`` signs with; may be left out when there is one key.
+        replay_window: with signing keys, the network buses refuse a signed message as
+            ``replayed`` when its timestamp is further than this many seconds from their clock,
+            or when it repeats a message they took; ``None`` turns replay protection off.
+        clock: the wall clock, in seconds since the epoch, that timestamps signed messages
+            and that measures their age (``time.time``).
 
     Raises:
         ValueError: ``max_size`` is below 64, a key id is not 1 to 255 printable ASCII
-            characters, a secret is empty, or ``signing_key_id`` names no key.
+            characters, a secret is empty, ``signing_key_id`` names no key, or
+            ``replay_window`` is not a positive number of seconds.
         TypeError: a secret is not ``bytes``.
     """
 
@@ -130,9 +145,18 @@ class WireCodec:
         max_size: int = 1_048_576,
         signing_keys: Mapping[str, bytes] | None = None,
         signing_key_id: str | None = None,
+        replay_window: float | None = 300.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
             raise ValueError(f"max_size must be an int of at least 64 bytes, got {max_size!r}")
+        window = replay_window
+        if window is not None and (type(window) not in (int, float) or not 0 < window < math.inf):
+            raise ValueError(
+                f"replay_window must be a positive number of seconds or None, got {window!r}"
+            )
+        self._replay_window = None if window is None else float(window)
+        self._clock = clock
         self._serializer: Serializer = JSONSerializer() if serializer is None else serializer
         self._registry = registry
         self._max_size = max_size
@@ -188,6 +212,17 @@ class WireCodec:
         """The ids of the keys ``decode`` accepts (empty: signatures are not checked)."""
         return frozenset(self._keys)
 
+    @property
+    def replay_window(self) -> float | None:
+        """How far, in seconds, a signed message's timestamp may be from the receiver's clock
+        (``None``: replay protection is off)."""
+        return self._replay_window if self._keys else None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock of the timestamps and of their freshness."""
+        return self._clock
+
     def encode(self, message: BusMessage, *, sender: str, seq: int) -> bytes:
         """Encode ``message`` in an envelope from bus instance ``sender`` with number ``seq``.
 
@@ -233,10 +268,11 @@ class WireCodec:
         return self._header + mac + data
 
     def _encode_body(self, message: BusMessage, type_name: str, sender: str, seq: int) -> bytes:
+        time_ms = int(self._clock() * 1000) if self._signing_key_id else msgspec.UNSET
         if self._native:
             adapters = adapters_of(self._registry)
             fields, finite = encode_struct(message, adapters, binary=self._binary)
-            body = _Body(type_name, sender, seq, message.id, message.name, fields)
+            body = _Body(type_name, sender, seq, message.id, message.name, fields, time_ms)
             if self._binary:
                 return _MSGPACK_ENCODER.encode(body)
             if finite:
@@ -250,6 +286,8 @@ class WireCodec:
             "name": message.name,
             "fields": encode_fields(message, binary=self._binary, registry=self._registry),
         }
+        if time_ms is not msgspec.UNSET:
+            plain["time_ms"] = time_ms
         data = self._serializer.encode(plain)
         if not isinstance(data, bytes):
             raise TypeError(f"encode() returned {type(data).__qualname__}, not bytes")
@@ -330,7 +368,8 @@ class WireCodec:
                     message_id=head.id,
                     name=head.name,
                 )
-                return Envelope(message, head.sender, head.seq, head.type, key_id)
+                timestamp = None if head.time_ms is None else head.time_ms / 1000
+                return Envelope(message, head.sender, head.seq, head.type, key_id, timestamp)
             except Exception:  # decoded again below, to say why it is refused
                 pass
         try:
@@ -339,11 +378,12 @@ class WireCodec:
             raise MessageRejected(
                 "malformed", f"{self._serializer.name} body does not parse: {short(exc)}"
             ) from None
-        if type(parsed) is not dict or parsed.keys() != _BODY_KEYS:
+        # "time_ms" may be there (signed messages have it), the rest must be.
+        if type(parsed) is not dict or parsed.keys() - {"time_ms"} != _BODY_KEYS:
             shown = sorted(map(str, parsed))[:8] if type(parsed) is dict else type(parsed)
             raise MessageRejected("malformed", f"body is not an envelope body: {short(shown)}")
         type_name, sender, seq = parsed["type"], parsed["sender"], parsed["seq"]
-        message_id, name = parsed["id"], parsed["name"]
+        message_id, name, time_ms = parsed["id"], parsed["name"], parsed.get("time_ms")
         if not (
             type(type_name) is str
             and type(sender) is str
@@ -352,11 +392,13 @@ class WireCodec:
             and 0 <= seq <= _MAX_SEQ
             and type(message_id) is str
             and type(name) is str
+            and (time_ms is None or (type(time_ms) is int and 0 <= time_ms <= _MAX_SEQ))
         ):
             raise MessageRejected(
                 "malformed",
                 f"bad envelope values: type={short(type_name, 40)} sender={short(sender, 40)} "
-                f"seq={short(seq, 30)} id={short(message_id, 40)} name={short(name, 40)}",
+                f"seq={short(seq, 30)} id={short(message_id, 40)} name={short(name, 40)} "
+                f"time_ms={short(time_ms, 30)}",
             )
         try:
             cls = self._registry.lookup(type_name)
@@ -365,11 +407,13 @@ class WireCodec:
         message = decode_fields(
             cls, parsed["fields"], message_id=message_id, name=name, registry=self._registry
         )
-        return Envelope(message, sender, seq, type_name, key_id)
+        timestamp = None if time_ms is None else time_ms / 1000
+        return Envelope(message, sender, seq, type_name, key_id, timestamp)
 
     def __repr__(self) -> str:
         signing = f"signing_key_id={self._signing_key_id!r}" if self._keys else "unsigned"
+        replays = f", replay_window={self.replay_window} s" if self.replay_window else ""
         return (
             f"<WireCodec [{self._serializer.name}, max_size={self._max_size}, {signing}, "
-            f"{len(self._keys)} key(s), {len(self._registry)} types]>"
+            f"{len(self._keys)} key(s), {len(self._registry)} types{replays}]>"
         )

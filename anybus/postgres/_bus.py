@@ -30,6 +30,8 @@ class PostgresStatistics:
         missed: messages lost in those gaps: exact, since message ids have no holes.
         duplicates: messages received again (redelivered after a crash); dropped when
             ``dedupe`` is on.
+        replayed: signed messages refused as replays: stale, or a sender's number taken
+            before (see the serialization docs); also in ``rejected``.
         position: the id of the last message read.
         acknowledged: the id up to which every message was handled and acknowledged.
     """
@@ -43,6 +45,7 @@ class PostgresStatistics:
     gaps: int
     missed: int
     duplicates: int
+    replayed: int
     position: int
     acknowledged: int
 

@@ -39,8 +39,16 @@ class Rows:
         self._channel = channel
         #: Rows rejected, by reason.
         self.rejections = RejectionCounter(logger=logger)
-        #: Gaps, messages missed in them, and repeats.
-        self.tracker = SequenceTracker(dedupe=dedupe, logger=logger, owner=owner, count_gaps=False)
+        #: Gaps, messages missed in them, repeats and replays.
+        self.tracker = SequenceTracker(
+            dedupe=dedupe,
+            logger=logger,
+            owner=owner,
+            count_gaps=False,
+            rejections=self.rejections,
+            replay_window=codec.replay_window,
+            clock=codec.clock,
+        )
         #: Messages decoded from other buses' rows.
         self.received = 0
 

@@ -174,6 +174,7 @@ class PostgresTransport:
             "gaps": self._rows.tracker.gaps,
             "missed": self._rows.tracker.missed,
             "duplicates": self._rows.tracker.duplicates,
+            "replayed": self._rows.tracker.replayed,
             "position": self._cursor.position,
             "acknowledged": self._cursor.acknowledged,
         }

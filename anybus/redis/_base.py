@@ -22,6 +22,7 @@ from .._bus import WorkerBus
 from .._dispatch import ErrorHook
 from .._exceptions import BusOverflowError, MessageRejected
 from .._messages import BusMessage
+from .._sequence import SequenceTracker
 from .._statistics import OverflowPolicy
 from .._transport import TransportHost
 from .._wire import Envelope, RejectionCounter, WireCodec
@@ -53,6 +54,8 @@ class RedisStatistics:
         missed: messages lost in those gaps.
         duplicates: messages received again (redelivered after a crash, or retried sends);
             dropped when ``dedupe`` is on.
+        replayed: signed messages refused as replays: stale, or a sender's number taken
+            before (see the serialization docs); also in ``rejected``.
         groups_recreated: stream consumer groups recreated after Redis lost them.
     """
 
@@ -67,6 +70,7 @@ class RedisStatistics:
     gaps: int
     missed: int
     duplicates: int
+    replayed: int
     groups_recreated: int
 
 
@@ -133,8 +137,6 @@ class RedisTransport(ABC):
         health_interval: float,
         dedupe: int,
     ) -> None:
-        if dedupe < 0:
-            raise ValueError(f"dedupe cannot be negative, got {dedupe!r}")
         if isinstance(url, RedisSettings):
             self._settings = url
         else:
@@ -145,13 +147,19 @@ class RedisTransport(ABC):
         self._health = Health(self._settings, health_interval)
         self._rejections = RejectionCounter(logger=logger)
         self._seq = 0
-        self._last_seq: dict[str, int] = {}
-        self._dedupe = dedupe
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._sequence = SequenceTracker(
+            dedupe=dedupe,
+            logger=logger,
+            owner=self,
+            why_lost="redis was unreachable, a subscription lapsed, or a stream lost them",
+            rejections=self._rejections,
+            # A PipecatWireCodec has neither: it never signs.
+            replay_window=getattr(self._codec, "replay_window", None),
+            clock=getattr(self._codec, "clock", time.time),
+        )
         self._published = self._publish_failures = self._unheard = 0
         self._last_failure_log = -math.inf
-        self._received = self._inbound_overflow = self._gaps = self._missed = 0
-        self._duplicates = self._groups_recreated = 0
+        self._received = self._inbound_overflow = self._groups_recreated = 0
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
 
@@ -174,36 +182,10 @@ class RedisTransport(ABC):
         self._received += 1
         return envelope
 
-    def _is_new(self, envelope: Envelope) -> bool:
-        """Track the sender's sequence numbers: report gaps; spot (and maybe drop) repeats."""
-        sender, seq = envelope.sender, envelope.seq
-        last = self._last_seq.get(sender)
-        if last is None or seq > last:
-            self._last_seq[sender] = seq
-        if last is not None and seq > last + 1:
-            missed = seq - last - 1
-            self._gaps += 1
-            self._missed += missed
-            logger.warning(
-                "%r: missed %d message(s) from %s (they were lost on the way: redis was "
-                "unreachable, a subscription lapsed, or a stream lost them)",
-                self,
-                missed,
-                sender,
-            )
-        if not self._dedupe:
-            if last is not None and seq <= last:
-                self._duplicates += 1
-            return True
-        message_id = envelope.message.id
-        if message_id in self._seen:
-            self._duplicates += 1
-            logger.debug("%r: dropped a repeat of %s", self, envelope.message)
-            return False
-        self._seen[message_id] = None
-        if len(self._seen) > self._dedupe:
-            self._seen.popitem(last=False)
-        return True
+    def _is_new(self, envelope: Envelope, *, redelivered: bool = False) -> bool:
+        """Track the sender's sequence numbers: report gaps; spot (and maybe drop) repeats;
+        refuse replays (``redelivered``: an entry read again; see :class:`SequenceTracker`)."""
+        return self._sequence.is_new(envelope, redelivered=redelivered)
 
     async def _deliver_received(self, message: BusMessage) -> None:
         host = self._host
@@ -259,9 +241,10 @@ class RedisTransport(ABC):
             received=self._received,
             rejected=self._rejections.counts,
             inbound_overflow=self._inbound_overflow,
-            gaps=self._gaps,
-            missed=self._missed,
-            duplicates=self._duplicates,
+            gaps=self._sequence.gaps,
+            missed=self._sequence.missed,
+            duplicates=self._sequence.duplicates,
+            replayed=self._sequence.replayed,
             groups_recreated=self._groups_recreated,
         )
 
