@@ -151,7 +151,9 @@ def test_the_signature_counts_towards_the_size() -> None:
     message = BusJobRequestMessage(source="s", job_id="j", payload={"x": "a" * 100})
     size = len(WireCodec().encode(message, sender="b", seq=1))
     WireCodec(max_size=size).encode(message, sender="b", seq=1)
-    with pytest.raises(SerializationError, match=f"is {size + 1 + 32} bytes"):
+    # The key id's length byte, the MAC, and the signed send time (replay protection).
+    overhead = 1 + 32 + len(b',"time_ms":') + 13
+    with pytest.raises(SerializationError, match=f"is {size + overhead} bytes"):
         WireCodec(max_size=size, signing_keys={"k": KEY1}).encode(message, sender="b", seq=1)
 
 
