@@ -19,8 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import re
 import types
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Final
 
@@ -222,6 +223,22 @@ def _head(mapping: dict[Any, Any], stop: Any) -> dict[Any, Any]:
     return head
 
 
+#: A UTC offset with a fraction of a second, which ``datetime.fromisoformat`` (3.11) drops.
+_FINE_OFFSET: Final = re.compile(r"([+-])(\d{2}):(\d{2}):(\d{2})\.(\d{6})$")
+
+
+def _datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    fine = _FINE_OFFSET.search(text)
+    if fine is not None and value.tzinfo is not None:
+        sign, hours, minutes, seconds, micros = fine.groups()
+        offset = timedelta(
+            hours=int(hours), minutes=int(minutes), seconds=int(seconds), microseconds=int(micros)
+        )
+        value = value.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+    return value
+
+
 def untag(data: dict[Any, Any]) -> Any:
     """The value of a ``$bytes``/``$datetime``/``$date`` tag, or ``None`` if ``data`` is not one.
 
@@ -239,7 +256,7 @@ def untag(data: dict[Any, Any]) -> Any:
         if key == "$bytes":
             return base64.b64decode(text, validate=True)
         if key == "$datetime":
-            return datetime.fromisoformat(text)
+            return _datetime(text)
         return date.fromisoformat(text)
     except (ValueError, binascii.Error):
         raise Problem(f"{key} tag holds an invalid value {short(text)}") from None

@@ -428,3 +428,25 @@ def test_message_fields_are_the_dataclass_fields() -> None:
     message = BusJobResponseMessage(source="s", job_id="j", status=JobStatus.ERROR)
     data = codec.encode(message, sender="b", seq=5)
     assert set(json.loads(data[data.index(b"{") :])["fields"]) == names
+
+
+@pytest.mark.parametrize("serializer", serializers(), ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(microseconds=1), -timedelta(hours=3, seconds=2, microseconds=5), timedelta(0)],
+    ids=["plus-1us", "minus-3h-2.000005s", "utc"],
+)
+def test_a_utc_offset_with_a_fraction_of_a_second_survives(
+    serializer: Serializer, offset: timedelta
+) -> None:
+    when = datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=timezone(offset))
+    typed = round_trip(RichMessage(source="s", when=when), serializer)
+    untyped = round_trip(
+        BusJobRequestMessage(source="s", job_id="j", payload={"w": when}), serializer
+    )
+    assert isinstance(typed, RichMessage)
+    assert isinstance(untyped, BusJobRequestMessage)
+    assert typed.when is not None
+    assert typed.when.utcoffset() == offset
+    assert untyped.payload is not None
+    assert untyped.payload["w"].utcoffset() == offset
