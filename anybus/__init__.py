@@ -3,6 +3,7 @@
 from ._adapters import TypeAdapter as TypeAdapter
 from ._bus import WorkerBus as WorkerBus
 from ._bus import current_bus as current_bus
+from ._codec import Codec as Codec
 from ._directory import WorkerChange as WorkerChange
 from ._directory import WorkerDirectory as WorkerDirectory
 from ._directory import WorkerEvent as WorkerEvent
@@ -131,6 +132,7 @@ __all__ = [
     "BusWorkerPresenceQueryMessage",
     "BusWorkerReadyMessage",
     "BusWorkerRegistryMessage",
+    "Codec",
     "DeliveryMark",
     "Envelope",
     "FrameDirection",

@@ -8,11 +8,11 @@ import functools
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from anybus import BusMessage, PipecatWireCodec, WireCodec
+from anybus import BusMessage, PipecatWireCodec
 from anybus.redis import RedisBus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,9 +22,7 @@ DEFAULT_VENVS = (ROOT / "benchmarks" / ".venv-pipecat", Path("/work/.venv-pipeca
 
 def pipecat_bus(url: str, channel: str, **options: Any) -> RedisBus:
     """A ``RedisBus`` that speaks pipecat's wire format on ``channel``."""
-    # RedisBus's codec parameter is annotated WireCodec; PipecatWireCodec has its interface.
-    codec = cast(WireCodec, PipecatWireCodec())
-    return RedisBus(url, channel=channel, codec=codec, **options)
+    return RedisBus(url, channel=channel, codec=PipecatWireCodec(), **options)
 
 
 def fields_of(message: BusMessage) -> dict[str, Any]:

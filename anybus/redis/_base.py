@@ -25,6 +25,7 @@ from .._messages import BusMessage
 from .._sequence import SequenceTracker
 from .._statistics import OverflowPolicy
 from .._transport import TransportHost
+from .._codec import Codec
 from .._wire import Envelope, RejectionCounter, WireCodec
 from ._client import RedisSettings
 from ._monitor import Health
@@ -131,7 +132,7 @@ class RedisTransport(ABC):
         url: str | RedisSettings,
         *,
         instance: str,
-        codec: WireCodec | None,
+        codec: Codec | None,
         connect_timeout: float | None,
         request_timeout: float,
         health_interval: float,

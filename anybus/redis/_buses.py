@@ -10,7 +10,7 @@ from typing import final
 
 from .._dispatch import ErrorHook
 from .._statistics import OverflowPolicy
-from .._wire import WireCodec
+from .._codec import Codec
 from ._base import RedisBusBase
 from ._client import RedisSettings
 from ._pubsub import PubSubTransport
@@ -63,7 +63,7 @@ class RedisBus(RedisBusBase[PubSubTransport]):
         *,
         channel: str = "anybus",
         name: str | None = None,
-        codec: WireCodec | None = None,
+        codec: Codec | None = None,
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
         inbound_buffer: int = 100_000,
@@ -149,7 +149,7 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
         *,
         stream: str = "anybus",
         name: str | None = None,
-        codec: WireCodec | None = None,
+        codec: Codec | None = None,
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
         health_interval: float = 0.5,

@@ -27,7 +27,7 @@ from .._bus import WorkerBus
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import Intake, TransportHost
-from .._wire import WireCodec
+from .._codec import Codec
 from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import RedisClient, RedisSettings
 
@@ -56,7 +56,7 @@ class PubSubTransport(RedisTransport):
         *,
         channel: str = "anybus",
         name: str | None = None,
-        codec: WireCodec | None = None,
+        codec: Codec | None = None,
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
         inbound_buffer: int = 100_000,

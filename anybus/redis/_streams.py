@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import DeliveryMark, Intake, TransportHost
-from .._wire import WireCodec
+from .._codec import Codec
 from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
 
@@ -52,7 +52,7 @@ class StreamTransport(RedisTransport):
         *,
         stream: str = "anybus",
         name: str | None = None,
-        codec: WireCodec | None = None,
+        codec: Codec | None = None,
         connect_timeout: float | None = 5.0,
         request_timeout: float = 1.0,
         health_interval: float = 0.5,
