@@ -19,13 +19,13 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from .._bus import WorkerBus
+from .._codec import Codec
 from .._dispatch import ErrorHook
 from .._exceptions import BusOverflowError, MessageRejected
 from .._messages import BusMessage
 from .._sequence import SequenceTracker
 from .._statistics import OverflowPolicy
 from .._transport import TransportHost
-from .._codec import Codec
 from .._wire import Envelope, RejectionCounter, WireCodec
 from ._client import RedisSettings
 from ._monitor import Health
@@ -46,7 +46,13 @@ class RedisStatistics:
         connected: whether the last health check reached the server.
         outages: how many times the server became unreachable.
         published: messages stored in (or published to) Redis by this bus.
-        publish_failures: sends that reached local subscribers but not Redis.
+        publish_failures: sends that reached local subscribers but not Redis (or may not
+            have: the error said so).
+        failed_but_stored: of those, the stream sends whose message was found stored after
+            all, at its place in order (the connection broke, or the deadline passed, while
+            it was on its way); counted in ``published`` too.
+        at_risk: sends that returned while Redis was known to be unreachable, before their
+            message reached it (``durability="queued"`` on a stream bus).
         unheard: pub/sub publishes that Redis reported nobody received (a resubscribe gap).
         received: messages read from Redis, this bus's own included.
         rejected: input dropped, by reason (``malformed``, ``forged``, ...).
@@ -64,6 +70,8 @@ class RedisStatistics:
     outages: int
     published: int
     publish_failures: int
+    failed_but_stored: int
+    at_risk: int
     unheard: int
     received: int
     rejected: dict[str, int]
@@ -159,6 +167,7 @@ class RedisTransport(ABC):
             clock=getattr(self._codec, "clock", time.time),
         )
         self._published = self._publish_failures = self._unheard = 0
+        self._failed_but_stored = self._at_risk = 0
         self._last_failure_log = -math.inf
         self._received = self._inbound_overflow = self._groups_recreated = 0
         self._host: TransportHost | None = None  # while serving
@@ -238,6 +247,8 @@ class RedisTransport(ABC):
             outages=self._health.outages,
             published=self._published,
             publish_failures=self._publish_failures,
+            failed_but_stored=self._failed_but_stored,
+            at_risk=self._at_risk,
             unheard=self._unheard,
             received=self._received,
             rejected=self._rejections.counts,

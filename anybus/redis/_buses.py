@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import final
 
+from .._codec import Codec
 from .._dispatch import ErrorHook
 from .._statistics import OverflowPolicy
-from .._codec import Codec
 from ._base import RedisBusBase
 from ._client import RedisSettings
 from ._pubsub import PubSubTransport
-from ._streams import StreamTransport
+from ._streams import Durability, StreamTransport
 
 __all__ = ["RedisBus", "RedisStreamBus"]
 
@@ -110,12 +110,31 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
     An instance that disconnects, or whose process restarts under the same ``name``, resumes
     where it left off: entries it had been given but not acknowledged are given again.
 
-    ``send()`` returns only once Redis has stored the message; while Redis is away it retries
-    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`. Sends
-    on one bus reach Redis one at a time, in order (so a loop of sends pays one round trip
-    per message). A retry
-    after a timeout may store a message twice, and a crash may deliver one twice: with
-    ``dedupe`` (on by default) a bus drops messages whose id it has seen recently.
+    One name has one running instance: an instance holds a lease on its name (a key beside
+    the stream), renewed every third of ``lease`` seconds; a second instance started under a
+    name in use is refused (its start raises :class:`~anybus.TransportError`). The lease of
+    an instance that died runs out after ``lease`` seconds; one that stops gives it up at
+    once. An instance that cannot renew its lease for a whole lease reads nothing until it
+    has; if another instance took the name meanwhile, it stops with a
+    :class:`~anybus.TransportError`.
+
+    ``send()`` delivers to this bus's subscribers, then returns once Redis has stored the
+    message (``durability="stored"``, the default). Sends are stored in order; concurrent
+    sends on one bus are stored together, in one round trip. While Redis is away a send waits
+    for up to ``send_deadline`` seconds, then raises :class:`~anybus.TransportError`, which
+    says whether the message may have been stored; a send that raised is never stored later
+    after messages sent after it (each sender's entries are fenced by their sequence
+    numbers), and one found not stored leaves no gap at the receivers.
+
+    With ``durability="queued"``, ``send()`` returns once the message is queued for the
+    writer, which stores what queues up in order, pipelined, however long Redis is away; a
+    send waits only while ``outbox`` messages are queued (and raises after ``send_deadline``
+    seconds of that). :meth:`flush` waits until everything sent so far is stored. What is
+    still queued when the bus stops is stored within a deadline, or counted
+    (``publish_failures``) and logged as lost.
+
+    A crash may deliver a message twice: with ``dedupe`` (on by default) a bus drops
+    messages whose id it has seen recently.
 
     The stream is trimmed to about ``max_len`` entries as messages are added, so Redis memory
     stays bounded; an instance that falls further behind than that loses the oldest entries,
@@ -130,7 +149,13 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
             restarts to resume (default: host, process id and a count of the instances in
             the process; unique, so it cannot resume).
         max_len: the approximate length the stream is trimmed to.
-        send_deadline: seconds a send may keep retrying while Redis is away.
+        send_deadline: seconds a send may wait to be stored (queued: for room) while Redis is
+            away.
+        durability: ``"stored"``: ``send()`` returns once Redis has stored the message;
+            ``"queued"``: once it is queued for the writer.
+        outbox: with ``durability="queued"``, the messages that may wait to be stored;
+            beyond it ``send()`` waits.
+        lease: seconds the lease on ``name`` lasts unless renewed.
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
         read_batch: entries read at a time.
         codec: as for :class:`RedisBus`.
@@ -155,6 +180,9 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
         health_interval: float = 0.5,
         max_len: int = 100_000,
         send_deadline: float = 10.0,
+        durability: Durability = "stored",
+        outbox: int = 10_000,
+        lease: float = 10.0,
         dedupe: int = 10_000,
         read_batch: int = 100,
         max_buffer: int | None = None,
@@ -175,6 +203,9 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
                 send_deadline=send_deadline,
                 dedupe=dedupe,
                 read_batch=read_batch,
+                durability=durability,
+                outbox=outbox,
+                lease=lease,
             ),
             max_buffer=max_buffer,
             overflow=overflow,
@@ -191,3 +222,15 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
     def group(self) -> str:
         """This instance's consumer group (and consumer) name."""
         return self._redis.group
+
+    async def flush(self) -> None:
+        """Return once every message sent on this bus so far is stored in Redis (with
+        ``durability="queued"``; with ``"stored"``, once the sends in progress are done).
+
+        Cancelling the wait changes nothing.
+
+        Raises:
+            TransportError: if the bus stopped before some queued messages were stored
+                (they reached local subscribers only).
+        """
+        await self._redis.flush()

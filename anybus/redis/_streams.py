@@ -2,35 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
 import os
 import socket
 from collections import deque
-from typing import final
+from functools import partial
+from typing import Literal, final
 
 from anyio import (
     TASK_STATUS_IGNORED,
     CancelScope,
-    CapacityLimiter,
-    Lock,
     create_task_group,
     current_time,
     fail_after,
-    move_on_after,
     sleep,
+    sleep_forever,
 )
 from anyio.abc import TaskStatus
 
+from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import DeliveryMark, Intake, TransportHost
-from .._codec import Codec
-from ._base import RecentPayloads, RedisTransport, instance_id
-from ._client import MAX_IN_FLIGHT, NoGroupError, RedisClient, RedisSettings
+from ._base import RecentPayloads, RedisStatistics, RedisTransport, instance_id
+from ._client import NoGroupError, RedisClient, RedisSettings
+from ._fence import same_slot_key
+from ._lease import Lease
+from ._outgoing import Outgoing
+from ._stream_writer import StreamWriter
 
-__all__ = ["StreamTransport"]
+__all__ = ["Durability", "StreamTransport"]
+
+#: When ``send()`` returns: once Redis has stored the message, or once it is queued for the
+#: writer (which stores it, in order, as soon as it can).
+Durability = Literal["stored", "queued"]
 
 logger = logging.getLogger("anybus.redis")
 
@@ -60,6 +68,9 @@ class StreamTransport(RedisTransport):
         send_deadline: float = 10.0,
         dedupe: int = 10_000,
         read_batch: int = 100,
+        durability: Durability = "stored",
+        outbox: int = 10_000,
+        lease: float = 10.0,
     ) -> None:
         # The default is unique to this instance (so two buses of one process do not share a
         # group, and so each get every message), and so it cannot resume after a restart.
@@ -81,16 +92,39 @@ class StreamTransport(RedisTransport):
             raise ValueError(f"send_deadline cannot be negative, got {send_deadline!r}")
         if read_batch < 1:
             raise ValueError(f"read_batch must be at least 1, got {read_batch!r}")
+        if durability not in ("stored", "queued"):
+            raise ValueError(f"durability must be 'stored' or 'queued', got {durability!r}")
+        if outbox < 1:
+            raise ValueError(f"outbox must be at least 1, got {outbox!r}")
         self._stream = stream
         self._group = group
         self._max_len = max_len
         self._send_deadline = send_deadline
         self._read_batch = read_batch
+        self._durability: Durability = durability
         self._writer: RedisClient | None = None
-        self._limiter = CapacityLimiter(MAX_IN_FLIGHT)
-        self._send_lock = Lock()
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
+        self._outbox = StreamWriter(
+            codec=self._codec,
+            sender=self._instance,
+            stream=stream,
+            max_len=max_len,
+            deadline=send_deadline,
+            queued=durability == "queued",
+            outbox=outbox,
+            own=self._own,
+            where=self._settings.address,
+            connected=lambda: self._health.connected,
+            wait_connected=partial(self._health.wait_until, True),
+        )
+        self._lease = Lease(
+            key=same_slot_key(stream, f":anybus:lease:{group}"),
+            name=group,
+            instance=self._instance,
+            seconds=lease,
+            what=repr(self),
+        )
         self._intake = Intake()
 
     @property
@@ -108,51 +142,40 @@ class StreamTransport(RedisTransport):
     async def publish(self, message: BusMessage) -> None:
         """Deliver ``message`` to this bus's subscribers, then store it in the stream.
 
-        Returns once Redis has stored it. Cancel-safe in the sense that matters: a cancelled
-        send may or may not have been stored, and is never reported as stored.
+        Returns once Redis has stored it (``durability="stored"``), or once it is queued for
+        the writer (``"queued"``). Sends are stored in order, concurrent ones together in one
+        round trip. Cancelled, a send whose message was not sent to Redis yet is never
+        stored; one that was may have been (then in order), and a line is logged saying so.
 
         Raises:
             SerializationError: if the message cannot be encoded (nothing was delivered).
-            TransportError: if Redis did not store it within ``send_deadline`` seconds; the
-                local subscribers have it, the other buses do not.
+            TransportError: if the bus is not running, or Redis did not store the message
+                (queued: found no room in the outbox) within ``send_deadline`` seconds; the
+                local subscribers have it, and the error says whether the other buses may:
+                a send that raised is never stored later, out of order.
         """
-        # Encoded once up front so that a message that cannot be encoded is refused before
-        # anything is delivered; encoded again, numbered, in turn below.
-        self._codec.encode(message, sender=self._instance, seq=0)
+        outbox = self._outbox
+        seq = outbox.number()
+        payload = self._codec.encode(message, sender=self._instance, seq=seq)
         await self._deliver_local(message)
-        # One send at a time per bus: entries reach the stream in the order of their sequence
-        # numbers, so receivers never mistake a reordering for a loss.
-        async with self._send_lock:
-            payload = self._encode(message)
-            await self._store(payload)
-        self._own.add(payload)
+        await outbox.send(Outgoing(message, payload, seq))
+        if self._durability == "queued" and not self._health.connected:
+            self._at_risk += 1
 
-    async def _store(self, payload: bytes) -> None:
-        writer = self._writer
-        if writer is None:
-            self._publish_failures += 1
-            raise TransportError(
-                f"{self!r} is not connected (run it first): delivered to local subscribers only"
-            )
-        delay = 0.05
-        last_error: TransportError | None = None
-        with move_on_after(self._send_deadline):
-            while True:
-                try:
-                    async with self._limiter:
-                        await writer.add(self._stream, payload, max_len=self._max_len)
-                except TransportError as exc:
-                    last_error = exc
-                    await sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY)
-                    continue
-                self._published += 1
-                return
-        self._publish_failures += 1
-        raise TransportError(
-            f"redis did not store the message within {self._send_deadline} s; delivered to "
-            f"local subscribers only"
-        ) from last_error
+    async def flush(self) -> None:
+        """Return once every message sent so far is stored (see :meth:`RedisStreamBus.flush
+        <anybus.redis.RedisStreamBus.flush>`); cancelling the wait changes nothing."""
+        await self._outbox.flush()
+
+    def transport_statistics(self) -> RedisStatistics:
+        """A snapshot of the transport's counters."""
+        outbox = self._outbox
+        return dataclasses.replace(
+            super().transport_statistics(),
+            published=outbox.published,
+            publish_failures=outbox.failures,
+            failed_but_stored=outbox.raised_but_stored,
+        )
 
     # --- the transport ----------------------------------------------------------------------
 
@@ -187,8 +210,12 @@ class StreamTransport(RedisTransport):
         # Entries this run read and did not acknowledge yet, in read order, each with the
         # host's mark taken just after its message was delivered (None: nothing to wait for).
         unacked: deque[tuple[str, DeliveryMark | None]] = deque()
+        leased = False
+        writing = CancelScope(shield=True)
         try:
             await self._health.wait_for_server(writer, self._connect_timeout)
+            await self._lease.take(writer)
+            leased = True
             created = await self._ensure_group(reader)
             logger.debug(
                 "%r: consumer group %r %s", self, self._group, "created" if created else "resumed"
@@ -203,19 +230,37 @@ class StreamTransport(RedisTransport):
                     name="anybus redis stream reader",
                 )
                 task_group.start_soon(self._health.watch, writer, name="anybus redis health")
+                task_group.start_soon(self._lease.keep, writer, name="anybus redis lease")
+                self._outbox.start()
+                task_group.start_soon(
+                    self._write, writing, writer, name="anybus redis stream writer"
+                )
                 self._writer = writer
                 task_status.started()
+                try:
+                    await sleep_forever()
+                finally:
+                    # What was sent before the stop is still stored, within a deadline.
+                    self._outbox.finish()
+                    writing.deadline = current_time() + self._settings.request_timeout + 1
         finally:
             if self._writer is writer:
                 self._writer = None
+            self._outbox.close(f"{self!r} stopped before the message was stored")
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
                 # The last step of the ordered stop: acknowledge exactly what was handled
                 # (with the writer: the reader's connection may be held by a cancelled read).
                 await self._settle(writer, host, unacked, final=True)
+                if leased:
+                    await self._lease.release(writer)
                 await writer.close()
                 # Also ends a read the cancellation left blocked on the server.
                 await reader.close()
+
+    async def _write(self, scope: CancelScope, client: RedisClient) -> None:
+        with scope:
+            await self._outbox.run(client)
 
     async def _settle(
         self,
@@ -277,6 +322,7 @@ class StreamTransport(RedisTransport):
         delay = 0.05
         while True:
             await self._settle(client, host, unacked, final=False)
+            await self._lease.wait_held()  # while the name may be another's, read nothing
             try:
                 entries = await client.read_group(
                     self._stream,

@@ -1,0 +1,126 @@
+"""The fence that keeps one sender's entries in a stream in the order of their numbers.
+
+A stream bus stores its messages with one script call per batch (``FENCED_ADD``: one round
+trip, atomic). The script keeps, beside the stream (in its cluster slot), the last sequence
+number stored for the sender and the try that stored it, and stores a batch only if its first
+number is above that. So a copy that arrives late — the client sent its queue after
+reconnecting, or the network delivered it after a partition — is refused once anything after
+it is stored; and after a try whose answer was lost, the sender can ask the fence exactly
+what that try did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import final
+
+from anyio import sleep
+
+from .._exceptions import TransportError
+from ._client import RedisClient
+
+__all__ = ["FENCED_ADD", "Fence", "same_slot_key"]
+
+#: Seconds a sender's fence outlives its last batch: longer than a copy can be on its way.
+FENCE_LIFETIME = 3600
+#: Longest pause between two questions to the fence while Redis is away, in seconds.
+MAX_RETRY_DELAY = 1.0
+
+#: KEYS: the stream, the sender's fence. ARGV: the batch's first number, max_len, the fence's
+#: lifetime (ms), the try's id, then the payloads. Returns {stored (1 or 0), last number}.
+FENCED_ADD = """
+local fence = redis.call('GET', KEYS[2])
+local last = 0
+if fence then last = tonumber(string.match(fence, '^%d+')) end
+local first = tonumber(ARGV[1])
+if first <= last then return {0, last} end
+for i = 5, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[i])
+end
+last = first + #ARGV - 5
+redis.call('SET', KEYS[2], last .. ' ' .. ARGV[4], 'PX', ARGV[3])
+return {1, last}
+"""
+_FENCED_ADD_SHA = hashlib.sha1(FENCED_ADD.encode()).hexdigest()
+
+
+def same_slot_key(stream: str, suffix: str) -> str:
+    """A key that hashes to the stream's cluster slot: the stream's hash tag, or the whole
+    stream name made one.
+
+    Raises:
+        ValueError: if the stream has no hash tag and holds a ``}`` (no tag can match it).
+    """
+    start = stream.find("{")
+    if start >= 0 and stream.find("}", start + 2) >= 0:
+        return f"{stream}{suffix}"  # its own tag (non-empty) decides the slot
+    if "}" in stream:
+        raise ValueError(
+            f"stream {stream!r} holds '}}' but no hash tag: use a name without braces, or "
+            f"with a tag ('{{tag}}rest')"
+        )
+    return f"{{{stream}}}{suffix}"
+
+
+@final
+class Fence:
+    """One sender's fence on one stream."""
+
+    def __init__(self, *, stream: str, sender: str, max_len: int) -> None:
+        self.key = same_slot_key(stream, f":anybus:sent:{sender}")
+        self._stream = stream
+        self._max_len = str(max_len)
+        self._tries = 0
+        #: The last error of a store or a question that failed.
+        self.last_error: TransportError | None = None
+
+    async def store(
+        self, client: RedisClient, first: int, payloads: Sequence[bytes]
+    ) -> tuple[bool, int]:
+        """Store ``payloads``, numbered from ``first``, unless the fence holds ``first`` or
+        more; return whether they were stored, and the last number stored.
+
+        Raises:
+            TransportError: if the answer was lost (ask :meth:`check` what was done).
+        """
+        self._tries += 1
+        args: list[str | bytes] = [
+            "2",
+            self._stream,
+            self.key,
+            str(first),
+            self._max_len,
+            str(FENCE_LIFETIME * 1000),
+            str(self._tries),
+            *payloads,
+        ]
+        try:
+            try:
+                reply = await client.command("EVALSHA", _FENCED_ADD_SHA, *args)
+            except TransportError as exc:
+                if "noscript" not in str(exc).lower():
+                    raise
+                reply = await client.command("EVAL", FENCED_ADD, *args)  # loads it
+        except TransportError as exc:
+            self.last_error = exc
+            raise
+        return bool(int(reply[0])), int(reply[1])
+
+    async def check(self, client: RedisClient) -> tuple[bool, int]:
+        """Whether the last :meth:`store` stored its batch, and the last number stored:
+        asked as often as it takes (Redis may be away)."""
+        delay = 0.05
+        while True:
+            try:
+                fence = await client.command("GET", self.key)
+            except TransportError as exc:
+                self.last_error = exc
+                await sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                continue
+            if fence is None:
+                return False, 0
+            text = fence.decode() if isinstance(fence, bytes) else str(fence)
+            last, _, tried = text.partition(" ")
+            return tried == str(self._tries), int(last)
