@@ -191,14 +191,15 @@ async def test_a_late_copy_is_refused_once_a_later_send_is_stored(redis_url: str
         async with RedisStreamBus(redis_url, stream=stream, name="sender") as bus:
             for n in range(3):
                 await bus.send(request(n))
-            fence = same_slot_key(stream, f":anybus:sent:{bus.instance}")
+            fence = same_slot_key(stream, f":anybus:sent:{bus.instance}", cluster=False)
             late = await admin.command(
                 "EVAL", FENCED_ADD, "2", stream, fence, "2", "100", "60000", "9", b"late"
             )
             assert [int(value) for value in late] == [0, 3]
             assert int(await admin.command("XLEN", stream)) == 3
     finally:
-        await admin.command("DEL", stream, same_slot_key(stream, ":anybus:lease:sender"))
+        lease = same_slot_key(stream, ":anybus:lease:sender", cluster=False)
+        await admin.command("DEL", stream, lease)
         await admin.close()
 
 
@@ -374,3 +375,11 @@ async def test_what_a_queued_bus_could_not_store_when_it_stopped_is_counted(
 def test_durability_is_stored_or_queued() -> None:
     with pytest.raises(ValueError, match="durability must be 'stored' or 'queued'"):
         RedisStreamBus(durability="later")  # type: ignore[arg-type]
+
+
+def test_the_keys_beside_a_stream_share_its_cluster_slot() -> None:
+    assert same_slot_key("jobs", ":x", cluster=True) == "{jobs}:x"
+    assert same_slot_key("{tag}jobs", ":x", cluster=True) == "{tag}jobs:x"
+    assert same_slot_key("a}b", ":x", cluster=False) == "a}b:x"
+    with pytest.raises(ValueError, match="holds '}' but no hash tag"):
+        same_slot_key("a}b", ":x", cluster=True)

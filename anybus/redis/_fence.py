@@ -45,30 +45,33 @@ return {1, last}
 _FENCED_ADD_SHA = hashlib.sha1(FENCED_ADD.encode()).hexdigest()
 
 
-def same_slot_key(stream: str, suffix: str) -> str:
+def same_slot_key(stream: str, suffix: str, *, cluster: bool) -> str:
     """A key that hashes to the stream's cluster slot: the stream's hash tag, or the whole
     stream name made one.
 
     Raises:
-        ValueError: if the stream has no hash tag and holds a ``}`` (no tag can match it).
+        ValueError: on a cluster, if the stream has no hash tag and holds a ``}`` (no tag can
+            match it).
     """
     start = stream.find("{")
     if start >= 0 and stream.find("}", start + 2) >= 0:
         return f"{stream}{suffix}"  # its own tag (non-empty) decides the slot
-    if "}" in stream:
+    if "}" not in stream:
+        return f"{{{stream}}}{suffix}"
+    if cluster:
         raise ValueError(
-            f"stream {stream!r} holds '}}' but no hash tag: use a name without braces, or "
-            f"with a tag ('{{tag}}rest')"
+            f"stream {stream!r} holds '}}' but no hash tag, so no other key can share its "
+            f"cluster slot: use a name without braces, or with a tag ('{{tag}}rest')"
         )
-    return f"{{{stream}}}{suffix}"
+    return f"{stream}{suffix}"  # one server: any key will do
 
 
 @final
 class Fence:
     """One sender's fence on one stream."""
 
-    def __init__(self, *, stream: str, sender: str, max_len: int) -> None:
-        self.key = same_slot_key(stream, f":anybus:sent:{sender}")
+    def __init__(self, *, stream: str, sender: str, max_len: int, cluster: bool) -> None:
+        self.key = same_slot_key(stream, f":anybus:sent:{sender}", cluster=cluster)
         self._stream = stream
         self._max_len = str(max_len)
         self._tries = 0

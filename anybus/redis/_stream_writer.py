@@ -68,6 +68,7 @@ class StreamWriter:
         outbox: int,
         own: RecentPayloads,
         where: str,
+        cluster: bool,
         connected: Callable[[], bool],
         wait_connected: Callable[[], Awaitable[object]],
     ) -> None:
@@ -75,7 +76,7 @@ class StreamWriter:
         self._connected = connected
         self._wait_connected = wait_connected
         self._sender = sender
-        self._fence = Fence(stream=stream, sender=sender, max_len=max_len)
+        self._fence = Fence(stream=stream, sender=sender, max_len=max_len, cluster=cluster)
         self._deadline = deadline
         self._queued = queued
         self._outbox = outbox

@@ -115,11 +115,12 @@ class StreamTransport(RedisTransport):
             outbox=outbox,
             own=self._own,
             where=self._settings.address,
+            cluster=self._settings.cluster,
             connected=lambda: self._health.connected,
             wait_connected=partial(self._health.wait_until, True),
         )
         self._lease = Lease(
-            key=same_slot_key(stream, f":anybus:lease:{group}"),
+            key=same_slot_key(stream, f":anybus:lease:{group}", cluster=self._settings.cluster),
             name=group,
             instance=self._instance,
             seconds=lease,
