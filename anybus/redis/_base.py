@@ -44,21 +44,27 @@ class RedisStatistics:
 
     Attributes:
         connected: whether the last health check reached the server.
-        outages: how many times the server became unreachable.
+        outages: how many times the server became unreachable, or the connection to it was
+            lost and re-established (however briefly: a changed ``CLIENT INFO`` counts).
         published: messages stored in (or published to) Redis by this bus.
         publish_failures: sends that reached local subscribers but not Redis (or may not
             have: the error said so).
         failed_but_stored: of those, the stream sends whose message was found stored after
             all, at its place in order (the connection broke, or the deadline passed, while
             it was on its way); counted in ``published`` too.
-        at_risk: sends that returned while Redis was known to be unreachable, before their
-            message reached it (``durability="queued"`` on a stream bus).
+        at_risk: sends that returned before Redis confirmed their message while the
+            connection was down: known down at the time (``durability="queued"`` on a stream
+            bus), or found down by the next health check (a pub/sub send returns once queued:
+            sends since the last check that found the connection unbroken count). They may
+            not have reached the other buses.
         unheard: pub/sub publishes that Redis reported nobody received (a resubscribe gap).
         received: messages read from Redis, this bus's own included.
         rejected: input dropped, by reason (``malformed``, ``forged``, ...).
         inbound_overflow: pub/sub messages dropped because the reader fell behind.
-        gaps: times a sender's sequence numbers jumped (messages lost on the way).
-        missed: messages lost in those gaps.
+        gaps: times messages were lost on the way: a sender's sequence numbers jumped, or
+            the stream dropped entries before this bus read them.
+        missed: messages lost in those gaps (on a stream, entries trimmed before this bus
+            read them, counted from the stream's own counters on Redis 7).
         duplicates: messages received again (redelivered after a crash, or retried sends);
             dropped when ``dedupe`` is on.
         replayed: signed messages refused as replays: stale, or a sender's number taken
@@ -197,6 +203,19 @@ class RedisTransport(ABC):
         refuse replays (``redelivered``: an entry read again; see :class:`SequenceTracker`)."""
         return self._sequence.is_new(envelope, redelivered=redelivered)
 
+    def _count_trimmed(self, lost: int) -> None:
+        """Count ``lost`` entries that the stream dropped before this bus read them (from the
+        stream's own counters), and log it once."""
+        # A sequence gap that spans such a loss is counted already (any_sender).
+        self._sequence.report_missed(lost, None, any_sender=True)
+        logger.warning(
+            "%r: %d entr%s of the stream were trimmed before this instance read them (it was "
+            "stopped, or fell more than max_len entries behind): they are lost",
+            self,
+            lost,
+            "y" if lost == 1 else "ies",
+        )
+
     async def _deliver_received(self, message: BusMessage) -> None:
         host = self._host
         if host is not None:
@@ -235,8 +254,8 @@ class RedisTransport(ABC):
     async def wait_connected(self, connected: bool = True) -> None:
         """Wait until the health checks find Redis reachable (or, with ``False``, unreachable).
 
-        Outages are detected by a ping every ``health_interval`` seconds. Cancelling the wait
-        changes nothing.
+        Outages are noticed by health checks every ``health_interval`` seconds, at once when
+        a connection drops, and by failed publishes. Cancelling the wait changes nothing.
         """
         await self._health.wait_until(connected)
 
@@ -248,7 +267,7 @@ class RedisTransport(ABC):
             published=self._published,
             publish_failures=self._publish_failures,
             failed_but_stored=self._failed_but_stored,
-            at_risk=self._at_risk,
+            at_risk=self._at_risk + self._health.at_risk,
             unheard=self._unheard,
             received=self._received,
             rejected=self._rejections.counts,
@@ -302,8 +321,8 @@ class RedisBusBase(WorkerBus, Generic[_T]):
     async def wait_connected(self, connected: bool = True) -> None:
         """Wait until the health checks find Redis reachable (or, with ``False``, unreachable).
 
-        Outages are detected by a ping every ``health_interval`` seconds. Cancelling the wait
-        changes nothing.
+        Outages are noticed by health checks every ``health_interval`` seconds, at once when
+        a connection drops, and by failed publishes. Cancelling the wait changes nothing.
         """
         await self._redis.wait_connected(connected)
 

@@ -14,6 +14,9 @@ Facts about glide this adapter handles:
   (:func:`configure_glide_logging` turns it back on, to a file).
 * A client carries at most ~1,000 requests in flight before failing them: callers cap
   their concurrency (``MAX_IN_FLIGHT``).
+* While the server is away, glide holds commands until it has reconnected (or until the
+  request timeout): a short outage fails nothing, and shows only as a new connection.
+  glide's count of open connections (one figure for the whole process) drops at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, NoReturn
 from glide import (
     AdvancedGlideClientConfiguration,
     AdvancedGlideClusterClientConfiguration,
+    AllNodes,
     BackoffStrategy,
     Batch,
     ClusterBatch,
@@ -36,6 +40,7 @@ from glide import (
     Logger,
     LogLevel,
     NodeAddress,
+    Script,
     ServerCredentials,
 )
 from glide import ClosingError as GlideClosingError
@@ -48,6 +53,7 @@ from ._settings import RedisSettings
 
 __all__ = [
     "MAX_IN_FLIGHT",
+    "LuaScript",
     "NoDatabaseError",
     "NoGroupError",
     "RedisClient",
@@ -94,10 +100,6 @@ class NoDatabaseError(TransportError):
     """Raised when the url's database number is beyond the databases the server has."""
 
 
-class _GroupExistsError(TransportError):
-    """The consumer group to create exists already."""
-
-
 class map_errors:  # a lowercase name: used as contextlib's context managers are
     """Translate glide's exceptions raised inside the block into :class:`TransportError`.
 
@@ -139,8 +141,6 @@ def _translate(exc: BaseException, action: str, settings: RedisSettings) -> NoRe
     text = str(exc)
     if "NOGROUP" in text:
         raise NoGroupError(f"redis at {settings.address}: {text}") from exc
-    if "BUSYGROUP" in text:
-        raise _GroupExistsError(text) from exc
     if "WRONGTYPE" in text:
         raise TransportError(
             f"redis at {settings.address} refused {action}: the key holds another type "
@@ -150,6 +150,28 @@ def _translate(exc: BaseException, action: str, settings: RedisSettings) -> NoRe
 
 
 _GLIDE_ERRORS = (GlideTimeoutError, GlideConnectionError, GlideClosingError, GlideRequestError)
+
+
+def _identity(info: object) -> str:
+    """The ``id=`` and ``addr=`` fields of a ``CLIENT INFO`` line."""
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return " ".join(f for f in text.split() if f.startswith(("id=", "addr=")))
+
+
+class LuaScript:
+    """A Lua script, run by its hash; glide loads it again where the server forgot it (after
+    a restart, say)."""
+
+    __slots__ = ("_code", "_script")
+
+    def __init__(self, code: str) -> None:
+        self._code = code
+        self._script: Script | None = None
+
+    def glide_script(self) -> Script:
+        if self._script is None:  # made on first use: glide's core keeps the code
+            self._script = Script(self._code)  # type: ignore[no-untyped-call]
+        return self._script
 
 
 def _subscriptions(
@@ -291,6 +313,45 @@ class RedisClient:
             return ""
         return f" (it has {count}: 0 to {count - 1})"
 
+    async def connection_id(self) -> object:
+        """What tells this client's connection from any other: the ``id`` and the client's
+        ``addr`` from ``CLIENT INFO`` (on a cluster, per node). It changes when glide
+        reconnects, however fast: a restarted server hands out the same ids again, but the
+        new connection comes from another port. ``None`` where the server refuses ``CLIENT
+        INFO`` (Redis before 6.2, an ACL): then it is a ``PING``.
+
+        Raises:
+            TransportError: if the server is unreachable or does not answer in time.
+        """
+        with map_errors("CLIENT INFO", self.settings):
+            try:
+                if isinstance(self._client, GlideClusterClient):
+                    reply = await self._client.custom_command(["CLIENT", "INFO"], AllNodes())
+                    if isinstance(reply, dict):
+                        return {node: _identity(info) for node, info in reply.items()}
+                    return _identity(reply)
+                return _identity(await self._client.custom_command(["CLIENT", "INFO"]))
+            except GlideRequestError as exc:
+                if "connect" in str(exc).lower():
+                    raise  # unreachable: translated by map_errors
+                await self._client.ping()  # CLIENT refused (an old server, an ACL)
+                return None
+
+    async def connections(self) -> int:
+        """How many connections glide holds open in this process, every client together: a
+        drop says that some connection was lost, at once."""
+        statistics = await self._client.get_statistics()
+        return int(statistics.get("total_connections", 0))
+
+    async def run_script(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[str | bytes]
+    ) -> Any:
+        """Run ``script`` (``EVALSHA``, loading it where the server does not have it)."""
+        with map_errors("a script", self.settings):
+            return await self._client.invoke_script(
+                script.glide_script(), keys=list(keys), args=list(args)
+            )
+
     async def publish(self, channel: str, payload: bytes) -> int:
         """PUBLISH; return how many subscribers received it (0 during a resubscribe gap)."""
         with map_errors("PUBLISH", self.settings):
@@ -322,66 +383,6 @@ class RedisClient:
         the entry id."""
         reply = await self.command("XADD", stream, "MAXLEN", "~", str(max_len), "*", "m", payload)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-    async def create_group(self, stream: str, group: str, start: str) -> bool:
-        """Create the consumer group (and the stream) unless it exists; return whether it
-        was created."""
-        try:
-            await self.command("XGROUP", "CREATE", stream, group, start, "MKSTREAM")
-        except _GroupExistsError:
-            return False
-        return True
-
-    async def read_group(
-        self,
-        stream: str,
-        group: str,
-        consumer: str,
-        *,
-        pending: bool,
-        count: int,
-        block: float,
-        after: str = "0",
-    ) -> list[tuple[str, bytes | None]]:
-        """XREADGROUP: new entries (``pending=False``), or the ones delivered to
-        ``consumer`` before and not yet acknowledged (those with ids above ``after``). Blocks
-        up to ``block`` seconds for new ones. An entry trimmed since it was delivered comes
-        back with ``None``.
-
-        Raises:
-            NoGroupError: if the stream or the group is gone.
-        """
-        reply = await self.command(
-            "XREADGROUP",
-            "GROUP",
-            group,
-            consumer,
-            "COUNT",
-            str(count),
-            "BLOCK",
-            str(max(1, int(block * 1000))),
-            "STREAMS",
-            stream,
-            after if pending else ">",
-        )
-        entries: list[tuple[str, bytes | None]] = []
-        if not reply:
-            return entries
-        streams = reply.values() if isinstance(reply, dict) else [item[1] for item in reply]
-        for stream_entries in streams:
-            items = stream_entries.items() if isinstance(stream_entries, dict) else stream_entries
-            for entry_id, fields in items:
-                payload = None
-                if fields:
-                    flat = (
-                        [value for pair in fields for value in pair]
-                        if isinstance(fields[0], list)
-                        else list(fields)
-                    )
-                    payload = flat[1] if len(flat) >= 2 else None
-                key = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                entries.append((key, payload))
-        return entries
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
         """XACK the entries."""

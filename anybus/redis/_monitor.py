@@ -6,9 +6,17 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from anyio import CancelScope, Event, fail_after, sleep
+from anyio import (
+    CancelScope,
+    Event,
+    create_task_group,
+    current_time,
+    fail_after,
+    move_on_after,
+    sleep,
+)
 
 from .._exceptions import TransportError
 from ._client import NoDatabaseError, RedisClient, RedisSettings
@@ -16,6 +24,11 @@ from ._client import NoDatabaseError, RedisClient, RedisSettings
 __all__ = ["Health", "UnreachableError"]
 
 logger = logging.getLogger("anybus.redis")
+
+#: Seconds between two looks at glide's count of open connections (a cheap local call).
+CONNECTIONS_POLL = 0.02
+#: Seconds a check woken by a dropped connection may take before the outage is declared.
+QUICK_CHECK = 0.25
 
 
 class UnreachableError(TransportError):
@@ -36,7 +49,14 @@ class UnreachableError(TransportError):
 
 
 class Health:
-    """The state of the connection to one server, kept by regular pings."""
+    """The state of the connection to one server, kept by regular checks.
+
+    A check asks each watched client for its connection's ``CLIENT INFO``: a failure, or an id
+    that changed since the last check (glide reconnected in between, however fast), is an
+    outage. Checks come every ``interval``, at once when glide's count of open connections
+    drops, and every 0.05 s while the server is away. Others report what they see with
+    :meth:`lost` (a publish nobody heard, say).
+    """
 
     def __init__(self, settings: RedisSettings, interval: float) -> None:
         if interval <= 0:
@@ -45,6 +65,13 @@ class Health:
         self._interval = interval
         self.connected = False
         self.outages = 0
+        #: Sends that returned while the connection was down (or after the last check that
+        #: found it unbroken, when an outage is then found): they may not have arrived.
+        self.at_risk = 0
+        self._unconfirmed = 0  # sends returned since the last check that found no outage
+        self._ids: list[object] | None = None
+        self._dropped = Event()  # set when glide's count of open connections drops
+        self._checking: CancelScope | None = None  # the check in flight
         self._down_since: float | None = None
         self._changed = Event()
         self._database_checked = False
@@ -54,6 +81,31 @@ class Health:
             self.connected = connected
             self._changed.set()
             self._changed = Event()
+
+    def sent(self, count: int = 1) -> None:
+        """Count ``count`` sends that returned before Redis confirmed them: at risk if the
+        connection is down, or is found to have been down when the next check comes."""
+        if self._down_since is not None:
+            self.at_risk += count
+        else:
+            self._unconfirmed += count
+
+    def lost(self, reason: str) -> None:
+        """Note an outage seen now (unless one is known already): count it, log it, and
+        count what was sent since the last good check as at risk."""
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        self.outages += 1
+        self.at_risk += self._unconfirmed
+        self._unconfirmed = 0
+        self._set_connected(False)
+        logger.warning(
+            "redis at %s became unreachable (outage %d): %s",
+            self._settings.address,
+            self.outages,
+            reason,
+        )
 
     async def wait_until(self, connected: bool) -> None:
         """Wait until the connection state is ``connected``."""
@@ -114,34 +166,76 @@ class Health:
                 return
 
     async def watch(
-        self, client: RedisClient, on_recovery: Callable[[], Awaitable[None]] | None = None
+        self,
+        client: RedisClient,
+        on_recovery: Callable[[], Awaitable[None]] | None = None,
+        *,
+        also: Sequence[RedisClient] = (),
     ) -> None:
-        """Ping every interval, forever; log and count each outage and each recovery."""
+        """Check ``client`` (and the clients ``also``) forever; log and count each outage
+        and each recovery. ``on_recovery`` runs before the connection counts as back; if it
+        raises :class:`TransportError`, the next check tries again."""
+        self._ids = None  # clients of an earlier run have other connections
+        async with create_task_group() as task_group:
+            task_group.start_soon(self._watch_drops, client, name="anybus redis drops")
+            await self._check_forever([client, *also], on_recovery)
+
+    async def _check_forever(
+        self, clients: list[RedisClient], on_recovery: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        first = True  # the first check comes at once: it learns the connections' ids
         while True:
-            await sleep(self._interval)
-            try:
-                await client.ping()
-            except TransportError as exc:
-                if self._down_since is None:
-                    self._down_since = time.monotonic()
-                    self.outages += 1
-                    self._set_connected(False)
-                    logger.warning(
-                        "redis at %s became unreachable (outage %d): %s",
-                        self._settings.address,
-                        self.outages,
-                        exc,
-                    )
+            if not first:
+                interval = self._interval if self._down_since is None else 0.05
+                with move_on_after(min(self._interval, interval)):
+                    await self._dropped.wait()
+            first = False
+            # A check after a dropped connection must answer soon: glide holds it until it
+            # has reconnected, and the outage is now (so does one in flight when it drops).
+            quick, self._dropped = self._dropped.is_set(), Event()
+            ids: list[object] = []
+            with CancelScope() as scope:
+                self._checking = scope
+                if quick:
+                    scope.deadline = current_time() + QUICK_CHECK
+                try:
+                    ids = [await each.connection_id() for each in clients]
+                except TransportError as exc:
+                    self.lost(str(exc))
+                    continue
+                finally:
+                    self._checking = None
+            if scope.cancelled_caught:
+                self.lost(f"a connection dropped and no answer came within {QUICK_CHECK} s")
                 continue
-            if self._down_since is not None:
-                if on_recovery is not None:
-                    try:
-                        await on_recovery()
-                    except TransportError:
-                        continue  # not quite back yet
-                downtime = time.monotonic() - self._down_since
-                self._down_since = None
-                self._set_connected(True)
-                logger.warning(
-                    "redis at %s is reachable again after %.1f s", self._settings.address, downtime
-                )
+            if self._ids is not None and ids != self._ids:
+                self.lost("glide reconnected since the last check (its CLIENT INFO changed)")
+            self._ids = ids
+            if self._down_since is None:
+                self._unconfirmed = 0  # the connection held from the last check to this one
+                continue
+            if on_recovery is not None:
+                try:
+                    await on_recovery()
+                except TransportError:
+                    continue  # not quite back yet
+            downtime = time.monotonic() - self._down_since
+            self._down_since = None
+            self._set_connected(True)
+            logger.warning(
+                "redis at %s is reachable again after %.1f s", self._settings.address, downtime
+            )
+
+    async def _watch_drops(self, client: RedisClient) -> None:
+        """Look at glide's count of open connections every ``CONNECTIONS_POLL`` seconds;
+        when it drops, wake the checks (and hurry the one in flight)."""
+        before = await client.connections()
+        while True:
+            await sleep(CONNECTIONS_POLL)
+            now = await client.connections()
+            if now < before:
+                checking = self._checking
+                if checking is not None:
+                    checking.deadline = min(checking.deadline, current_time() + QUICK_CHECK)
+                self._dropped.set()
+            before = now

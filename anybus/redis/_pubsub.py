@@ -139,6 +139,7 @@ class PubSubTransport(RedisTransport):
             self._writer_waiter = None
             writer.set()
         self._own.add(payload)
+        self._health.sent()  # returned before Redis had it: at risk if an outage is found
         await self._deliver_local(message)
 
     async def _write(self, publisher: RedisClient, outbox: deque[bytes]) -> None:
@@ -190,6 +191,7 @@ class PubSubTransport(RedisTransport):
         except TransportError as exc:
             receivers = [None] * len(batch)
             error = str(exc)
+            self._health.lost(f"publishing failed: {error}")
         else:
             error = "redis refused it"
         failed = receivers.count(None)
@@ -199,6 +201,7 @@ class PubSubTransport(RedisTransport):
         if 0 in receivers and not self._settings.cluster:  # a cluster counts per node
             # Our own subscription should have heard it: it is being re-established.
             self._unheard += receivers.count(0)
+            self._health.lost(f"redis reports no subscriber on {self._channel!r}")
             logger.warning(
                 "%r: redis reports no subscriber on %r (resubscribing?): %d message(s) "
                 "reached local subscribers only",
@@ -284,9 +287,12 @@ class PubSubTransport(RedisTransport):
                     self._write_shielded, writing, publisher, outbox, name="anybus redis writer"
                 )
                 task_group.start_soon(
-                    self._health.watch,
-                    publisher,
-                    partial(self._probe, publisher),
+                    partial(
+                        self._health.watch,
+                        publisher,
+                        partial(self._probe, publisher),
+                        also=[subscriber],  # a subscription lapses when its client reconnects
+                    ),
                     name="anybus redis health",
                 )
                 logger.debug("%r: subscribed to %r", self, self._channel)

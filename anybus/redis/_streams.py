@@ -32,6 +32,7 @@ from ._client import NoGroupError, RedisClient, RedisSettings
 from ._fence import same_slot_key
 from ._lease import Lease
 from ._outgoing import Outgoing
+from ._stream_reads import RETRY_DELAY, StreamReads, create_group, oversized
 from ._stream_writer import StreamWriter
 
 __all__ = ["Durability", "StreamTransport"]
@@ -308,7 +309,7 @@ class StreamTransport(RedisTransport):
         with fail_after(timeout):
             while True:
                 try:
-                    return await client.create_group(self._stream, self._group, "$")
+                    return await create_group(client, self._stream, self._group, "$")
                 except TransportError:
                     await sleep(0.05)
 
@@ -318,35 +319,45 @@ class StreamTransport(RedisTransport):
         client: RedisClient,
         unacked: deque[tuple[str, DeliveryMark | None]],
     ) -> None:
+        reads = StreamReads(
+            client,
+            self._stream,
+            self._group,
+            count=self._read_batch,
+            max_size=self._codec.max_size,
+            max_len=self._max_len,
+            where=repr(self),
+        )
         pending = True  # first, what was given to this consumer before and never acknowledged
         after = "0"  # in a pending pass: the last pending entry read
+        waiting = False  # the last read found nothing new: wait for more
+        block = min(1.0, max(0.05, self._settings.request_timeout / 2))
         delay = 0.05
         while True:
             await self._settle(client, host, unacked, final=False)
             await self._lease.wait_held()  # while the name may be another's, read nothing
             try:
-                entries = await client.read_group(
-                    self._stream,
-                    self._group,
-                    self._group,
-                    pending=pending,
-                    count=self._read_batch,
-                    block=min(1.0, max(0.05, self._settings.request_timeout / 2)),
-                    after=after,
-                )
+                if pending:
+                    batch = await reads.pending(after)
+                elif waiting:
+                    batch = await reads.wait(block)
+                else:
+                    batch = await reads.new()  # and what was trimmed before it was read
             except NoGroupError:
                 await self._recreate_group(client)
-                pending = False
+                pending = waiting = False
                 continue
             except TransportError as exc:
                 logger.debug("%r: reading the stream failed: %s", self, exc)
                 # A read whose answer was lost still gave its entries to this consumer: read
                 # what is pending first when the connection is back.
-                pending, after = True, "0"
+                pending, after, waiting = True, "0", False
+                reads.forget()
                 await sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+                delay = min(delay * 2, RETRY_DELAY)
                 continue
             delay = 0.05
+            entries, lost = batch.entries, batch.lost
             if pending:
                 if not entries:
                     pending = False
@@ -355,9 +366,19 @@ class StreamTransport(RedisTransport):
                 # Entries this run read before (delivered, not yet handled) keep their place.
                 known = {entry_id for entry_id, _ in unacked}
                 entries = [entry for entry in entries if entry[0] not in known]
+                # Given to this consumer, unacknowledged, and trimmed since: lost.
+                lost = sum(payload is None for _, payload in entries)
+            else:
+                waiting = not entries
+            if lost:
+                self._count_trimmed(lost)
             for entry_id, payload in entries:
                 mark: DeliveryMark | None = None
-                if payload is not None and not self._own.discard_if_present(payload):
+                if isinstance(payload, int):  # over the size limit: left in Redis, unread
+                    self._rejections.record(
+                        oversized(payload, self._codec.max_size), origin=self._stream
+                    )
+                elif payload is not None and not self._own.discard_if_present(payload):
                     envelope = self._decode(payload, self._stream)
                     if (
                         envelope is not None
@@ -371,7 +392,7 @@ class StreamTransport(RedisTransport):
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
             try:
-                await client.create_group(self._stream, self._group, "0")
+                await create_group(client, self._stream, self._group, "0")
             except TransportError:
                 await sleep(0.05)
                 continue
