@@ -43,9 +43,6 @@ Durability = Literal["stored", "queued"]
 
 logger = logging.getLogger("anybus.redis")
 
-#: Longest pause between two tries of a send or a read while Redis is away, in seconds.
-MAX_RETRY_DELAY = 1.0
-
 
 #: Numbers the default names of the instances of this process.
 _default_names = itertools.count(1)
