@@ -87,7 +87,7 @@ async def test_a_reader_too_far_behind_reports_exactly_what_it_lost(postgres_dsn
     ) as sender:
         for _ in range(25):
             await sender.send(BusDataMessage(source="t"))
-    # The sender's first housekeeping round (at its start) deleted nothing; run one now.
+    # Housekeeping runs as a bus starts: this one deletes all but the last 10.
     async with PostgresBus(postgres_dsn, channel=channel, name="keeper", max_len=10):
         pass
     async with PostgresBus(postgres_dsn, channel=channel, name="slow") as slow:

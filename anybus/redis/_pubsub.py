@@ -24,10 +24,10 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from .._bus import WorkerBus
+from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import Intake, TransportHost
-from .._codec import Codec
 from ._base import RecentPayloads, RedisTransport, instance_id
 from ._client import RedisClient, RedisSettings
 
