@@ -108,11 +108,11 @@ class WorkerDirectory:
         return [info for info in self.workers() if info.pool == pool]
 
     def choose(self, name: str) -> WorkerInfo | None:
-        """The worker a job for ``name`` goes to: the worker of that name, else the least
-        loaded live member of the pool of that name (ties taken in turn), else ``None``.
+        """The worker a job for ``name`` would go to now: the worker of that name, else the
+        least loaded live member of the pool of that name (ties taken in turn), else ``None``.
 
-        Load is the member's last reported load plus the jobs sent to it since (by callers
-        on this bus)."""
+        Load is the member's last reported load plus the jobs sent to it since by callers on
+        this bus (see :meth:`assign`)."""
         worker = self._workers.get(name)
         if worker is not None:
             return worker
@@ -122,9 +122,12 @@ class WorkerDirectory:
         sent = self._sent_since_report
         lowest = min(info.load + sent.get(info.name, 0) for info in members)
         tied = [info for info in members if info.load + sent.get(info.name, 0) == lowest]
-        chosen = tied[next(self._turn) % len(tied)]
-        sent[chosen.name] = sent.get(chosen.name, 0) + 1
-        return chosen
+        return tied[next(self._turn) % len(tied)]
+
+    def assign(self, worker: WorkerInfo) -> None:
+        """Count a job sent to ``worker`` towards its load, until its next report."""
+        if worker.pool is not None:
+            self._sent_since_report[worker.name] = self._sent_since_report.get(worker.name, 0) + 1
 
     async def wait_for(self, name: str, *, timeout: float | None = None) -> WorkerInfo:  # noqa: ASYNC109
         """Wait until a worker named ``name`` (or a member of the pool ``name``) is live.

@@ -176,6 +176,7 @@ class Job:
             info = await directory.wait_for(self.requested)
         else:
             info = await directory.wait_for(self.requested, timeout=hub.grace())
+        directory.assign(info)
         self.worker = info.name
         self._incarnation = info.incarnation
         hub.follow(self)
