@@ -380,7 +380,7 @@ class StreamTransport(RedisTransport):
                     if (
                         envelope is not None
                         and envelope.sender != self._instance
-                        and self._is_new(envelope)
+                        and self._is_new(envelope, redelivered=pending)
                     ):
                         await self._deliver_received(envelope.message)
                         mark = host.mark()
