@@ -137,8 +137,11 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
     messages whose id it has seen recently.
 
     The stream is trimmed to about ``max_len`` entries as messages are added, so Redis memory
-    stays bounded; an instance that falls further behind than that loses the oldest entries,
-    which its peers' sequence numbers reveal as gaps (counted and logged). Messages sent by
+    stays bounded; an instance that falls further behind than that (or comes back after they
+    were trimmed) loses the oldest entries, and counts exactly how many as ``missed`` from the
+    stream's own counters (Redis 7), logged once. Reads are bounded by bytes as well as
+    count; an entry over the codec's ``max_size`` is left unread and counted as rejected
+    (``oversized``). Messages sent by
     this bus reach its own subscribers directly, as with :class:`RedisBus`.
 
     Args:
@@ -157,7 +160,7 @@ class RedisStreamBus(RedisBusBase[StreamTransport]):
             beyond it ``send()`` waits.
         lease: seconds the lease on ``name`` lasts unless renewed.
         dedupe: remember the ids of this many recent messages and drop repeats (0: off).
-        read_batch: entries read at a time.
+        read_batch: entries read at a time, at most (reads also stop at about 4 MiB).
         codec: as for :class:`RedisBus`.
         connect_timeout: as for :class:`RedisBus`.
         request_timeout: as for :class:`RedisBus`.
