@@ -99,3 +99,10 @@ async def test_a_reader_too_far_behind_reports_exactly_what_it_lost(postgres_dsn
     assert stats.missed == 15
     assert stats.gaps == 1
     assert len(recorder.messages) == 10
+
+
+def test_a_dsn_libpq_cannot_read_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match=r"dsn is not a libpq connection string or URL .*port"):
+        PostgresBus("host=db port")
+    with pytest.raises(TypeError, match="dsn must be a libpq connection string or URL"):
+        PostgresBus(5432)  # type: ignore[arg-type]

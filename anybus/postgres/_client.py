@@ -46,7 +46,7 @@ from psycopg import sql
 from .._exceptions import TransportError
 from ._nonblocking import Statements
 
-__all__ = ["DatabaseError", "PgConnection", "describe"]
+__all__ = ["DatabaseError", "PgConnection", "check_dsn", "describe"]
 
 logger = logging.getLogger("anybus.postgres")
 
@@ -70,6 +70,19 @@ class DatabaseError(TransportError):
     def __init__(self, message: str, sqlstate: str | None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a dsn libpq cannot parse (ValueError, naming the parameter and what to write);
+    the password is never shown."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "it does not parse"
+        raise ValueError(
+            f"dsn is not a libpq connection string or URL ({detail}): write it as "
+            f"'postgresql://user@host:5432/dbname' or 'host=... dbname=...'"
+        ) from None
 
 
 def describe(dsn: str) -> str:

@@ -34,7 +34,7 @@ from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import Intake, TransportHost
 from .._wire import WireCodec
-from ._client import DatabaseError, PgConnection
+from ._client import DatabaseError, PgConnection, check_dsn
 from ._connections import Connections
 from ._cursor import Cursor
 from ._outbox import Outbox, Outgoing
@@ -90,6 +90,7 @@ class PostgresTransport:
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
+        check_dsn(dsn)
         if not isinstance(channel, str) or not channel:
             raise ValueError(f"channel must be a non-empty string, got {channel!r}")
         if name is not None and (not isinstance(name, str) or not name):
