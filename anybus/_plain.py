@@ -325,13 +325,7 @@ def _from_plain_dict(data: dict[Any, Any], depth: int) -> Any:
             if tagged is not None:
                 return tagged
             return from_plain_map(literal_map(data), depth)
-        if type(item) in _PLAIN:
-            new = item
-        else:
-            try:
-                new = from_plain(item, depth + 1)
-            except Problem as exc:
-                raise exc.under(key_segment(key)) from None
+        new = item if type(item) in _PLAIN else _resolved(key, item, depth)
         if out is None:
             if new is item:
                 continue
@@ -340,17 +334,19 @@ def _from_plain_dict(data: dict[Any, Any], depth: int) -> Any:
     return data if out is None else out
 
 
+def _resolved(key: str, item: Any, depth: int) -> Any:
+    """``item`` (at ``key``) resolved by :func:`from_plain`, its errors placed under the key."""
+    try:
+        return from_plain(item, depth + 1)
+    except Problem as exc:
+        raise exc.under(key_segment(key)) from None
+
+
 def from_plain_map(data: dict[str, Any], depth: int) -> dict[str, Any]:
     """A checked mapping (see :func:`literal_map`) with its ``Any`` values resolved."""
     out: dict[str, Any] | None = None
     for key, item in data.items():
-        if type(item) in _PLAIN:
-            new = item
-        else:
-            try:
-                new = from_plain(item, depth + 1)
-            except Problem as exc:
-                raise exc.under(key_segment(key)) from None
+        new = item if type(item) in _PLAIN else _resolved(key, item, depth)
         if out is None:
             if new is item:
                 continue
