@@ -45,8 +45,10 @@ async def test_a_restarted_instance_resumes_where_it_left_off(postgres_dsn: str)
                 await first.wait_for_count(10)
         for message in sent[10:]:
             await sender.send(message)
-        async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
-            await receiver.subscribe(second)
+        # Subscribed before it starts: the backlog may be read as soon as it does.
+        resumed = PostgresBus(postgres_dsn, channel=channel, name="receiver")
+        await resumed.subscribe(second)
+        async with resumed as receiver:
             with anyio.fail_after(TIMEOUT):
                 await second.wait_for_count(20)
                 await receiver.wait_idle()

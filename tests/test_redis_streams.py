@@ -60,8 +60,10 @@ async def test_a_restarted_instance_resumes_where_it_left_off(redis_url: str) ->
         # The receiver is gone; what is sent now waits in its consumer group.
         for message in sent[10:]:
             await sender.send(message)
-        async with RedisStreamBus(redis_url, stream=stream, name="receiver") as receiver:
-            await receiver.subscribe(second)
+        # Subscribed before it starts: the backlog may be read as soon as it does.
+        resumed = RedisStreamBus(redis_url, stream=stream, name="receiver")
+        await resumed.subscribe(second)
+        async with resumed as receiver:
             with anyio.fail_after(TIMEOUT):
                 await second.wait_for_count(20)
                 await receiver.wait_idle()
