@@ -38,6 +38,7 @@ from anyio import (
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from ._hooks import Handler, state
 from ._inbox import ErrorHook, Hub, Inbox
 from ._messages import BusMessage
 
@@ -171,9 +172,17 @@ class Subscription(Inbox):
         finally:
             self.workers -= 1
 
+    def _handler(self) -> Handler:
+        """The subscriber's handler, as an installed instrumentation wraps it (once per worker
+        start: nothing per message)."""
+        handler = self.subscriber.on_bus_message
+        wrap = state.handler_wrapper
+        return handler if wrap is None else wrap(self, handler)
+
     async def _system_worker(self) -> None:
         handling.set(self.bus)
         receive_nowait = self.system_receive.receive_nowait
+        handle = self._handler()
         message: BusMessage | None = None
         try:
             while not self.stopping:
@@ -194,7 +203,7 @@ class Subscription(Inbox):
                 try:
                     if accepts is None or accepts(message):
                         self.system_delivered += 1
-                        await self.subscriber.on_bus_message(message)
+                        await handle(message)
                 except Exception as exc:
                     await self._failed(message, exc)
                 message = None
@@ -211,7 +220,7 @@ class Subscription(Inbox):
         handling.set(self.bus)
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
-        handle = self.subscriber.on_bus_message
+        handle = self._handler()
         bounded = self.bounded
         if not bounded:
             self._sample_high_water()

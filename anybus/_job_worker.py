@@ -15,12 +15,14 @@ import logging
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any, Final
 
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 
 from ._bus import current_bus
 from ._exceptions import JobFailed, SerializationError
+from ._hooks import WorkerJobTrace, state
 from ._job_client import JOB_ANSWER_TYPES
 from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler
 from ._messages import (
@@ -331,10 +333,20 @@ class JobWorker(BusSubscriber):
             )
 
     async def _run_job(self, bus: BusLike, job: JobContext) -> None:
+        tracer = state.jobs
+        traced = nullcontext(None) if tracer is None else tracer.worker_job(self.name, job)
+        with traced as trace:
+            await self._run_traced(bus, job, trace)
+
+    async def _run_traced(
+        self, bus: BusLike, job: JobContext, trace: WorkerJobTrace | None
+    ) -> None:
         outcome: tuple[JobStatus, dict[str, Any] | None] | None = None
         try:
             outcome = await self._outcome(job)
             self._count(outcome[0])
+            if trace is not None:
+                trace.outcome(outcome[0].value)
             await self._answer(bus, job.request, *outcome)
         except get_cancelled_exc_class():
             # The worker itself is stopping: still answer, shielded and bounded.
@@ -342,6 +354,8 @@ class JobWorker(BusSubscriber):
             if outcome is None:
                 outcome = (JobStatus.CANCELLED, {"reason": "the worker stopped"})
                 self._count(outcome[0])
+                if trace is not None:
+                    trace.outcome(outcome[0].value)
             with CancelScope(shield=True, deadline=current_time() + STOP_ANSWER_TIMEOUT):
                 await self._answer(bus, job.request, *outcome)
             raise

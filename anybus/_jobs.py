@@ -22,6 +22,7 @@ from anyio import CancelScope, Event, current_time
 from anyio.lowlevel import checkpoint
 
 from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError, WorkerUnavailable
+from ._hooks import CallerJobTrace, state
 from ._job_client import JobClient, job_client
 from ._messages import (
     BusJobCancelMessage,
@@ -131,12 +132,25 @@ class Job:
         self.stream_metadata: dict[str, Any] | None = None
         #: Metadata of the stream's end message (``None`` until it came, or if it had none).
         self.stream_end_metadata: dict[str, Any] | None = None
+        self._trace: CallerJobTrace | None = None  # while an instrumentation traces it
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._client is not None:
             raise RuntimeError(f"{self!r} was already entered; a job runs once")
+        tracer = state.jobs
+        if tracer is None:
+            return await self._enter()
+        trace = self._trace = tracer.caller_job(self)
+        try:
+            return await self._enter()
+        except BaseException as exc:
+            self._trace = None
+            trace.ended("unavailable" if isinstance(exc, WorkerUnavailable) else "not-sent", exc)
+            raise
+
+    async def _enter(self) -> Self:
         if self._presence != "off":
             # Before anything is registered or sent: a cancelled wait did nothing.
             await self._find_worker()
@@ -207,6 +221,18 @@ class Job:
         finally:
             if self._client is not None:
                 self._client.pending.pop(self.id, None)
+            trace, self._trace = self._trace, None
+            if trace is not None:
+                trace.ended(self._outcome(), exc)
+
+    def _outcome(self) -> str:
+        """How the job ended, for its trace: the worker's status, ``unavailable`` (the worker
+        went away), ``error`` (it announced one), or ``abandoned`` (the caller left first)."""
+        if self._response is not None:
+            return self._response.status.value
+        if isinstance(self._error, WorkerUnavailable):
+            return "unavailable"
+        return "abandoned" if self._error is None else "error"
 
     async def _send_cancel(self, reason: str) -> None:
         if self._cancel_sent:
@@ -248,6 +274,8 @@ class Job:
     def _feed(self, message: BusMessage) -> None:
         if self.done:
             return
+        if self._trace is not None:
+            self._trace.answered(message)
         if isinstance(message, BusJobUpdateMessage | BusJobUpdateUrgentMessage):
             self._updates.append(message.update or {})
         elif isinstance(message, BusJobStreamDataMessage):

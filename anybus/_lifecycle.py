@@ -21,6 +21,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if
 
 from ._dispatch import ErrorHook, Subscription, handling
 from ._exceptions import BusStateError
+from ._hooks import register_bus
 from ._registry import SubscriptionRegistry
 from ._statistics import OverflowPolicy, Undelivered
 from ._transport import Transport
@@ -72,6 +73,7 @@ class BusLifecycle(SubscriptionRegistry):
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
         self._context = copy_context()
+        register_bus(self)
 
     def _refresh_plain(self) -> None:
         self._plain = self._plain_targets if self._host is not None else None

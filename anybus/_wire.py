@@ -11,7 +11,9 @@ Layout of one encoded message (every length is one unsigned byte)::
 every other byte of the message (the header without the HMAC, then the body), so everything
 that is decoded is covered. The body is ``{"type", "sender", "seq", "id", "name", "fields"}``,
 and a signed one adds ``"time_ms"``: when it was encoded (the network buses' readers refuse a
-stale or repeated signed message as a replay: see :mod:`anybus._sequence`).
+stale or repeated signed message as a replay: see :mod:`anybus._sequence`). A message sent
+while tracing is on (:mod:`anybus.otel`) adds ``"trace"``: ``[headers, sent_ns]``, the W3C
+trace context (at most 8 headers of text) and the send time, covered by the signature too.
 
 With anybus's own serializers the body is written in one msgspec call, and read in two: the
 envelope (its fields left as raw bytes), then the fields, straight into the registered class.
@@ -34,6 +36,7 @@ import msgspec
 from ._exceptions import MessageRejected, SerializationError
 from ._fields import decode_bytes, decode_fields, encode_fields, encode_struct
 from ._hints import short
+from ._hooks import TRACE_KEY, TraceContext
 from ._message_types import MessageRegistry, adapters_of, default_registry
 from ._messages import BusMessage
 from ._plain import scalar_hook
@@ -46,7 +49,24 @@ MAGIC: Final = b"AB"
 FORMAT_VERSION: Final = 1
 MAC_SIZE: Final = 32
 _BODY_KEYS: Final = frozenset({"type", "sender", "seq", "id", "name", "fields"})
+_OPTIONAL_KEYS: Final = frozenset({"time_ms", "trace"})
 _MAX_SEQ: Final = 2**64 - 1
+#: A trace context's bounds: headers, and the length of a header's name and of its value.
+_MAX_TRACE_HEADERS: Final = 8
+_MAX_HEADER_NAME: Final = 64
+_MAX_HEADER_VALUE: Final = 512
+
+_HeaderName = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_NAME)]
+_HeaderValue = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_VALUE)]
+
+
+class _Trace(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """A message's trace context on the wire: ``[headers, sent_ns]``."""
+
+    headers: Annotated[
+        dict[_HeaderName, _HeaderValue], msgspec.Meta(max_length=_MAX_TRACE_HEADERS)
+    ]
+    sent_ns: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class _Body(msgspec.Struct):
@@ -59,6 +79,7 @@ class _Body(msgspec.Struct):
     name: str
     fields: Any
     time_ms: int | msgspec.UnsetType = msgspec.UNSET  # signed messages only
+    trace: _Trace | msgspec.UnsetType = msgspec.UNSET  # sent while tracing
 
 
 class _Head(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,6 +92,7 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     fields: msgspec.Raw
     time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    trace: _Trace | None = None
 
 
 _MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=scalar_hook)
@@ -83,6 +105,29 @@ def _check_label(label: object, what: str) -> bytes:
     if isinstance(label, str) and label.isascii() and label.isprintable() and 0 < len(label) < 256:
         return label.encode("ascii")
     raise ValueError(f"{what} must be 1 to 255 printable ASCII characters, got {label!r}")
+
+
+def _trace_from(value: object) -> TraceContext | None:
+    """A trace context read by a serializer of the user's: ``[headers, sent_ns]``, bounded."""
+    if value is None:
+        return None
+    if not (
+        type(value) is list
+        and len(value) == 2
+        and type(value[0]) is dict
+        and len(value[0]) <= _MAX_TRACE_HEADERS
+        and all(
+            type(k) is str
+            and type(v) is str
+            and len(k) <= _MAX_HEADER_NAME
+            and len(v) <= _MAX_HEADER_VALUE
+            for k, v in value[0].items()
+        )
+        and type(value[1]) is int
+        and 0 <= value[1] <= _MAX_SEQ
+    ):
+        raise MessageRejected("malformed", f"bad trace context: {short(value, 80)}")
+    return TraceContext(value[0], value[1])
 
 
 @final
@@ -269,10 +314,14 @@ class WireCodec:
 
     def _encode_body(self, message: BusMessage, type_name: str, sender: str, seq: int) -> bytes:
         time_ms = int(self._clock() * 1000) if self._signing_key_id else msgspec.UNSET
+        context: TraceContext | None = message.__dict__.get(TRACE_KEY)
+        trace: _Trace | msgspec.UnsetType = msgspec.UNSET
+        if context is not None:
+            trace = _Trace(dict(context.headers), context.sent_ns)
         if self._native:
             adapters = adapters_of(self._registry)
             fields, finite = encode_struct(message, adapters, binary=self._binary)
-            body = _Body(type_name, sender, seq, message.id, message.name, fields, time_ms)
+            body = _Body(type_name, sender, seq, message.id, message.name, fields, time_ms, trace)
             if self._binary:
                 return _MSGPACK_ENCODER.encode(body)
             if finite:
@@ -288,6 +337,8 @@ class WireCodec:
         }
         if time_ms is not msgspec.UNSET:
             plain["time_ms"] = time_ms
+        if context is not None:
+            plain["trace"] = [dict(context.headers), context.sent_ns]
         data = self._serializer.encode(plain)
         if not isinstance(data, bytes):
             raise TypeError(f"encode() returned {type(data).__qualname__}, not bytes")
@@ -368,6 +419,9 @@ class WireCodec:
                     message_id=head.id,
                     name=head.name,
                 )
+                if head.trace is not None:
+                    context = TraceContext(head.trace.headers, head.trace.sent_ns)
+                    message.__dict__[TRACE_KEY] = context
                 timestamp = None if head.time_ms is None else head.time_ms / 1000
                 return Envelope(message, head.sender, head.seq, head.type, key_id, timestamp)
             except Exception:  # decoded again below, to say why it is refused
@@ -378,8 +432,8 @@ class WireCodec:
             raise MessageRejected(
                 "malformed", f"{self._serializer.name} body does not parse: {short(exc)}"
             ) from None
-        # "time_ms" may be there (signed messages have it), the rest must be.
-        if type(parsed) is not dict or parsed.keys() - {"time_ms"} != _BODY_KEYS:
+        # "time_ms" (signed messages) and "trace" (traced ones) may be there, the rest must be.
+        if type(parsed) is not dict or parsed.keys() - _OPTIONAL_KEYS != _BODY_KEYS:
             shown = sorted(map(str, parsed))[:8] if type(parsed) is dict else type(parsed)
             raise MessageRejected("malformed", f"body is not an envelope body: {short(shown)}")
         type_name, sender, seq = parsed["type"], parsed["sender"], parsed["seq"]
@@ -404,9 +458,12 @@ class WireCodec:
             cls = self._registry.lookup(type_name)
         except LookupError as exc:
             raise MessageRejected("unknown-type", str(exc)) from None
+        trace = _trace_from(parsed.get("trace"))
         message = decode_fields(
             cls, parsed["fields"], message_id=message_id, name=name, registry=self._registry
         )
+        if trace is not None:
+            message.__dict__[TRACE_KEY] = trace
         timestamp = None if time_ms is None else time_ms / 1000
         return Envelope(message, sender, seq, type_name, key_id, timestamp)
 

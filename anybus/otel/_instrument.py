@@ -1,0 +1,406 @@
+"""Turning the instrumentation on and off, and the spans of sends, handlers and jobs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, Final, final
+
+from anyio import get_cancelled_exc_class
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from .. import _hooks
+from .._bus import WorkerBus
+from .._hooks import TRACE_KEY, Handler, TraceContext, trace_of
+from .._messages import (
+    BusLocalMessage,
+    BusMessage,
+    BusSystemMessage,
+    BusWorkerGoodbyeMessage,
+    BusWorkerPresenceMessage,
+    BusWorkerPresenceQueryMessage,
+)
+from .._version import __version__
+from . import _names as n
+from ._metrics import Instruments, destination, instruments_for, label_of
+
+__all__ = ["bus_label", "instrument", "is_instrumented", "uninstrument"]
+
+logger = logging.getLogger("anybus.otel")
+
+#: The bounds a receiver puts on a message's trace headers (see anybus._wire): the sender
+#: leaves out what would not fit, rather than have every receiver refuse the message.
+MAX_HEADERS: Final = 8
+MAX_HEADER_NAME: Final = 64
+MAX_HEADER_VALUE: Final = 512
+
+#: Presence traffic (heartbeats, queries, goodbyes) is not traced: a span a second per worker
+#: would bury the traces that matter. It is counted in the metrics like any message.
+UNTRACED: Final = frozenset(
+    {BusWorkerPresenceMessage, BusWorkerPresenceQueryMessage, BusWorkerGoodbyeMessage}
+)
+
+#: Job outcomes that mark the job's span as failed.
+_FAILED_OUTCOMES: Final = frozenset({"failed", "error", "unavailable", "not-sent"})
+
+_SendFunction = Callable[[WorkerBus, BusMessage], Coroutine[Any, Any, None]]
+_plain_send: Final[_SendFunction] = WorkerBus.send
+_lock = threading.Lock()
+
+
+@final
+class _Instrumentation:
+    """What :func:`instrument` installed: the tracer, the instruments, the hooks."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+    ) -> None:
+        self.tracer = trace.get_tracer(
+            "anybus", __version__, tracer_provider=tracer_provider, schema_url=None
+        )
+        self.instruments: Instruments = instruments_for(meter_provider)
+        self._oversized_logged = False
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def send(self, bus: WorkerBus, message: BusMessage) -> None:
+        where = destination(bus)
+        attributes: dict[str, Any] = {
+            n.SYSTEM: n.SYSTEM_NAME,
+            n.DESTINATION: where,
+            n.OPERATION_TYPE: "send",
+            n.OPERATION_NAME: "send",
+            n.MESSAGE_ID: message.id,
+            n.MESSAGE_TYPE: type(message).__qualname__,
+            n.MESSAGE_NAME: message.name,
+            n.PRIORITY: "system" if isinstance(message, BusSystemMessage) else "data",
+            n.SOURCE: message.source,
+        }
+        if message.target is not None:
+            attributes[n.TARGET] = message.target
+        job_id = getattr(message, "job_id", None)
+        if isinstance(job_id, str):
+            attributes[n.CONVERSATION_ID] = job_id
+        if isinstance(message, BusLocalMessage):
+            attributes["anybus.message.local"] = True
+        span = self.tracer.start_span(
+            f"send {where}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=trace.set_span_in_context(span, Context()))
+        message.__dict__[TRACE_KEY] = TraceContext(self._bounded(headers), time.time_ns())
+        try:
+            await _plain_send(bus, message)
+        except get_cancelled_exc_class():
+            span.add_event("cancelled")
+            raise
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            span.end()
+
+    def _bounded(self, headers: dict[str, str]) -> dict[str, str]:
+        """The headers a receiver accepts: what does not fit is left out (logged once)."""
+        kept = {
+            name: value
+            for name, value in headers.items()
+            if len(name) <= MAX_HEADER_NAME and len(value) <= MAX_HEADER_VALUE
+        }
+        if len(kept) > MAX_HEADERS:
+            kept = dict(list(kept.items())[:MAX_HEADERS])
+        if len(kept) < len(headers) and not self._oversized_logged:
+            self._oversized_logged = True
+            left = sorted(set(headers) - set(kept))
+            logger.warning(
+                "trace headers %s left out of a message: at most %d headers of at most %d "
+                "characters travel (a large baggage?)",
+                left,
+                MAX_HEADERS,
+                MAX_HEADER_VALUE,
+            )
+        return kept
+
+    # --- handling -------------------------------------------------------------------------
+
+    def wrap_handler(self, subscription: Any, handler: Handler) -> Handler:
+        bus = subscription.bus
+        name: str = subscription.name
+
+        async def traced(message: BusMessage) -> None:
+            active = _installed
+            if active is None or type(message) in UNTRACED:
+                await handler(message)
+            else:
+                await active.process(bus, name, handler, message)
+
+        return traced
+
+    async def process(
+        self, bus: WorkerBus, subscriber: str, handler: Handler, message: BusMessage
+    ) -> None:
+        where = destination(bus)
+        carried = trace_of(message)
+        parent = Context() if carried is None else propagate.extract(carried.headers, Context())
+        started = time.time_ns()
+        metric_attributes: dict[str, Any] = {
+            n.SYSTEM: n.SYSTEM_NAME,
+            n.DESTINATION: where,
+            n.BUS: label_of(bus),
+            n.CONSUMER_GROUP: subscriber,
+        }
+        if carried is not None:
+            self.instruments.latency.record(
+                max(0, started - carried.sent_ns) / 1e9, metric_attributes
+            )
+        attributes: dict[str, Any] = {
+            n.SYSTEM: n.SYSTEM_NAME,
+            n.DESTINATION: where,
+            n.OPERATION_TYPE: "process",
+            n.OPERATION_NAME: "process",
+            n.MESSAGE_ID: message.id,
+            n.MESSAGE_TYPE: type(message).__qualname__,
+            n.MESSAGE_NAME: message.name,
+            n.CONSUMER_GROUP: subscriber,
+            n.PRIORITY: "system" if isinstance(message, BusSystemMessage) else "data",
+        }
+        job_id = getattr(message, "job_id", None)
+        if isinstance(job_id, str):
+            attributes[n.CONVERSATION_ID] = job_id
+        span = self.tracer.start_span(
+            f"process {where}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            start_time=started,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        clock = time.perf_counter()
+        try:
+            await handler(message)
+        except get_cancelled_exc_class():
+            span.add_event("cancelled")
+            raise
+        except BaseException as exc:
+            _failed(span, exc)
+            metric_attributes[n.ERROR_TYPE] = type(exc).__qualname__
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+            metric_attributes[n.OPERATION_NAME] = "process"
+            self.instruments.process_duration.record(
+                time.perf_counter() - clock, metric_attributes
+            )
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def caller_job(self, job: Any) -> _CallerJob:
+        name = job.job_name if job.job_name is not None else "default"
+        span = self.tracer.start_span(
+            f"job {name}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                n.SYSTEM: n.SYSTEM_NAME,
+                n.JOB_ID: job.id,
+                n.JOB_NAME: name,
+                n.JOB_WORKER: job.requested,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return _CallerJob(self, job, span, token, name)
+
+    @contextmanager
+    def worker_job(self, worker: str, job: Any) -> Iterator[_WorkerJob]:
+        name = job.name if job.name is not None else "default"
+        carried = trace_of(job.request)
+        parent = Context() if carried is None else propagate.extract(carried.headers, Context())
+        span = self.tracer.start_span(
+            f"run job {name}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                n.SYSTEM: n.SYSTEM_NAME,
+                n.JOB_ID: job.id,
+                n.JOB_NAME: name,
+                n.JOB_WORKER: worker,
+                n.SOURCE: job.requester,
+            },
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        record = _WorkerJob()
+        clock = time.perf_counter()
+        try:
+            yield record
+        except get_cancelled_exc_class():
+            span.add_event("cancelled")
+            raise
+        except BaseException as exc:
+            _failed(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            outcome = record.status or "cancelled"
+            span.set_attribute(n.JOB_OUTCOME, outcome)
+            if outcome in _FAILED_OUTCOMES:
+                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
+            span.end()
+            self.instruments.record_job(time.perf_counter() - clock, name, "worker", outcome)
+
+
+@final
+class _CallerJob:
+    """A job's span on the caller's side (see :class:`anybus._hooks.CallerJobTrace`)."""
+
+    __slots__ = ("_clock", "_instrumentation", "_job", "_name", "_span", "_token")
+
+    def __init__(
+        self,
+        instrumentation: _Instrumentation,
+        job: Any,
+        span: Span,
+        token: object,
+        name: str,
+    ) -> None:
+        self._instrumentation = instrumentation
+        self._job = job
+        self._span = span
+        self._token = token
+        self._name = name
+        self._clock = time.perf_counter()
+
+    def answered(self, message: BusMessage) -> None:
+        self._span.add_event(
+            "answer", {n.MESSAGE_TYPE: type(message).__qualname__, n.MESSAGE_ID: message.id}
+        )
+
+    def ended(self, outcome: str, error: BaseException | None) -> None:
+        span = self._span
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+        span.set_attribute(n.JOB_OUTCOME, outcome)
+        span.set_attribute(n.JOB_WORKER, self._job.worker)
+        if isinstance(error, Exception):
+            _failed(span, error)
+        elif outcome in _FAILED_OUTCOMES:
+            span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
+        span.end()
+        instruments = self._instrumentation.instruments
+        instruments.record_job(time.perf_counter() - self._clock, self._name, "caller", outcome)
+
+
+@final
+class _WorkerJob:
+    """Where a worker records its job's status (see :class:`anybus._hooks.WorkerJobTrace`)."""
+
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+
+    def outcome(self, status: str) -> None:
+        self.status = status
+
+
+def _failed(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_attribute(n.ERROR_TYPE, type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:200]))
+
+
+_installed: _Instrumentation | None = None
+
+
+async def _traced_send(self: WorkerBus, message: BusMessage) -> None:
+    """``WorkerBus.send`` while instrumented: a producer span around the plain send."""
+    active = _installed
+    if active is None or type(message) in UNTRACED or not isinstance(message, BusMessage):
+        await _plain_send(self, message)  # (which refuses what is not a message)
+    else:
+        await active.send(self, message)
+
+
+_traced_send.__doc__ = _plain_send.__doc__
+_traced_send.__wrapped__ = _plain_send  # type: ignore[attr-defined]
+
+
+def instrument(
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> None:
+    """Trace and measure every anybus bus in this process, from now on.
+
+    Args:
+        tracer_provider: where the spans go; the global one (``trace.get_tracer_provider()``)
+            by default.
+        meter_provider: where the metrics go; the global one by default.
+
+    Subscriptions whose workers are running already are traced from their next start; call it
+    early, before the buses start. Calling it again (after :func:`uninstrument`) with other
+    providers moves the telemetry there.
+
+    Raises:
+        TypeError: a provider is not an OpenTelemetry ``TracerProvider`` / ``MeterProvider``.
+        RuntimeError: anybus is instrumented already (call :func:`uninstrument` first).
+    """
+    global _installed
+    if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+        raise TypeError(
+            f"tracer_provider must be an opentelemetry TracerProvider (or None for the global "
+            f"one), got {tracer_provider!r}"
+        )
+    if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):
+        raise TypeError(
+            f"meter_provider must be an opentelemetry MeterProvider (or None for the global "
+            f"one), got {meter_provider!r}"
+        )
+    with _lock:
+        if _installed is not None:
+            raise RuntimeError(
+                "anybus is instrumented already: call anybus.otel.uninstrument() first to "
+                "change the providers"
+            )
+        installed = _Instrumentation(tracer_provider, meter_provider)
+        installed.instruments.activate()
+        _installed = installed
+        _hooks.state.handler_wrapper = installed.wrap_handler
+        _hooks.state.jobs = installed
+        WorkerBus.send = _traced_send  # type: ignore[method-assign]
+    logger.debug("anybus instrumented")
+
+
+def uninstrument() -> None:
+    """Stop tracing and measuring; a no-op when not instrumented.
+
+    Handlers that are running finish their spans; observed metrics report nothing more.
+    """
+    global _installed
+    with _lock:
+        installed, _installed = _installed, None
+        if installed is None:
+            return
+        _hooks.state.handler_wrapper = None
+        _hooks.state.jobs = None
+        WorkerBus.send = _plain_send  # type: ignore[method-assign, assignment]
+        installed.instruments.deactivate()
+    logger.debug("anybus uninstrumented")
+
+
+def bus_label(bus: WorkerBus) -> str:
+    """The ``anybus.bus`` attribute of ``bus``'s metric points: its class and a number unique
+    in this process (``MemoryBus-3``), given the first time it is asked for."""
+    if not isinstance(bus, WorkerBus):
+        raise TypeError(f"bus must be a WorkerBus, got {bus!r}")
+    return label_of(bus)
+
+
+def is_instrumented() -> bool:
+    """Whether :func:`instrument` is in effect."""
+    return _installed is not None
