@@ -2,7 +2,7 @@
 
 Run it with a Redis server (the ``redis`` and ``otel`` extras, and the OpenTelemetry SDK)::
 
-    pip install 'anybus[redis,otel,trio]' opentelemetry-sdk
+    pip install -e '.[redis,otel,trio]' opentelemetry-sdk    # in the checkout
     python examples/otel_trace.py --redis-url redis://127.0.0.1:6379
 
 This process is the caller. It starts a copy of itself as the worker (``--role worker``), on

@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "anybus",
     "anybus.redis",
     "anybus.postgres",
+    "anybus.otel",
     "anybus.testing",
     "anybus.testing.conformance",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -193,6 +194,11 @@ def squarer() -> JobWorker:
         await job.update({"percent": 50})
         return {"result": job.payload["x"] ** 2}
 
+    @worker.job("block")
+    async def block(job: JobContext) -> None:
+        await job.update({"started": True})
+        await anyio.sleep_forever()
+
     @worker.job("refuse")
     async def refuse(job: JobContext) -> None:
         raise JobFailed("not today", response={"why": "test"})
@@ -285,6 +291,28 @@ async def test_a_job_left_early_is_abandoned_and_one_never_sent_unavailable(
     assert unavailable.status.status_code is StatusCode.ERROR
     assert unavailable.attributes["error.type"] == "WorkerUnavailable"
     assert trace.get_current_span() is trace.INVALID_SPAN  # the job spans were detached
+
+
+async def test_a_cancelled_job_sends_its_cancel_in_the_jobs_span(telemetry: Telemetry) -> None:
+    async with MemoryBus() as bus:
+        await bus.subscribe(squarer())
+        with anyio.fail_after(TIMEOUT):
+            async with open_job(bus, "squarer", job_name="block") as job:
+                async for update in job.updates():
+                    assert update == {"started": True}
+                    break
+            await bus.wait_idle()  # the worker has answered the cancel
+    (caller,) = telemetry.spans(SpanKind.CLIENT)
+    (worker,) = telemetry.spans(SpanKind.SERVER)
+    sent = {
+        attribute(s, "anybus.message.type"): s
+        for s in telemetry.spans(SpanKind.PRODUCER)
+        if parent_id(s) == span_id(caller)
+    }
+    assert set(sent) == {"BusJobRequestMessage", "BusJobCancelMessage"}
+    assert attribute(caller, "anybus.job.outcome") == "abandoned"
+    assert attribute(worker, "anybus.job.outcome") == "cancelled"
+    assert worker.status.status_code is StatusCode.UNSET
 
 
 async def test_presence_traffic_is_not_traced(telemetry: Telemetry) -> None:
@@ -393,10 +421,17 @@ def test_misuse_is_refused_with_the_parameter_named() -> None:
 
 def test_every_metric_is_documented_with_a_kind_and_a_unit() -> None:
     assert len(METRICS) == 14
+    page = (Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in page.splitlines()
+        if line.startswith("| `")
+    }
     for name, info in METRICS.items():
         assert info.kind in ("counter", "gauge", "histogram"), name
         assert info.unit, name
         assert info.description.endswith("."), name
+        assert f"| {info.kind} | `{info.unit}` |" in rows.get(name, ""), f"{name} not on the page"
 
 
 class _Oversized(TextMapPropagator):
