@@ -172,17 +172,12 @@ class Subscription(Inbox):
         finally:
             self.workers -= 1
 
-    def _handler(self) -> Handler:
-        """The subscriber's handler, as an installed instrumentation wraps it (once per worker
-        start: nothing per message)."""
-        handler = self.subscriber.on_bus_message
-        wrap = state.handler_wrapper
-        return handler if wrap is None else wrap(self, handler)
-
     async def _system_worker(self) -> None:
         handling.set(self.bus)
         receive_nowait = self.system_receive.receive_nowait
-        handle = self._handler()
+        handle: Handler = self.subscriber.on_bus_message
+        if state.handler_wrapper is not None:  # instrumented: once per worker start
+            handle = state.handler_wrapper(self, handle)
         message: BusMessage | None = None
         try:
             while not self.stopping:
@@ -220,7 +215,9 @@ class Subscription(Inbox):
         handling.set(self.bus)
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
-        handle = self._handler()
+        handle: Handler = self.subscriber.on_bus_message
+        if state.handler_wrapper is not None:  # instrumented: once per worker start
+            handle = state.handler_wrapper(self, handle)
         bounded = self.bounded
         if not bounded:
             self._sample_high_water()

@@ -46,6 +46,10 @@ UNTRACED: Final = frozenset(
     {BusWorkerPresenceMessage, BusWorkerPresenceQueryMessage, BusWorkerGoodbyeMessage}
 )
 
+#: Where a message keeps its producer's context once a handler has extracted it, so that the
+#: other subscribers of a fan-out do not extract it again (a send replaces it).
+CONTEXT_KEY: Final = "_anybus_otel_context"
+
 #: Job outcomes that mark the job's span as failed.
 _FAILED_OUTCOMES: Final = frozenset({"failed", "error", "unavailable", "not-sent"})
 
@@ -97,6 +101,7 @@ class _Instrumentation:
         headers: dict[str, str] = {}
         propagate.inject(headers, context=trace.set_span_in_context(span, Context()))
         message.__dict__[TRACE_KEY] = TraceContext(self._bounded(headers), time.time_ns())
+        message.__dict__.pop(CONTEXT_KEY, None)
         try:
             await _plain_send(bus, message)
         except get_cancelled_exc_class():
@@ -149,7 +154,9 @@ class _Instrumentation:
     ) -> None:
         where = destination(bus)
         carried = trace_of(message)
-        parent = Context() if carried is None else propagate.extract(carried.headers, Context())
+        parent: Context = message.__dict__.get(CONTEXT_KEY) or Context()
+        if carried is not None and not parent:
+            parent = message.__dict__[CONTEXT_KEY] = propagate.extract(carried.headers, Context())
         started = time.time_ns()
         metric_attributes: dict[str, Any] = {
             n.SYSTEM: n.SYSTEM_NAME,
