@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import socket
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -256,3 +258,188 @@ def test_a_record_of_a_real_sdk_span() -> None:
     assert sent.process == CALLER
     root = parse(tp.render([sent, job]))
     assert texts(root, "span-name") == ["job resize", "send anybus-demo"]
+
+
+# --- the docs' trace: recorded by examples/otel_trace.py, committed, drawn by the build ------
+
+
+def _closed_port_url() -> str:
+    """A Redis URL at a port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"redis://127.0.0.1:{port}"
+
+
+def _one_trace_over_two_processes(spans: list[Any]) -> None:
+    assert len({s.trace_id for s in spans}) == 1
+    assert {s.process for s in spans} == {CALLER, WORKER}
+    roots = [s for s in spans if s.parent_id is None]
+    assert [(s.name, s.kind, s.process) for s in roots] == [("job resize", "CLIENT", CALLER)]
+    by_id = {s.span_id: s for s in spans}
+    assert all(s.parent_id in by_id for s in spans if s.parent_id is not None)  # one tree
+    crossings = {
+        (by_id[s.parent_id].process, s.process)
+        for s in spans
+        if s.parent_id is not None and by_id[s.parent_id].process != s.process
+    }
+    assert crossings == {(CALLER, WORKER), (WORKER, CALLER)}  # there and back
+
+
+def test_the_committed_recording_is_one_trace_over_two_processes() -> None:
+    spans = tp.load()
+    _one_trace_over_two_processes(spans)
+    assert len(spans) >= 9  # request, run, two updates, response: sent and processed
+    root = parse(tp.draw(spans))
+    assert root.findtext(f"{SVG}title") == tp.TITLE
+    assert texts(root, "legend") == [CALLER, WORKER]
+    assert len(texts(root, "span-name")) == len(spans)
+
+
+def test_the_committed_picture_is_drawn_from_the_committed_recording() -> None:
+    committed = ROOT / "docs" / tp.PICTURE
+    assert committed.exists(), "run python docs/_ext/trace_picture.py --record"
+    assert committed.read_text() == tp.draw(tp.load()), (
+        "docs/img/trace.svg is out of date: run python docs/_ext/trace_picture.py"
+    )
+
+
+def test_messages_are_named_by_their_type_in_the_picture() -> None:
+    names = texts(parse(tp.draw(tp.load())), "span-name")
+    assert names[:4] == [
+        "job resize",
+        "send BusJobRequestMessage",
+        "process BusJobRequestMessage",
+        "run job resize",
+    ]
+    assert "send BusJobResponseMessage" in names
+    assert not [name for name in names if "anybus-trace-" in name]  # not the random channel
+    assert any("anybus-trace-" in s.name for s in tp.load())  # which the recording keeps
+
+
+def test_labelling_renames_only_message_spans_with_a_type() -> None:
+    typed = {"anybus.message.type": "BusJobUpdateMessage"}
+    spans = [
+        span("send chan", 1, None, "PRODUCER", 0, 10, CALLER, attributes=typed),
+        span("process chan", 2, 1, "CONSUMER", 2, 8, WORKER, attributes=typed),
+        span("run job resize", 3, 2, "SERVER", 3, 7, WORKER, attributes=typed),
+        span("send chan", 4, 3, "PRODUCER", 4, 5, WORKER),
+    ]
+    named = tp.labelled(spans)
+    assert [s.name for s in named] == [
+        "send BusJobUpdateMessage",
+        "process BusJobUpdateMessage",
+        "run job resize",
+        "send chan",
+    ]
+    assert spans[0].name == "send chan"  # the records themselves are unchanged
+    assert [replace(a, name=b.name) for a, b in zip(spans, named, strict=True)] == named
+
+
+def test_without_redis_the_build_draws_the_committed_recording(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = _closed_port_url()
+    monkeypatch.setenv("ANYBUS_REDIS_URL", url)
+    assert tp.redis_url() == url
+    assert not tp.answers(url)
+    with caplog.at_level(logging.INFO, logger=tp.log.name):
+        spans = tp.build_spans()
+    assert spans == tp.load()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == tp.log.name]
+    assert len(said) == 1
+    level, message = said[0]
+    assert level == logging.INFO  # a warning would fail the strict docs build
+    assert "committed recording" in message
+    assert url in message
+
+
+def test_the_hook_puts_a_fresh_picture_in_the_site(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("mkdocs")
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import File, Files
+
+    monkeypatch.setenv("ANYBUS_REDIS_URL", _closed_port_url())
+    config = MkDocsConfig()
+    config.load_dict(
+        {
+            "site_name": "t",
+            "docs_dir": str(ROOT / "docs"),
+            "site_dir": str(tmp_path / "site"),
+            "plugins": [],
+            "hooks": [str(ROOT / "docs" / "_ext" / "trace_picture.py")],  # as mkdocs.yml has it
+        }
+    )
+    errors, _ = config.validate()
+    assert not errors
+    committed = File(tp.PICTURE, config.docs_dir, config.site_dir, config.use_directory_urls)
+    source = ROOT / "docs" / tp.PICTURE
+    before = source.read_bytes()
+    files = config.plugins.on_files(Files([committed]), config=config)  # as a build calls it
+    drawn = files.get_file_from_path(tp.PICTURE)
+    assert drawn is not None
+    assert drawn is not committed
+    assert drawn.generated_by is not None
+    assert drawn.content_string == tp.draw(tp.load())
+    assert len(files) == 1
+    assert source.read_bytes() == before  # nothing written into docs/
+
+
+def test_record_records_one_trace_over_two_processes(redis_url: str) -> None:
+    spans = tp.record(redis_url)
+    _one_trace_over_two_processes(spans)
+    assert {s.attributes.get("anybus.message.type") for s in spans} >= {
+        "BusJobRequestMessage",
+        "BusJobUpdateMessage",
+        "BusJobResponseMessage",
+    }
+    tp.draw(spans)
+
+
+def test_a_failed_recording_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    failing = tmp_path / "failing.py"
+    failing.write_text("import sys\nsys.exit('no bus today: ' + ' '.join(sys.argv[1:3]))\n")
+    monkeypatch.setattr(tp, "EXAMPLE", failing)
+    with pytest.raises(RuntimeError, match=r"exit status 1\).*\nno bus today: --redis-url r://x"):
+        tp.record("r://x")
+
+
+def test_a_recording_that_takes_too_long_is_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text(
+        "import sys, threading\nprint('stuck', file=sys.stderr, flush=True)\n"
+        "threading.Event().wait()\n"
+    )
+    monkeypatch.setattr(tp, "EXAMPLE", stuck)
+    monkeypatch.setattr(tp, "RECORD_TIMEOUT", 0.5)
+    with pytest.raises(RuntimeError, match=r"within 0.5 s; its stderr:\nstuck"):
+        tp.record("r://x")
+
+
+def test_the_script_records_both_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded = [*SPANS]
+    monkeypatch.setattr(tp, "RECORDING", tmp_path / "trace-spans.json")
+    monkeypatch.setattr(tp, "DOCS", tmp_path)
+    monkeypatch.setattr(tp, "answers", lambda url: url == "redis://here:1")
+    monkeypatch.setattr(tp, "record", lambda url: recorded)
+    assert tp.main(["--record", "--redis-url", "redis://here:1"]) == 0
+    assert tp.load(tmp_path / "trace-spans.json") == recorded
+    assert (tmp_path / tp.PICTURE).read_text() == tp.draw(recorded)
+    assert "6 spans recorded over redis://here:1" in capsys.readouterr().out
+
+    # Without --record: redrawn from the recording, which is left alone.
+    (tmp_path / tp.PICTURE).write_text("stale")
+    assert tp.main([]) == 0
+    assert (tmp_path / tp.PICTURE).read_text() == tp.draw(recorded)
+    assert tp.main([]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        tp.main(["--record", "--redis-url", "redis://elsewhere:1"])  # nothing answers there
+    assert "no Redis answers at redis://elsewhere:1" in capsys.readouterr().err

@@ -7,9 +7,24 @@ depth, a bar per span on a shared time axis (milliseconds since the trace's earl
 coloured by the process that recorded it. A span whose parent was recorded by another process
 still nests under that parent: that is what the picture is for.
 
-Used as a module (the MkDocs build imports it by path) or as a script::
+The docs' picture, ``docs/img/trace.svg``, is of the trace examples/otel_trace.py makes: an
+asyncio caller asks a trio worker (a second process) for one job over Redis. Used three ways:
 
-    python docs/_ext/trace_picture.py SPANS.json OUT.svg
+* as an MkDocs hook (``hooks:`` in mkdocs.yml): every build records that trace afresh with
+  :func:`record` and draws it into the site (``img/trace.svg``), over the committed copy and
+  without writing into docs/. When no Redis answers (``ANYBUS_REDIS_URL``, by default
+  ``redis://127.0.0.1:6379``), it draws the committed recording, docs/_ext/trace-spans.json,
+  and says so at INFO (not a warning: the build is strict);
+* as a script, ``python docs/_ext/trace_picture.py --record``, which records the trace (Redis
+  needed) into docs/_ext/trace-spans.json and draws it into docs/img/trace.svg, where GitHub
+  shows it to readers of the unbuilt pages; ``python docs/_ext/trace_picture.py`` alone redraws
+  docs/img/trace.svg from the committed recording. tests/test_trace_picture.py fails if the
+  committed picture differs from what the committed recording draws;
+* ``python docs/_ext/trace_picture.py SPANS.json OUT.svg`` draws any file of spans as it is.
+
+In the docs' picture a message's producer and consumer spans are labelled with the message's
+type (``send BusJobRequestMessage``) rather than the random channel their names carry
+(:func:`labelled`); :func:`render` itself draws names as they are.
 
 Text is measured with docs/_ext/sequence_diagrams.py's ``width`` and set in its fonts, so that
 both kinds of drawing agree on how wide a label is.
@@ -21,16 +36,36 @@ import argparse
 import html
 import importlib.util
 import json
+import logging
 import math
+import os
 import re
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 EXT = Path(__file__).resolve().parent
+DOCS = EXT.parent
+ROOT = DOCS.parent
+#: The program whose trace the docs show, and how long it may take.
+EXAMPLE = ROOT / "examples" / "otel_trace.py"
+RECORD_TIMEOUT = 60.0
+#: The committed recording, drawn when no Redis answers; the picture's path under docs/.
+RECORDING = EXT / "trace-spans.json"
+PICTURE = "img/trace.svg"
+TITLE = "One job, one trace: an asyncio caller and a trio worker over Redis"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+
+# MkDocs shows its plugins' loggers (mkdocs.plugins.*); a warning would fail a strict build.
+log = logging.getLogger("mkdocs.plugins.anybus.trace_picture")
 
 
 def _sibling(name: str) -> ModuleType:
@@ -54,6 +89,8 @@ def _sibling(name: str) -> ModuleType:
 
 if TYPE_CHECKING:
     import sequence_diagrams as _diagrams
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import Files
     from opentelemetry.sdk.trace import ReadableSpan
 else:
     _diagrams = _sibling("sequence_diagrams")
@@ -554,16 +591,186 @@ def render(spans: Sequence[SpanRecord], *, title: str | None = None) -> str:
     )
 
 
+# --- the docs' trace --------------------------------------------------------------------------
+
+
+def redis_url() -> str:
+    """The Redis server the docs' trace is recorded over: ``ANYBUS_REDIS_URL``, or the default."""
+    return os.environ.get("ANYBUS_REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether anything accepts a TCP connection at the Redis URL's host and port."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or 6379), timeout
+        ):
+            return True
+    except (OSError, ValueError):  # ValueError: a port that is not a number
+        return False
+
+
+def record(redis_url: str) -> list[SpanRecord]:
+    """Run examples/otel_trace.py over ``redis_url`` and return the one trace it records.
+
+    The example runs in a new process (with this interpreter), which starts the worker as
+    another; both are killed if it takes longer than :data:`RECORD_TIMEOUT` seconds.
+
+    Raises:
+        RuntimeError: The example failed or timed out; the message has its stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="anybus-trace-") as directory:
+        out = Path(directory) / "spans.json"
+        command = [sys.executable, str(EXAMPLE), "--redis-url", redis_url, "--spans-out", str(out)]
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the worker it starts is in its group, killed with it
+        )
+        try:
+            _, stderr = process.communicate(timeout=RECORD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            _, stderr = process.communicate()
+            raise RuntimeError(
+                f"{EXAMPLE.name} did not record a trace over {redis_url} within "
+                f"{RECORD_TIMEOUT:g} s; its stderr:\n{stderr.strip()}"
+            ) from None
+        if process.returncode != 0 or not out.exists():
+            raise RuntimeError(
+                f"{EXAMPLE.name} failed to record a trace over {redis_url} (exit status "
+                f"{process.returncode}); its stderr:\n{stderr.strip()}"
+            )
+        return [SpanRecord.from_json(item) for item in json.loads(out.read_text())]
+
+
+def load(path: Path | None = None) -> list[SpanRecord]:
+    """The spans in a JSON file (by default the committed recording) written by :func:`save` or
+    examples/otel_trace.py."""
+    path = RECORDING if path is None else path
+    return [SpanRecord.from_json(item) for item in json.loads(path.read_text())]
+
+
+def save(spans: Sequence[SpanRecord], path: Path | None = None) -> None:
+    """Write spans as a JSON list of :class:`SpanRecord` dicts (by default into the committed
+    recording), read back by :func:`load`."""
+    path = RECORDING if path is None else path
+    path.write_text(json.dumps([span.to_json() for span in spans], indent=1) + "\n")
+
+
+def labelled(spans: Sequence[SpanRecord]) -> list[SpanRecord]:
+    """The spans, each message's producer or consumer span named by the message's type.
+
+    ``send anybus-trace-1a2b3c4d`` becomes ``send BusJobRequestMessage``: the channel is the
+    same on every such span (and random), the type of message says what happened. Spans of
+    other kinds, or without an ``anybus.message.type`` attribute, keep their names.
+    """
+    named: list[SpanRecord] = []
+    for span in spans:
+        message_type = span.attributes.get("anybus.message.type")
+        if span.kind in ("PRODUCER", "CONSUMER") and isinstance(message_type, str):
+            operation = span.name.split(" ", 1)[0]
+            span = replace(span, name=f"{operation} {message_type}")
+        named.append(span)
+    return named
+
+
+def draw(spans: Sequence[SpanRecord]) -> str:
+    """The docs' picture of a recording of the example's trace."""
+    return render(labelled(spans), title=TITLE)
+
+
+def build_spans() -> list[SpanRecord]:
+    """The trace a docs build draws: recorded now, or the committed one when no Redis answers.
+
+    Raises:
+        RuntimeError: A Redis server answers but the example failed to record over it.
+    """
+    url = redis_url()
+    if answers(url):
+        return record(url)
+    log.info(
+        "docs/img/trace.svg: drawn from the committed recording (%s) because no Redis answered "
+        "at %s",
+        _shown(RECORDING),
+        url,
+    )
+    return load()
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """MkDocs hook: put a fresh picture of the trace in the site, over any committed copy."""
+    from mkdocs.structure.files import File
+
+    svg = draw(build_spans())
+    committed = files.get_file_from_path(PICTURE)
+    if committed is not None:
+        files.remove(committed)
+    files.append(File.generated(config, PICTURE, content=svg))
+    return files
+
+
+def _shown(path: Path) -> str:
+    """A path as a message shows it: relative to the repository, if it is in it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _write(path: Path, text: str) -> None:
+    state = "up to date" if path.exists() and path.read_text() == text else "written"
+    if state == "written":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    sys.stdout.write(f"{_shown(path)}: {state}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python docs/_ext/trace_picture.py SPANS.json OUT.svg``: draw the spans in a file."""
+    """Record and draw the docs' trace, redraw it, or draw a file of spans.
+
+    ``--record``: record the trace (Redis needed) into docs/_ext/trace-spans.json and draw it
+    into docs/img/trace.svg. No arguments: redraw docs/img/trace.svg from the committed
+    recording. ``SPANS.json OUT.svg [--title TITLE]``: draw the spans in a file as they are.
+    """
     parser = argparse.ArgumentParser(description="Draw one trace's spans as an SVG waterfall.")
-    parser.add_argument("spans", type=Path, help="a JSON list of SpanRecord dicts")
-    parser.add_argument("out", type=Path, help="the SVG file to write")
+    parser.add_argument("spans", type=Path, nargs="?", help="a JSON list of SpanRecord dicts")
+    parser.add_argument("out", type=Path, nargs="?", help="the SVG file to write")
     parser.add_argument("--title", help="a heading for the picture")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record the docs' trace into docs/_ext/trace-spans.json and docs/img/trace.svg",
+    )
+    parser.add_argument(
+        "--redis-url",
+        help=f"with --record: the Redis server (default: $ANYBUS_REDIS_URL or "
+        f"{DEFAULT_REDIS_URL})",
+    )
     args = parser.parse_args(argv)
-    records = [SpanRecord.from_json(item) for item in json.loads(args.spans.read_text())]
-    args.out.write_text(render(records, title=args.title))
-    sys.stdout.write(f"{args.out}: {len(records)} spans drawn\n")
+    if args.spans is not None:
+        if args.out is None or args.record:
+            parser.error("draw a file of spans with SPANS.json OUT.svg, without --record")
+        records = load(args.spans)
+        args.out.write_text(render(records, title=args.title))
+        sys.stdout.write(f"{args.out}: {len(records)} spans drawn\n")
+        return 0
+    if args.title is not None:
+        parser.error("--title is for drawing a file of spans (SPANS.json OUT.svg)")
+    if args.record:
+        url = args.redis_url or redis_url()
+        if not answers(url):
+            parser.error(f"no Redis answers at {url}: recording the trace needs one")
+        spans = record(url)
+        save(spans)
+        sys.stdout.write(f"{_shown(RECORDING)}: {len(spans)} spans recorded over {url}\n")
+    elif args.redis_url is not None:
+        parser.error("--redis-url is for --record")
+    else:
+        spans = load()
+    _write(DOCS / PICTURE, draw(spans))
     return 0
 
 
