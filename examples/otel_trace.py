@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import anybus.otel
-from anybus import JobContext, JobWorker, request
+from anybus import JobContext, JobWorker, request, wait_for_worker
 from anybus.redis import RedisBus
 
 WORKER = "resizer"
@@ -100,6 +100,9 @@ async def caller(
         async with await anyio.open_process([*command, str(spans_file)], stdout=None) as peer:
             async with RedisBus(url, channel=channel, name="caller") as bus:
                 with anyio.fail_after(60):
+                    # The worker process is starting: wait for it outside the job's trace,
+                    # which then shows the job alone (request() would wait inside it).
+                    await wait_for_worker(bus, WORKER)
                     size = {"width": 1920, "height": 1080}
                     result = await request(bus, WORKER, size, job_name="resize")
                     print(f"caller: resized to {result.response}")
