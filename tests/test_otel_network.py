@@ -4,6 +4,7 @@ trace across two processes (an asyncio caller and a trio worker over Redis, and 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,9 @@ from typing import Any
 
 import anyio
 import pytest
+from opentelemetry import propagate
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import CarrierT, Setter, TextMapPropagator, default_setter
 from opentelemetry.trace import SpanKind
 
 from anybus import (
@@ -178,6 +182,11 @@ async def test_a_trace_crosses_each_network_bus(
     (received,) = recorder.messages
     assert received == message
     assert received is not message  # it came over the wire
+    carried = trace_of(received)
+    assert carried is not None
+    assert carried.headers["traceparent"].split("-")[1] == format(
+        outer.get_span_context().trace_id, "032x"
+    )
     (producer,) = telemetry.spans(SpanKind.PRODUCER)
     (consumer,) = [
         s
@@ -220,6 +229,46 @@ async def test_what_a_network_bus_rejects_is_counted_by_reason(
         assert telemetry.value("anybus.messages.received", receiver) == statistics.received
         assert telemetry.value("anybus.messages.missed", receiver) == statistics.missed == 0
         assert telemetry.value("anybus.messages.duplicates", receiver) == statistics.duplicates
+
+
+class _Oversized(TextMapPropagator):
+    """Injects a traceparent-like header, and one too long to travel."""
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        setter.set(carrier, "short", "1")
+        setter.set(carrier, "baggage", "x" * 600)
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Any = None
+    ) -> Context:
+        return context if context is not None else Context()
+
+    @property
+    def fields(self) -> set[str]:
+        return {"short", "baggage"}
+
+
+@pytest.mark.anyio
+async def test_headers_too_large_to_travel_are_left_out_and_logged_once(
+    redis_url: str,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="anybus.otel")
+    monkeypatch.setattr(propagate, "get_global_textmap", lambda: _Oversized())
+    async with RedisBus(redis_url, channel=unique_name()) as bus:
+        await bus.send(first := BusDataMessage(source="test"))
+        await bus.send(BusDataMessage(source="test"))
+    carried = trace_of(first)
+    assert carried is not None
+    assert dict(carried.headers) == {"short": "1"}
+    assert caplog.text.count("left out of a message") == 1
 
 
 # --- two processes --------------------------------------------------------------------------

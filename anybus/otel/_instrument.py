@@ -17,7 +17,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import _hooks
 from .._bus import WorkerBus
-from .._hooks import TRACE_KEY, Handler, TraceContext, trace_of
+from .._hooks import TRACE_KEY, Handler, TraceContext
 from .._messages import (
     BusLocalMessage,
     BusMessage,
@@ -28,7 +28,7 @@ from .._messages import (
 )
 from .._version import __version__
 from . import _names as n
-from ._metrics import Instruments, destination, instruments_for, label_of
+from ._metrics import Instruments, instruments_for, label_of, place_of
 
 __all__ = ["bus_label", "instrument", "is_instrumented", "uninstrument"]
 
@@ -49,6 +49,9 @@ UNTRACED: Final = frozenset(
 #: Where a message keeps its producer's context once a handler has extracted it, so that the
 #: other subscribers of a fan-out do not extract it again (a send replaces it).
 CONTEXT_KEY: Final = "_anybus_otel_context"
+
+#: The trace headers of a message that never leaves the process (none).
+_NO_HEADERS: Final[dict[str, str]] = {}
 
 #: Job outcomes that mark the job's span as failed.
 _FAILED_OUTCOMES: Final = frozenset({"failed", "error", "unavailable", "not-sent"})
@@ -76,32 +79,25 @@ class _Instrumentation:
     # --- sending --------------------------------------------------------------------------
 
     async def send(self, bus: WorkerBus, message: BusMessage) -> None:
-        where = destination(bus)
-        attributes: dict[str, Any] = {
-            n.SYSTEM: n.SYSTEM_NAME,
-            n.DESTINATION: where,
-            n.OPERATION_TYPE: "send",
-            n.OPERATION_NAME: "send",
-            n.MESSAGE_ID: message.id,
-            n.MESSAGE_TYPE: type(message).__qualname__,
-            n.MESSAGE_NAME: message.name,
-            n.PRIORITY: "system" if isinstance(message, BusSystemMessage) else "data",
-            n.SOURCE: message.source,
-        }
-        if message.target is not None:
-            attributes[n.TARGET] = message.target
-        job_id = getattr(message, "job_id", None)
-        if isinstance(job_id, str):
-            attributes[n.CONVERSATION_ID] = job_id
-        if isinstance(message, BusLocalMessage):
-            attributes["anybus.message.local"] = True
+        place = place_of(bus)
+        # Only what a sampler may look at is given at the start; the rest only if recorded.
         span = self.tracer.start_span(
-            f"send {where}", kind=SpanKind.PRODUCER, attributes=attributes
+            place.send_name, kind=SpanKind.PRODUCER, attributes=place.send_attributes
         )
-        headers: dict[str, str] = {}
-        propagate.inject(headers, context=trace.set_span_in_context(span, Context()))
-        message.__dict__[TRACE_KEY] = TraceContext(self._bounded(headers), time.time_ns())
-        message.__dict__.pop(CONTEXT_KEY, None)
+        if span.is_recording():
+            span.set_attributes(_message_attributes(message))
+            if isinstance(message, BusLocalMessage):
+                span.set_attribute("anybus.message.local", True)
+        # In this process the handlers take the context itself; a remote one, the headers.
+        parent = trace.set_span_in_context(span, otel_context.get_current())
+        headers = _NO_HEADERS
+        if place.remote and not isinstance(message, BusLocalMessage):
+            headers = {}
+            propagate.inject(headers, context=parent)
+            headers = self._bounded(headers)
+        fields = message.__dict__
+        fields[TRACE_KEY] = TraceContext(headers, time.time_ns())
+        fields[CONTEXT_KEY] = parent
         try:
             await _plain_send(bus, message)
         except get_cancelled_exc_class():
@@ -115,14 +111,18 @@ class _Instrumentation:
 
     def _bounded(self, headers: dict[str, str]) -> dict[str, str]:
         """The headers a receiver accepts: what does not fit is left out (logged once)."""
+        if len(headers) <= MAX_HEADERS and all(
+            len(name) <= MAX_HEADER_NAME and len(value) <= MAX_HEADER_VALUE
+            for name, value in headers.items()
+        ):
+            return headers
         kept = {
             name: value
             for name, value in headers.items()
             if len(name) <= MAX_HEADER_NAME and len(value) <= MAX_HEADER_VALUE
         }
-        if len(kept) > MAX_HEADERS:
-            kept = dict(list(kept.items())[:MAX_HEADERS])
-        if len(kept) < len(headers) and not self._oversized_logged:
+        kept = dict(list(kept.items())[:MAX_HEADERS])
+        if not self._oversized_logged:
             self._oversized_logged = True
             left = sorted(set(headers) - set(kept))
             logger.warning(
@@ -138,75 +138,52 @@ class _Instrumentation:
 
     def wrap_handler(self, subscription: Any, handler: Handler) -> Handler:
         bus = subscription.bus
+        place = place_of(bus)
         name: str = subscription.name
+        # Computed once per worker: what every span and metric point of this subscriber says.
+        span_attributes = {**place.process_attributes, n.CONSUMER_GROUP: name}
+        latency_attributes = {**place.metric_attributes, n.CONSUMER_GROUP: name}
+        process_attributes = {**latency_attributes, n.OPERATION_NAME: "process"}
 
         async def traced(message: BusMessage) -> None:
             active = _installed
             if active is None or type(message) in UNTRACED:
                 await handler(message)
-            else:
-                await active.process(bus, name, handler, message)
+                return
+            carried: TraceContext | None = message.__dict__.get(TRACE_KEY)
+            parent = _parent_of(message)
+            started = time.time_ns()
+            instruments = active.instruments
+            if carried is not None:
+                seconds = max(0, started - carried.sent_ns) / 1e9
+                instruments.latency.record(seconds, latency_attributes)
+            span = active.tracer.start_span(
+                place.process_name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=span_attributes,
+                start_time=started,
+            )
+            if span.is_recording():
+                span.set_attributes(_message_attributes(message))
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            clock = time.perf_counter()
+            outcome = process_attributes
+            try:
+                await handler(message)
+            except get_cancelled_exc_class():
+                span.add_event("cancelled")
+                raise
+            except BaseException as exc:
+                _failed(span, exc)
+                outcome = {**process_attributes, n.ERROR_TYPE: type(exc).__qualname__}
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+                instruments.process_duration.record(time.perf_counter() - clock, outcome)
 
         return traced
-
-    async def process(
-        self, bus: WorkerBus, subscriber: str, handler: Handler, message: BusMessage
-    ) -> None:
-        where = destination(bus)
-        carried = trace_of(message)
-        parent: Context = message.__dict__.get(CONTEXT_KEY) or Context()
-        if carried is not None and not parent:
-            parent = message.__dict__[CONTEXT_KEY] = propagate.extract(carried.headers, Context())
-        started = time.time_ns()
-        metric_attributes: dict[str, Any] = {
-            n.SYSTEM: n.SYSTEM_NAME,
-            n.DESTINATION: where,
-            n.BUS: label_of(bus),
-            n.CONSUMER_GROUP: subscriber,
-        }
-        if carried is not None:
-            self.instruments.latency.record(
-                max(0, started - carried.sent_ns) / 1e9, metric_attributes
-            )
-        attributes: dict[str, Any] = {
-            n.SYSTEM: n.SYSTEM_NAME,
-            n.DESTINATION: where,
-            n.OPERATION_TYPE: "process",
-            n.OPERATION_NAME: "process",
-            n.MESSAGE_ID: message.id,
-            n.MESSAGE_TYPE: type(message).__qualname__,
-            n.MESSAGE_NAME: message.name,
-            n.CONSUMER_GROUP: subscriber,
-            n.PRIORITY: "system" if isinstance(message, BusSystemMessage) else "data",
-        }
-        job_id = getattr(message, "job_id", None)
-        if isinstance(job_id, str):
-            attributes[n.CONVERSATION_ID] = job_id
-        span = self.tracer.start_span(
-            f"process {where}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            start_time=started,
-        )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        clock = time.perf_counter()
-        try:
-            await handler(message)
-        except get_cancelled_exc_class():
-            span.add_event("cancelled")
-            raise
-        except BaseException as exc:
-            _failed(span, exc)
-            metric_attributes[n.ERROR_TYPE] = type(exc).__qualname__
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end()
-            metric_attributes[n.OPERATION_NAME] = "process"
-            self.instruments.process_duration.record(
-                time.perf_counter() - clock, metric_attributes
-            )
 
     # --- jobs -----------------------------------------------------------------------------
 
@@ -228,8 +205,7 @@ class _Instrumentation:
     @contextmanager
     def worker_job(self, worker: str, job: Any) -> Iterator[_WorkerJob]:
         name = job.name if job.name is not None else "default"
-        carried = trace_of(job.request)
-        parent = Context() if carried is None else propagate.extract(carried.headers, Context())
+        parent = _parent_of(job.request)
         span = self.tracer.start_span(
             f"run job {name}",
             context=parent,
@@ -320,6 +296,36 @@ def _failed(span: Span, exc: BaseException) -> None:
     span.record_exception(exc)
     span.set_attribute(n.ERROR_TYPE, type(exc).__qualname__)
     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:200]))
+
+
+def _parent_of(message: BusMessage) -> Context:
+    """The context ``message`` was sent in: the sender's own (in this process), extracted
+    from its trace headers (from another process; once per message), or an empty one."""
+    fields = message.__dict__
+    parent: Context | None = fields.get(CONTEXT_KEY)
+    if parent is None:
+        parent = Context()
+        carried: TraceContext | None = fields.get(TRACE_KEY)
+        if carried is not None:
+            parent = fields[CONTEXT_KEY] = propagate.extract(carried.headers, parent)
+    return parent
+
+
+def _message_attributes(message: BusMessage) -> dict[str, Any]:
+    """What a recorded span says of its message."""
+    attributes: dict[str, Any] = {
+        n.MESSAGE_ID: message.id,
+        n.MESSAGE_TYPE: type(message).__qualname__,
+        n.MESSAGE_NAME: message.name,
+        n.PRIORITY: "system" if isinstance(message, BusSystemMessage) else "data",
+        n.SOURCE: message.source,
+    }
+    if message.target is not None:
+        attributes[n.TARGET] = message.target
+    job_id = getattr(message, "job_id", None)
+    if isinstance(job_id, str):
+        attributes[n.CONVERSATION_ID] = job_id
+    return attributes
 
 
 _installed: _Instrumentation | None = None

@@ -24,7 +24,7 @@ from .._transport import MemoryTransport
 from . import _names as n
 from ._names import METRICS
 
-__all__ = ["Instruments", "destination", "instruments_for", "label_of"]
+__all__ = ["Instruments", "Place", "destination", "instruments_for", "label_of", "place_of"]
 
 logger = logging.getLogger("anybus.otel")
 
@@ -45,6 +45,50 @@ def destination(bus: Any) -> str:
         if isinstance(value, str):
             return value
     return str(transport)
+
+
+@final
+class Place:
+    """What a bus's spans and metric points say of it, worked out once per bus."""
+
+    __slots__ = (
+        "__weakref__",
+        "metric_attributes",
+        "process_attributes",
+        "process_name",
+        "remote",
+        "send_attributes",
+        "send_name",
+    )
+
+    def __init__(self, bus: Any) -> None:
+        where = destination(bus)
+        #: Whether messages leave the process (a transport other than memory).
+        self.remote = type(getattr(bus, "transport", None)) is not MemoryTransport
+        self.send_name = f"send {where}"
+        self.process_name = f"process {where}"
+        base = {n.SYSTEM: n.SYSTEM_NAME, n.DESTINATION: where}
+        #: A producer span's attributes at its start (what a sampler may look at).
+        self.send_attributes = {**base, n.OPERATION_TYPE: "send", n.OPERATION_NAME: "send"}
+        #: A consumer span's, but the subscriber.
+        self.process_attributes = {
+            **base,
+            n.OPERATION_TYPE: "process",
+            n.OPERATION_NAME: "process",
+        }
+        #: A histogram point's, but the subscriber.
+        self.metric_attributes = base
+
+
+_places: weakref.WeakKeyDictionary[Any, Place] = weakref.WeakKeyDictionary()
+
+
+def place_of(bus: Any) -> Place:
+    """The bus's :class:`Place` (made the first time, kept while the bus lives)."""
+    place = _places.get(bus)
+    if place is None:
+        place = _places[bus] = Place(bus)
+    return place
 
 
 _Snapshot = tuple[dict[str, Any], BusStatistics, Any]
