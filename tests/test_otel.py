@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,6 +369,16 @@ async def test_the_metrics_are_what_statistics_says(telemetry: Telemetry) -> Non
     assert label.startswith("MemoryBus-")
     labels = {attributes["anybus.bus"] for attributes, _ in telemetry.points("anybus.inbox.depth")}
     assert label in labels
+
+
+async def test_a_traced_message_still_copies_and_pickles(telemetry: Telemetry) -> None:
+    async with MemoryBus() as bus:
+        await bus.subscribe(RecordingSubscriber("r"))
+        await bus.send(message := BusDataMessage(source="test", target="t"))
+        await bus.wait_idle()
+    for copied in (copy.deepcopy(message), pickle.loads(pickle.dumps(message))):
+        assert copied == message
+        assert trace_of(copied) == trace_of(message)
 
 
 async def test_uninstrument_stops_it_all(telemetry: Telemetry) -> None:

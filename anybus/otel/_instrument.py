@@ -97,7 +97,7 @@ class _Instrumentation:
             headers = self._bounded(headers)
         fields = message.__dict__
         fields[TRACE_KEY] = TraceContext(headers, time.time_ns())
-        fields[CONTEXT_KEY] = parent
+        fields[CONTEXT_KEY] = _Sent(parent)
         try:
             await _plain_send(bus, message)
         except get_cancelled_exc_class():
@@ -302,13 +302,36 @@ def _parent_of(message: BusMessage) -> Context:
     """The context ``message`` was sent in: the sender's own (in this process), extracted
     from its trace headers (from another process; once per message), or an empty one."""
     fields = message.__dict__
-    parent: Context | None = fields.get(CONTEXT_KEY)
-    if parent is None:
-        parent = Context()
-        carried: TraceContext | None = fields.get(TRACE_KEY)
-        if carried is not None:
-            parent = fields[CONTEXT_KEY] = propagate.extract(carried.headers, parent)
+    sent: _Sent | None = fields.get(CONTEXT_KEY)
+    if sent is not None and sent.context is not None:
+        return sent.context
+    parent = Context()
+    carried: TraceContext | None = fields.get(TRACE_KEY)
+    if carried is not None:
+        parent = propagate.extract(carried.headers, parent)
+        fields[CONTEXT_KEY] = _Sent(parent)
     return parent
+
+
+@final
+class _Sent:
+    """The context a message was sent in, kept on the message object in this process only.
+
+    A copy of the message (``copy.deepcopy``, pickling) does not take it (it holds live
+    spans, which do not copy): the copy's handlers go by its trace headers, as a remote
+    receiver's do.
+    """
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: Context | None) -> None:
+        self.context = context
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Sent:
+        return _Sent(None)
+
+    def __reduce__(self) -> tuple[type[_Sent], tuple[None]]:
+        return _Sent, (None,)
 
 
 def _message_attributes(message: BusMessage) -> dict[str, Any]:
