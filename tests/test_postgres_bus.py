@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import anyio
+import psycopg
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from anybus import BusCancelMessage, BusDataMessage, BusMessage, TransportError
 from anybus.postgres import PostgresBus
@@ -101,6 +103,56 @@ async def test_a_reader_too_far_behind_reports_exactly_what_it_lost(postgres_dsn
     assert stats.missed == 15
     assert stats.gaps == 1
     assert len(recorder.messages) == 10
+
+
+async def test_a_send_that_overtook_another_on_its_way_to_the_outbox_does_not_hide_it(
+    postgres_dsn: str,
+) -> None:
+    # publish() stores only the numbers above the sender's highest stored one, so the outbox
+    # numbers a message as it enters: a send held up by its local delivery (a full inbox),
+    # overtaken by a later one, is stored after it all the same.
+    channel = unique_channel()
+    recorder = RecordingSubscriber("r")
+    taken, release = anyio.Event(), anyio.Event()
+
+    async def busy(message: BusMessage) -> None:
+        if message.source == "first":
+            taken.set()
+            await release.wait()
+
+    async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
+        await receiver.subscribe(recorder)
+        async with PostgresBus(
+            postgres_dsn, channel=channel, name="sender", max_buffer=1
+        ) as sender:
+            await sender.subscribe(busy, name="busy")
+            with anyio.fail_after(TIMEOUT):
+                await sender.send(first := BusDataMessage(source="first"))
+                await taken.wait()  # the handler holds it
+                await sender.send(fill := BusDataMessage(source="fill"))  # the inbox is full
+                async with anyio.create_task_group() as task_group:
+                    held = BusDataMessage(source="held")
+                    task_group.start_soon(sender.send, held)  # waits for room in the inbox
+                    await wait_all_tasks_blocked()
+                    # A system message takes its own lane: it overtakes the held send.
+                    await sender.send(overtaking := BusCancelMessage(source="overtaking"))
+                    release.set()
+                await recorder.wait_for_count(4)
+    # (The receiver delivers the system message before data that has not started.)
+    assert sorted(m.source for m in recorder.messages) == ["fill", "first", "held", "overtaking"]
+    # ... and it was stored before the held send, which was not taken for a repeat.
+    bodies = await anyio.to_thread.run_sync(stored_bodies, postgres_dsn, channel)
+    sent = [first, fill, overtaking, held]
+    order = [next(m.source for m in sent if m.id.encode() in body) for body in bodies]
+    assert order == ["first", "fill", "overtaking", "held"]
+
+
+def stored_bodies(dsn: str, channel: str) -> list[bytes]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT body FROM anybus.messages WHERE channel = %s ORDER BY id", [channel]
+        ).fetchall()
+    return [bytes(row[0]) for row in rows]
 
 
 def test_a_dsn_libpq_cannot_read_is_refused_at_once() -> None:

@@ -320,13 +320,15 @@ def test_another_role_cannot_take_your_sequence_numbers(world: World) -> None:
     # ... and hers are stored all the same; only her own retry is a repeat.
     assert publish(world, world.alice, channel, "alice-sender", [1, 2, 3]) == 3
     assert publish(world, world.alice, channel, "alice-sender", [1, 2, 3]) == 0
+    # A sender stores its numbers in increasing order: only those above its highest are new.
+    assert publish(world, world.bob, channel, "alice-sender", [2, 3, 4]) == 1
     rows = admin(
         f"SELECT id, publisher FROM {world.schema}.messages WHERE channel = %s ORDER BY id",
         [channel],
     )
     assert rows == [(1, world.bob), (2, world.bob), (3, world.bob)] + [
         (i, world.alice) for i in (4, 5, 6)
-    ]
+    ] + [(7, world.bob)]
 
 
 # --- roles that may not, told what to do ---------------------------------------------------

@@ -12,6 +12,13 @@ transaction, one notification), and tells each sender. A sender gives up after t
   sender gave up is not tried again, and a retried batch stores nothing twice (sender and
   sequence are unique).
 
+**Store numbers.** The outbox numbers each payload as it enters (:meth:`Outbox.send`, with
+no checkpoint between numbering and queueing), so payloads wait, and are stored, in the
+order of their numbers, whatever the senders awaited before. ``publish`` relies on it: it
+stores only the numbers above the sender's highest stored one. (The envelope's own sequence
+number, given before the message reaches the local subscribers, is not that number: two
+senders can reach the outbox in the other order.)
+
 A cancelled sender hears nothing (it is cancelled); when its payload had been sent, the
 outbox logs that it may have been stored.
 """
@@ -51,8 +58,8 @@ class Outgoing:
 
     __slots__ = ("abandoned", "done", "error", "payload", "seq", "state", "tries")
 
-    def __init__(self, seq: int, payload: bytes) -> None:
-        self.seq = seq
+    def __init__(self, payload: bytes) -> None:
+        self.seq = 0  # its store number: given by Outbox.send
         self.payload = payload
         self.state = _State.WAITING
         self.tries = 0  # statements it was sent in
@@ -86,6 +93,7 @@ class Outbox:
         self._batch: list[Outgoing] = []
         self._wake = Event()
         self._open = False
+        self._numbered = 0  # the last store number given, over every run of the bus
         self._last_error: TransportError | None = None
         #: Messages stored.
         self.published = 0
@@ -106,6 +114,9 @@ class Outbox:
             raise TransportError(
                 "the bus is not connected (run it first): delivered to local subscribers only"
             )
+        # Numbered and queued at once (no checkpoint): the queue holds numbers in order.
+        self._numbered += 1
+        item.seq = self._numbered
         self._queue.append(item)
         self._wake.set()
         try:

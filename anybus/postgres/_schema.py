@@ -7,8 +7,10 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
   until commit, so ids are gapless and become visible in order; a reader that has seen id
   *n* knows that every id up to *n* is either visible to it or was deleted.
 * ``messages``: one row a message: channel, id, the publishing role, the sender, the
-  sender's sequence number (unique per role and sender, so that a retried publish stores
-  nothing twice) and the encoded envelope.
+  sender's sequence number (unique per role and sender) and the encoded envelope. A sender
+  numbers what it stores in increasing order and stores it in that order, so ``publish``
+  stores only the numbers above the sender's highest stored one (one probe of the unique
+  index): a retried publish stores nothing twice.
 * ``consumers``: one row a bus instance name on a channel: the role that made it, the last
   id it acknowledged, a lease (the holder's token and when it runs out), so that one name has
   one running instance, and the role's housekeeping policy (``max_len``, ``retention``).
@@ -87,7 +89,7 @@ __all__ = [
 logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change; applying the schema updates an older one.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The most messages one ``read`` call returns, whatever its ``p_limit``.
 MAX_READ_BATCH = 10_000

@@ -99,13 +99,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_publisher_sender_seq
 CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
 
--- Store a batch of one sender's messages, in order; returns how many were new.
+-- Store a batch of one sender's messages, in order; returns how many were new. A sender
+-- numbers its messages in increasing order and stores them in that order, so the new ones
+-- are those numbered above its highest stored number: a retried batch stores nothing twice.
+-- That is one probe of the unique index, however many rows the table keeps.
 CREATE OR REPLACE FUNCTION {s}.publish(
     p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[]
 ) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_last bigint;
+    v_high bigint;
     v_count integer;
 BEGIN
     IF cardinality(p_seqs) IS DISTINCT FROM cardinality(p_bodies) THEN
@@ -117,15 +121,15 @@ BEGIN
     -- Ids continue after any row written into the table by other means.
     v_last := greatest(v_last, coalesce(
         (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel), 0));
+    -- Under the channel's lock: no other batch of this sender is being stored meanwhile.
+    SELECT m.seq INTO v_high FROM {s}.messages AS m
+    WHERE m.channel = p_channel AND m.publisher = session_user AND m.sender = p_sender
+    ORDER BY m.seq DESC LIMIT 1;
     INSERT INTO {s}.messages (channel, id, publisher, sender, seq, body)
     SELECT p_channel, v_last + row_number() OVER (ORDER BY t.ord), session_user, p_sender,
            t.seq, t.body
     FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {s}.messages AS m
-        WHERE m.channel = p_channel AND m.publisher = session_user AND m.sender = p_sender
-          AND m.seq = t.seq
-    )
+    WHERE v_high IS NULL OR t.seq > v_high
     ORDER BY t.ord;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN

@@ -191,7 +191,8 @@ class PostgresTransport:
         host = self._host
         if host is not None:
             await host.deliver(message)
-        await self._outbox.send(Outgoing(self._seq, payload))
+        # The outbox gives its own store number as it queues it: see _outbox.
+        await self._outbox.send(Outgoing(payload))
 
     # --- the transport ----------------------------------------------------------------------
 
