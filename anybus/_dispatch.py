@@ -172,12 +172,18 @@ class Subscription(Inbox):
         finally:
             self.workers -= 1
 
+    def _handler(self) -> Handler:
+        """The subscriber's handler, wrapped by the installed instrumentation if there is one
+        (asked when a worker starts, and when it wakes to a new install: never per message)."""
+        handler: Handler = self.subscriber.on_bus_message
+        wrap = state.handler_wrapper
+        return handler if wrap is None else wrap(self, handler)
+
     async def _system_worker(self) -> None:
         handling.set(self.bus)
         receive_nowait = self.system_receive.receive_nowait
-        handle: Handler = self.subscriber.on_bus_message
-        if state.handler_wrapper is not None:  # instrumented: once per worker start
-            handle = state.handler_wrapper(self, handle)
+        generation = state.generation
+        handle = self._handler()
         message: BusMessage | None = None
         try:
             while not self.stopping:
@@ -187,6 +193,9 @@ class Subscription(Inbox):
                     waiter = self.system_waiter = Event()
                     self.hub.notify_idle()
                     await waiter.wait()
+                    if state.generation != generation:  # instrumented, or no longer
+                        generation = state.generation
+                        handle = self._handler()
                     continue
                 except (EndOfStream, ClosedResourceError):
                     return
@@ -215,9 +224,8 @@ class Subscription(Inbox):
         handling.set(self.bus)
         receive_nowait = self.data_receive.receive_nowait
         accepts = self.accepts
-        handle: Handler = self.subscriber.on_bus_message
-        if state.handler_wrapper is not None:  # instrumented: once per worker start
-            handle = state.handler_wrapper(self, handle)
+        generation = state.generation
+        handle = self._handler()
         bounded = self.bounded
         if not bounded:
             self._sample_high_water()
@@ -248,6 +256,9 @@ class Subscription(Inbox):
                             self.data_waiter = None
                     if not bounded:
                         self._sample_high_water()
+                    if state.generation != generation:  # instrumented, or no longer
+                        generation = state.generation
+                        handle = self._handler()
                     continue
                 except (EndOfStream, ClosedResourceError):
                     return

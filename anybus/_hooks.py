@@ -6,9 +6,11 @@ while no instrumentation is installed:
 * the trace context that travels with a message (:class:`TraceContext`), kept on the message
   object itself (under :data:`TRACE_KEY` in its ``__dict__``, outside its dataclass fields, so
   it changes neither equality nor the encoded fields) and carried by the wire envelope;
-* :data:`state`'s ``handler_wrapper``, which a subscription's worker consults once when it
-  starts (not per message) to wrap its subscriber's handler;
-* :data:`state`'s ``jobs``, which the jobs modules ask at the start of each job;
+* :data:`state`'s ``handler_wrapper``, which a subscription's worker consults when it starts,
+  and again when it wakes from an empty inbox to a new ``generation`` (never per message), to
+  wrap its subscriber's handler;
+* :data:`state`'s ``jobs``, which the jobs modules ask at the start of each job, and
+  ``from_thread``, which a :class:`~anybus.BusPortal` asks in the calling thread;
 * :func:`buses`: every bus object alive in this process, for metrics read off
   ``statistics()``.
 
@@ -42,6 +44,9 @@ __all__ = [
 #: The key of a message's trace context in the message's ``__dict__``.
 TRACE_KEY: Final = "_anybus_trace"
 
+#: ``await call()``: what a thread hands the event loop.
+_Call = Callable[[], Awaitable[Any]]
+
 #: ``await handler(message)``: a subscriber's ``on_bus_message``.
 Handler = Callable[[BusMessage], Awaitable[None]]
 
@@ -70,6 +75,11 @@ def trace_of(message: BusMessage) -> TraceContext | None:
 class CallerJobTrace(Protocol):
     """A job as the caller traces it, from entering its block to leaving it."""
 
+    def current(self) -> AbstractContextManager[None]:
+        """Make the job's span the current one inside this block: the job's own sends (its
+        request, cancel and update requests) run in it."""
+        ...
+
     def answered(self, message: BusMessage) -> None:
         """An answer of the worker's came for the job (an update, a chunk, the response)."""
         ...
@@ -91,8 +101,8 @@ class JobTracer(Protocol):
     """What the jobs modules ask of an instrumentation."""
 
     def caller_job(self, job: Any) -> CallerJobTrace:
-        """A :class:`~anybus.Job` is being entered, in its caller's task: start tracing it
-        there (its span is the caller's current one until :meth:`CallerJobTrace.ended`)."""
+        """A :class:`~anybus.Job` is being entered, in its caller's task: start its span, a
+        child of the caller's current one (the caller's code in the block is not in it)."""
         ...
 
     def worker_job(self, worker: str, job: Any) -> AbstractContextManager[WorkerJobTrace]:
@@ -105,14 +115,24 @@ class JobTracer(Protocol):
 class _State:
     """What is installed; ``None`` everywhere when nothing is."""
 
-    __slots__ = ("handler_wrapper", "jobs")
+    __slots__ = ("from_thread", "generation", "handler_wrapper", "jobs", "tracing")
 
     def __init__(self) -> None:
+        #: Whether an instrumentation is installed: the codec writes a message's trace
+        #: context into its envelope only then.
+        self.tracing = False
+        #: Counts installs and removals: a parked worker that wakes to a new generation wraps
+        #: its handler again (or stops wrapping it).
+        self.generation = 0
         #: ``wrapper(subscription, handler) -> handler``: each worker wraps the handler it
         #: calls with this when it starts.
         self.handler_wrapper: Callable[[Any, Handler], Handler] | None = None
         #: Traces jobs.
         self.jobs: JobTracer | None = None
+        #: ``from_thread(function) -> function``, called in a thread that hands an async
+        #: function to the event loop (a :class:`~anybus.BusPortal` call): what it returns
+        #: runs there in the thread's trace context.
+        self.from_thread: Callable[[_Call], _Call] | None = None
 
 
 #: The installed instrumentation's hooks.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, final
 
-from anyio import CancelScope, Event, current_time
+from anyio import CancelScope, Event, current_time, get_cancelled_exc_class
 from anyio.lowlevel import checkpoint
 
 from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError, WorkerUnavailable
@@ -133,6 +133,7 @@ class Job:
         #: Metadata of the stream's end message (``None`` until it came, or if it had none).
         self.stream_end_metadata: dict[str, Any] | None = None
         self._trace: CallerJobTrace | None = None  # while an instrumentation traces it
+        self._looking = False  # while entering waits for the worker to be present
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -147,13 +148,20 @@ class Job:
             return await self._enter()
         except BaseException as exc:
             self._trace = None
-            trace.ended("unavailable" if isinstance(exc, WorkerUnavailable) else "not-sent", exc)
+            cancelled = isinstance(exc, get_cancelled_exc_class())
+            if isinstance(exc, WorkerUnavailable) or (cancelled and self._looking):
+                outcome = "unavailable"  # (a request() that timed out waiting for the worker)
+            else:
+                outcome = "abandoned" if cancelled else "not-sent"
+            trace.ended(outcome, exc)
             raise
 
     async def _enter(self) -> Self:
         if self._presence != "off":
             # Before anything is registered or sent: a cancelled wait did nothing.
+            self._looking = True  # (left true if the wait fails: the failure is its)
             await self._find_worker()
+            self._looking = False
         client = self._client = await job_client(self._bus)
         if self.id in client.pending:
             raise ValueError(f"a job with id {self.id!r} is already outstanding")
@@ -161,7 +169,7 @@ class Job:
         # Registered before the request goes out, so that no answer can come too early.
         client.pending[self.id] = self
         try:
-            await self._bus.send(
+            await self._send(
                 BusJobRequestMessage(
                     source=self.source,
                     target=self.worker,
@@ -242,7 +250,7 @@ class Job:
         # unreachable transport cannot hold the caller forever.
         with CancelScope(shield=True, deadline=current_time() + self._cancel_timeout) as scope:
             try:
-                await self._bus.send(
+                await self._send(
                     BusJobCancelMessage(
                         source=self.source, target=self.worker, job_id=self.id, reason=reason
                     )
@@ -379,9 +387,17 @@ class Job:
         one that does not know the job with ``{"state": "unknown"}``. Cancelled, it may or may
         not have sent the request (as :meth:`WorkerBus.send`); the job is not affected.
         """
-        await self._bus.send(
+        await self._send(
             BusJobUpdateRequestMessage(source=self.source, target=self.worker, job_id=self.id)
         )
+
+    async def _send(self, message: BusMessage) -> None:
+        """Send one of the job's own messages: while traced, within the job's span."""
+        if self._trace is None:
+            await self._bus.send(message)
+        else:
+            with self._trace.current():
+                await self._bus.send(message)
 
     async def cancel(self, reason: str | None = None) -> None:
         """Ask the worker to cancel the job now; it answers ``cancelled`` (see :meth:`result`).

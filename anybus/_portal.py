@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from anyio.from_thread import BlockingPortal
 
+from ._hooks import state
 from ._job_calls import request as request_job
 from ._jobs import JobResult, Presence
 from ._messages import BusMessage
@@ -48,7 +50,7 @@ class BusPortal:
 
     def send(self, message: BusMessage) -> None:
         """Send ``message`` on the bus (as :meth:`WorkerBus.send`), from a thread."""
-        self._portal.call(self.bus.send, message)
+        self._call(partial(self.bus.send, message))
 
     def request(
         self,
@@ -77,11 +79,18 @@ class BusPortal:
                 presence=presence,
             )
 
-        return self._portal.call(request)
+        return self._call(request)
 
     def call(self, function: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         """Run ``await function(*args)`` in the bus's event loop and return its result."""
-        return self._portal.call(function, *args)
+        return self._call(partial(function, *args))
+
+    def _call(self, function: Callable[[], Awaitable[_T]]) -> _T:
+        # Traced, the call runs in this thread's trace context (a span the thread is in).
+        wrap = state.from_thread
+        run = function if wrap is None else wrap(function)
+        result: _T = self._portal.call(run)
+        return result
 
     def __repr__(self) -> str:
         return f"<BusPortal for {self.bus!r}>"

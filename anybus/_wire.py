@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import msgspec
 from ._exceptions import MessageRejected, SerializationError
 from ._fields import decode_bytes, decode_fields, encode_fields, encode_struct
 from ._hints import short
-from ._hooks import TRACE_KEY, TraceContext
+from ._hooks import TRACE_KEY, TraceContext, state
 from ._message_types import MessageRegistry, adapters_of, default_registry
 from ._messages import BusMessage
 from ._plain import scalar_hook
@@ -55,9 +56,17 @@ _MAX_SEQ: Final = 2**64 - 1
 _MAX_TRACE_HEADERS: Final = 8
 _MAX_HEADER_NAME: Final = 64
 _MAX_HEADER_VALUE: Final = 512
+#: The latest send time a trace context may give: 2**63 - 1 ns after the epoch (year 2262).
+_MAX_SENT_NS: Final = 2**63 - 1
 
-_HeaderName = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_NAME)]
-_HeaderValue = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_VALUE)]
+#: Trace headers are printable ASCII (W3C trace context and baggage are): anything else is
+#: refused here, before a propagator could trip over it.
+_PRINTABLE: Final = r"^[\x20-\x7e]*$"
+_PRINTABLE_TEXT: Final = re.compile(_PRINTABLE)
+_HeaderName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=_MAX_HEADER_NAME, pattern=_PRINTABLE)
+]
+_HeaderValue = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_VALUE, pattern=_PRINTABLE)]
 
 
 class _Trace(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -66,7 +75,7 @@ class _Trace(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     headers: Annotated[
         dict[_HeaderName, _HeaderValue], msgspec.Meta(max_length=_MAX_TRACE_HEADERS)
     ]
-    sent_ns: Annotated[int, msgspec.Meta(ge=0)]
+    sent_ns: Annotated[int, msgspec.Meta(ge=0, le=_MAX_SENT_NS)]
 
 
 class _Body(msgspec.Struct):
@@ -119,12 +128,14 @@ def _trace_from(value: object) -> TraceContext | None:
         and all(
             type(k) is str
             and type(v) is str
-            and len(k) <= _MAX_HEADER_NAME
+            and 0 < len(k) <= _MAX_HEADER_NAME
             and len(v) <= _MAX_HEADER_VALUE
+            and _PRINTABLE_TEXT.match(k)
+            and _PRINTABLE_TEXT.match(v)
             for k, v in value[0].items()
         )
         and type(value[1]) is int
-        and 0 <= value[1] <= _MAX_SEQ
+        and 0 <= value[1] <= _MAX_SENT_NS
     ):
         raise MessageRejected("malformed", f"bad trace context: {short(value, 80)}")
     return TraceContext(value[0], value[1])
@@ -314,7 +325,9 @@ class WireCodec:
 
     def _encode_body(self, message: BusMessage, type_name: str, sender: str, seq: int) -> bytes:
         time_ms = int(self._clock() * 1000) if self._signing_key_id else msgspec.UNSET
-        context: TraceContext | None = message.__dict__.get(TRACE_KEY)
+        # Only while tracing: a message received traced and sent on by a process that does
+        # not trace goes out as an untraced one would (same bytes, no stale send time).
+        context: TraceContext | None = message.__dict__.get(TRACE_KEY) if state.tracing else None
         trace: _Trace | msgspec.UnsetType = msgspec.UNSET
         if context is not None:
             trace = _Trace(dict(context.headers), context.sent_ns)

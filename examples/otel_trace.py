@@ -21,6 +21,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,11 +81,11 @@ async def worker(url: str, channel: str, spans_file: Path, backend: str) -> None
     async def stop(job: JobContext) -> None:
         stopped.set()
 
-    async with RedisBus(url, channel=channel, name="worker") as bus:
-        await bus.subscribe(resizer)
-        with anyio.fail_after(60):
+    with anyio.fail_after(60):  # whatever happens, this process ends
+        async with RedisBus(url, channel=channel, name="worker") as bus:
+            await bus.subscribe(resizer)
             await stopped.wait()
-            await bus.wait_idle()  # the stop job's answer has gone out
+            # Leaving the block drains the bus: the stop job's answer goes out first.
     spans = [as_json(span, label) for span in exporter.get_finished_spans()]
     await anyio.Path(spans_file).write_text(json.dumps(spans))
 
@@ -98,18 +99,22 @@ async def caller(
         command = [sys.executable, __file__, "--role", "worker", "--redis-url", url]
         command += ["--channel", channel, "--backend", worker_backend, "--spans-file"]
         async with await anyio.open_process([*command, str(spans_file)], stdout=None) as peer:
-            async with RedisBus(url, channel=channel, name="caller") as bus:
+            try:
                 with anyio.fail_after(60):
-                    # The worker process is starting: wait for it outside the job's trace,
-                    # which then shows the job alone (request() would wait inside it).
-                    await wait_for_worker(bus, WORKER)
-                    size = {"width": 1920, "height": 1080}
-                    result = await request(bus, WORKER, size, job_name="resize")
-                    print(f"caller: resized to {result.response}")
-                    resize = exporter.get_finished_spans()
-                    await request(bus, WORKER, job_name="stop")
-            with anyio.fail_after(60):
-                status = await peer.wait()
+                    async with RedisBus(url, channel=channel, name="caller") as bus:
+                        # The worker process is starting: wait for it outside the job's
+                        # trace, which then shows the job alone (request() would wait in it).
+                        await wait_for_worker(bus, WORKER)
+                        size = {"width": 1920, "height": 1080}
+                        result = await request(bus, WORKER, size, job_name="resize")
+                        print(f"caller: resized to {result.response}")
+                        resize = exporter.get_finished_spans()
+                        await request(bus, WORKER, job_name="stop")
+                    status = await peer.wait()
+            except BaseException:
+                with suppress(ProcessLookupError):  # (it may have ended already)
+                    peer.kill()  # not left running for nobody
+                raise
         if status != 0:
             raise SystemExit(f"the worker exited with status {status}")
         theirs: list[dict[str, Any]] = json.loads(await anyio.Path(spans_file).read_text())

@@ -26,6 +26,7 @@ from anybus import (
     WorkerBus,
     WorkerUnavailable,
     open_job,
+    open_thread_portal,
     request,
 )
 from anybus._hooks import TRACE_KEY, state, trace_of
@@ -315,6 +316,94 @@ async def test_a_cancelled_job_sends_its_cancel_in_the_jobs_span(telemetry: Tele
     assert attribute(caller, "anybus.job.outcome") == "abandoned"
     assert attribute(worker, "anybus.job.outcome") == "cancelled"
     assert worker.status.status_code is StatusCode.UNSET
+
+
+async def test_jobs_left_in_any_order_leave_no_span_current(telemetry: Telemetry) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    async with MemoryBus() as bus:
+        await bus.subscribe(squarer())
+        with tracer.start_as_current_span("caller") as outer:
+            first = open_job(bus, "squarer", {"x": 1}, job_name="square")
+            second = open_job(bus, "squarer", {"x": 2}, job_name="square")
+            await first.__aenter__()
+            await second.__aenter__()
+            assert trace.get_current_span() is outer  # the caller's code is in its own span
+            await first.result()
+            await second.result()
+            await first.__aexit__(None, None, None)  # left first, entered first
+            await second.__aexit__(None, None, None)
+            assert trace.get_current_span() is outer
+        await bus.wait_idle()
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    jobs = telemetry.spans(SpanKind.CLIENT)
+    assert len(jobs) == 2
+    for job in jobs:
+        assert parent_id(job) == outer.get_span_context().span_id
+        assert attribute(job, "anybus.job.outcome") == "completed"
+
+
+async def test_a_request_that_timed_out_waiting_for_its_worker_is_unavailable(
+    telemetry: Telemetry,
+) -> None:
+    async with MemoryBus() as bus:
+        with pytest.raises(WorkerUnavailable):
+            await request(bus, "nobody", timeout=0.05)
+    (job,) = telemetry.spans(SpanKind.CLIENT)
+    assert attribute(job, "anybus.job.outcome") == "unavailable"
+    assert job.status.status_code is StatusCode.ERROR
+    assert [event.name for event in job.events] == ["cancelled"]
+    assert telemetry.spans(SpanKind.PRODUCER) == []  # nothing was sent
+
+
+async def test_instrumenting_a_running_bus_traces_its_next_messages(
+    telemetry: Telemetry,
+) -> None:
+    anybus.otel.uninstrument()
+    recorder = RecordingSubscriber("r")
+    async with MemoryBus() as bus:
+        await bus.subscribe(recorder)
+        await bus.send(BusDataMessage(source="test"))
+        await bus.wait_idle()  # its worker runs (parked), not instrumented
+        anybus.otel.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+        await bus.send(BusDataMessage(source="test"))
+        await bus.wait_idle()
+        assert len(telemetry.spans(SpanKind.CONSUMER)) == 1
+        anybus.otel.uninstrument()
+        await bus.send(BusDataMessage(source="test"))
+        await bus.wait_idle()
+    assert len(recorder.messages) == 3
+    assert len(telemetry.spans(SpanKind.CONSUMER)) == 1
+    assert len(telemetry.spans(SpanKind.PRODUCER)) == 1
+    anybus.otel.instrument()  # (the fixture uninstruments on the way out)
+
+
+async def test_a_thread_sends_and_requests_in_its_own_span(telemetry: Telemetry) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    async with MemoryBus() as bus:
+        await bus.subscribe(squarer())
+        await bus.subscribe(RecordingSubscriber("r"))
+        with anyio.fail_after(TIMEOUT):
+            async with open_thread_portal(bus) as portal:
+
+                def from_thread() -> tuple[int, Any]:
+                    with tracer.start_as_current_span("in a thread") as span:
+                        portal.send(BusDataMessage(source="thread"))
+                        result = portal.request("squarer", {"x": 3}, job_name="square")
+                    return span.get_span_context().span_id, result.response
+
+                thread_span, response = await anyio.to_thread.run_sync(from_thread)
+            await bus.wait_idle()
+    (data_send,) = [
+        s
+        for s in telemetry.spans(SpanKind.PRODUCER)
+        if attribute(s, "anybus.message.type") == "BusDataMessage"
+    ]
+    (job,) = telemetry.spans(SpanKind.CLIENT)
+    assert parent_id(data_send) == thread_span
+    assert parent_id(job) == thread_span
+    assert response == {"result": 9}
 
 
 async def test_presence_traffic_is_not_traced(telemetry: Telemetry) -> None:

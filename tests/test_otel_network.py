@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgpack  # type: ignore[import-untyped]
 import pytest
 from opentelemetry import propagate
 from opentelemetry.context import Context
@@ -27,7 +28,7 @@ from anybus import (
     WireCodec,
     WorkerBus,
 )
-from anybus._hooks import TRACE_KEY, TraceContext, trace_of
+from anybus._hooks import TRACE_KEY, TraceContext, state, trace_of
 from anybus.postgres import PostgresBus
 from anybus.redis import RedisBus, RedisStreamBus
 from anybus.testing import RecordingSubscriber
@@ -46,6 +47,12 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 def telemetry() -> Iterator[Telemetry]:
     with instrumented() as found:
         yield found
+
+
+@pytest.fixture
+def tracing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codec writes trace contexts (as while instrumented), for the codec's own tests."""
+    monkeypatch.setattr(state, "tracing", True)
 
 
 # --- the envelope ---------------------------------------------------------------------------
@@ -75,6 +82,7 @@ def traced_ping() -> Ping:
     [JSONSerializer(), MsgpackSerializer(), _PlainJSON()],
     ids=["json", "msgpack", "own"],
 )
+@pytest.mark.usefixtures("tracing")
 def test_the_trace_context_travels_in_the_envelope(serializer: Serializer) -> None:
     codec = WireCodec(serializer, registry)
     message = traced_ping()
@@ -85,11 +93,20 @@ def test_the_trace_context_travels_in_the_envelope(serializer: Serializer) -> No
     assert trace_of(untraced.message) is None
 
 
-def test_an_untraced_message_is_encoded_as_before() -> None:
+def test_an_untraced_message_is_encoded_as_before(tracing: None) -> None:
     codec = WireCodec(registry=registry)
     assert b"trace" not in codec.encode(Ping(source="s", nonce=1), sender="b", seq=1)
 
 
+def test_a_process_that_does_not_trace_sends_a_traced_message_on_untraced() -> None:
+    codec = WireCodec(registry=registry)
+    message = traced_ping()  # as if received from a process that traces
+    data = codec.encode(message, sender="b", seq=1)
+    assert b"trace" not in data
+    assert trace_of(codec.decode(data).message) is None
+
+
+@pytest.mark.usefixtures("tracing")
 def test_the_signature_covers_the_trace_context() -> None:
     codec = WireCodec(registry=registry, signing_keys={"k": b"k" * 32})
     data = codec.encode(traced_ping(), sender="b", seq=1)
@@ -100,11 +117,17 @@ def test_the_signature_covers_the_trace_context() -> None:
 
 
 def _with_trace(codec: WireCodec, trace: Any) -> bytes:
+    """An envelope from ``codec`` whose body carries ``trace`` (any value, valid or not)."""
     data = codec.encode(Ping(source="s", nonce=1), sender="b", seq=1)
-    header_end = data.index(b"{")
-    body = json.loads(data[header_end:])
+    header = 5 + len(codec.serializer.name)  # unsigned: "AB", V, S, the name, K = 0
+    body = codec.serializer.decode(data[header:])
     body["trace"] = trace
-    return data[:header_end] + json.dumps(body).encode()
+    if codec.serializer.name == "json":  # (json.dumps escapes what JSON can carry, surrogates too)
+        return data[:header] + json.dumps(body).encode()
+    # msgpack: text written as it comes, a lone surrogate as the invalid UTF-8 it makes
+    packer = msgpack.Packer(unicode_errors="surrogatepass")
+    packed: bytes = packer.pack(body)
+    return data[:header] + packed
 
 
 @pytest.mark.parametrize(
@@ -118,10 +141,37 @@ def _with_trace(codec: WireCodec, trace: Any) -> bytes:
         [{"traceparent": TRACEPARENT}],  # no time
         {"traceparent": TRACEPARENT},  # not [headers, sent_ns]
         "00-abc",
+        [{"baggage": "k=\udcff"}, 1],  # not ASCII: a lone surrogate (msgpack: invalid UTF-8)
+        [{"baggage": "k=caf\u00e9"}, 1],  # not ASCII
+        [{"traceparent": "00-\n-01"}, 1],  # a control character
+        [{"": "v"}, 1],  # an empty name
+        [{"traceparent": TRACEPARENT}, 2**63],  # a time past 2262
+        [{"traceparent": TRACEPARENT}, 1.5],  # not an int
+        [[["traceparent", TRACEPARENT]], 1],  # headers not a map
     ],
-    ids=["headers", "value", "name", "type", "time", "short", "dict", "str"],
+    ids=[
+        "headers",
+        "value",
+        "name",
+        "type",
+        "time",
+        "short",
+        "dict",
+        "str",
+        "surrogate",
+        "non-ascii",
+        "control",
+        "empty-name",
+        "huge-time",
+        "float-time",
+        "pairs",
+    ],
 )
-@pytest.mark.parametrize("serializer", [JSONSerializer(), _PlainJSON()], ids=["json", "own"])
+@pytest.mark.parametrize(
+    "serializer",
+    [JSONSerializer(), MsgpackSerializer(), _PlainJSON()],
+    ids=["json", "msgpack", "own"],
+)
 def test_a_hostile_trace_context_is_rejected_as_malformed(
     trace: Any, serializer: Serializer
 ) -> None:
@@ -269,6 +319,56 @@ async def test_headers_too_large_to_travel_are_left_out_and_logged_once(
     assert carried is not None
     assert dict(carried.headers) == {"short": "1"}
     assert caplog.text.count("left out of a message") == 1
+
+
+class _Broken(TextMapPropagator):
+    """A propagator that fails both ways."""
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        raise RuntimeError("inject broke")
+
+    def extract(
+        self, carrier: CarrierT, context: Context | None = None, getter: Any = None
+    ) -> Context:
+        raise RuntimeError("extract broke")
+
+    @property
+    def fields(self) -> set[str]:
+        return set()
+
+
+@pytest.mark.anyio
+async def test_a_failing_propagator_never_stops_a_message(
+    redis_url: str,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anybus.otel import _instrument
+
+    caplog.set_level(logging.WARNING, logger="anybus.otel")
+    monkeypatch.setattr(_instrument, "_logged", set())
+    channel = unique_name()
+    recorder = RecordingSubscriber("far", accepts=lambda m: isinstance(m, BusDataMessage))
+    async with RedisBus(redis_url, channel=channel) as receiver:
+        await receiver.subscribe(recorder)
+        async with RedisBus(redis_url, channel=channel) as sender:
+            monkeypatch.setattr(propagate, "get_global_textmap", lambda: _Broken())
+            for _ in range(2):
+                await sender.send(BusDataMessage(source="test"))
+            with anyio.fail_after(TIMEOUT):
+                await recorder.wait_for_count(2)
+    assert caplog.text.count("could not write a trace context") == 1
+    assert caplog.text.count("could not read a trace context") == 1
+    producers = telemetry.spans(SpanKind.PRODUCER)
+    assert len(producers) == 2  # ended, though injecting failed
+    consumers = telemetry.spans(SpanKind.CONSUMER)
+    assert [attribute(s, "messaging.consumer.group.name") for s in consumers] == ["far", "far"]
 
 
 # --- two processes --------------------------------------------------------------------------

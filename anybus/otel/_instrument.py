@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 from anyio import get_cancelled_exc_class
 from opentelemetry import context as otel_context
@@ -50,15 +50,13 @@ UNTRACED: Final = frozenset(
 #: other subscribers of a fan-out do not extract it again (a send replaces it).
 CONTEXT_KEY: Final = "_anybus_otel_context"
 
-#: The trace headers of a message that never leaves the process (none).
-_NO_HEADERS: Final[dict[str, str]] = {}
-
 #: Job outcomes that mark the job's span as failed.
 _FAILED_OUTCOMES: Final = frozenset({"failed", "error", "unavailable", "not-sent"})
 
 _SendFunction = Callable[[WorkerBus, BusMessage], Coroutine[Any, Any, None]]
 _plain_send: Final[_SendFunction] = WorkerBus.send
 _lock = threading.Lock()
+_T = TypeVar("_T")
 
 
 @final
@@ -84,21 +82,19 @@ class _Instrumentation:
         span = self.tracer.start_span(
             place.send_name, kind=SpanKind.PRODUCER, attributes=place.send_attributes
         )
-        if span.is_recording():
-            span.set_attributes(_message_attributes(message))
-            if isinstance(message, BusLocalMessage):
-                span.set_attribute("anybus.message.local", True)
-        # In this process the handlers take the context itself; a remote one, the headers.
-        parent = trace.set_span_in_context(span, otel_context.get_current())
-        headers = _NO_HEADERS
-        if place.remote and not isinstance(message, BusLocalMessage):
-            headers = {}
-            propagate.inject(headers, context=parent)
-            headers = self._bounded(headers)
-        fields = message.__dict__
-        fields[TRACE_KEY] = TraceContext(headers, time.time_ns())
-        fields[CONTEXT_KEY] = _Sent(parent)
         try:
+            if span.is_recording():
+                span.set_attributes(_message_attributes(message))
+                if isinstance(message, BusLocalMessage):
+                    span.set_attribute("anybus.message.local", True)
+            # In this process the handlers take the context itself; a remote one, the headers.
+            parent = trace.set_span_in_context(span, otel_context.get_current())
+            headers: dict[str, str] = {}  # (its own: a message's copies copy it)
+            if place.remote and not isinstance(message, BusLocalMessage):
+                headers = self._inject(parent)
+            fields = message.__dict__
+            fields[TRACE_KEY] = TraceContext(headers, time.time_ns())
+            fields[CONTEXT_KEY] = _Sent(parent)
             await _plain_send(bus, message)
         except get_cancelled_exc_class():
             span.add_event("cancelled")
@@ -108,6 +104,17 @@ class _Instrumentation:
             raise
         finally:
             span.end()
+
+    def _inject(self, context: Context) -> dict[str, str]:
+        """The trace headers of ``context``, as the global propagator writes them; none if it
+        fails (a message is never refused for its trace: logged once)."""
+        headers: dict[str, str] = {}
+        try:
+            propagate.inject(headers, context=context)
+        except Exception as exc:
+            _log_once("inject", "the propagator could not write a trace context", exc)
+            return {}
+        return self._bounded(headers)
 
     def _bounded(self, headers: dict[str, str]) -> dict[str, str]:
         """The headers a receiver accepts: what does not fit is left out (logged once)."""
@@ -164,15 +171,16 @@ class _Instrumentation:
                 attributes=span_attributes,
                 start_time=started,
             )
-            if span.is_recording():
-                span.set_attributes(_message_attributes(message))
             token = otel_context.attach(trace.set_span_in_context(span, parent))
             clock = time.perf_counter()
             outcome = process_attributes
             try:
+                if span.is_recording():
+                    span.set_attributes(_message_attributes(message))
                 await handler(message)
             except get_cancelled_exc_class():
                 span.add_event("cancelled")
+                outcome = {**process_attributes, n.ERROR_TYPE: "cancelled"}
                 raise
             except BaseException as exc:
                 _failed(span, exc)
@@ -199,8 +207,7 @@ class _Instrumentation:
                 n.JOB_WORKER: job.requested,
             },
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        return _CallerJob(self, job, span, token, name)
+        return _CallerJob(self, job, span, trace.set_span_in_context(span), name)
 
     @contextmanager
     def worker_job(self, worker: str, job: Any) -> Iterator[_WorkerJob]:
@@ -243,22 +250,32 @@ class _Instrumentation:
 class _CallerJob:
     """A job's span on the caller's side (see :class:`anybus._hooks.CallerJobTrace`)."""
 
-    __slots__ = ("_clock", "_instrumentation", "_job", "_name", "_span", "_token")
+    __slots__ = ("_clock", "_context", "_instrumentation", "_job", "_name", "_span")
 
     def __init__(
         self,
         instrumentation: _Instrumentation,
         job: Any,
         span: Span,
-        token: object,
+        context: Context,
         name: str,
     ) -> None:
         self._instrumentation = instrumentation
         self._job = job
         self._span = span
-        self._token = token
+        self._context = context
         self._name = name
         self._clock = time.perf_counter()
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        # Attached and detached around one send, in one task: nothing to leak, whichever
+        # task leaves the job's block, in whichever order jobs are left.
+        token = otel_context.attach(self._context)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def answered(self, message: BusMessage) -> None:
         self._span.add_event(
@@ -267,10 +284,13 @@ class _CallerJob:
 
     def ended(self, outcome: str, error: BaseException | None) -> None:
         span = self._span
-        otel_context.detach(self._token)  # type: ignore[arg-type]
         span.set_attribute(n.JOB_OUTCOME, outcome)
         span.set_attribute(n.JOB_WORKER, self._job.worker)
-        if isinstance(error, Exception):
+        if isinstance(error, get_cancelled_exc_class()):
+            span.add_event("cancelled")
+            if outcome in _FAILED_OUTCOMES:
+                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
+        elif isinstance(error, Exception):
             _failed(span, error)
         elif outcome in _FAILED_OUTCOMES:
             span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
@@ -308,9 +328,23 @@ def _parent_of(message: BusMessage) -> Context:
     parent = Context()
     carried: TraceContext | None = fields.get(TRACE_KEY)
     if carried is not None:
-        parent = propagate.extract(carried.headers, parent)
+        try:
+            parent = propagate.extract(carried.headers, parent)
+        except Exception as exc:  # a handler is never kept from its message by its trace
+            _log_once("extract", "the propagator could not read a trace context", exc)
+            parent = Context()
         fields[CONTEXT_KEY] = _Sent(parent)
     return parent
+
+
+_logged: set[str] = set()
+
+
+def _log_once(what: str, problem: str, exc: Exception) -> None:
+    """Log a propagator's failure, once per kind per process: the message goes on untraced."""
+    if what not in _logged:
+        _logged.add(what)
+        logger.warning("%s (%r): the message goes on without it", problem, exc)
 
 
 @final
@@ -349,6 +383,22 @@ def _message_attributes(message: BusMessage) -> dict[str, Any]:
     if isinstance(job_id, str):
         attributes[n.CONVERSATION_ID] = job_id
     return attributes
+
+
+def _in_this_threads_context(
+    function: Callable[[], Awaitable[_T]],
+) -> Callable[[], Awaitable[_T]]:
+    """``function``, to run in the event loop in the trace context of the calling thread."""
+    captured = otel_context.get_current()
+
+    async def run() -> _T:
+        token = otel_context.attach(captured)
+        try:
+            return await function()
+        finally:
+            otel_context.detach(token)
+
+    return run
 
 
 _installed: _Instrumentation | None = None
@@ -408,6 +458,9 @@ def instrument(
         _installed = installed
         _hooks.state.handler_wrapper = installed.wrap_handler
         _hooks.state.jobs = installed
+        _hooks.state.tracing = True
+        _hooks.state.from_thread = _in_this_threads_context
+        _hooks.state.generation += 1
         WorkerBus.send = _traced_send  # type: ignore[method-assign]
     logger.debug("anybus instrumented")
 
@@ -424,6 +477,9 @@ def uninstrument() -> None:
             return
         _hooks.state.handler_wrapper = None
         _hooks.state.jobs = None
+        _hooks.state.tracing = False
+        _hooks.state.from_thread = None
+        _hooks.state.generation += 1
         WorkerBus.send = _plain_send  # type: ignore[method-assign, assignment]
         installed.instruments.deactivate()
     logger.debug("anybus uninstrumented")

@@ -106,7 +106,7 @@ class Instruments:
         self.job_duration = self._histogram(meter, "anybus.job.duration")
         observed: dict[str, Callable[[], Iterable[Observation]]] = {
             "messaging.client.sent.messages": self._sent,
-            "messaging.client.consumed.messages": self._per_subscription(lambda s: s.delivered),
+            "messaging.client.consumed.messages": self._consumed,
             "anybus.messages.dropped": self._per_subscription(lambda s: s.dropped),
             "anybus.messages.refused": self._per_subscription(lambda s: s.refused),
             "anybus.messages.undelivered": self._per_subscription(lambda s: s.undelivered),
@@ -177,7 +177,11 @@ class Instruments:
 
     def _sent(self) -> Iterator[Observation]:
         for attributes, statistics, _ in self._snapshots():
-            yield Observation(statistics.sent, attributes)
+            yield Observation(statistics.sent, {**attributes, n.OPERATION_NAME: "send"})
+
+    def _consumed(self) -> Iterator[Observation]:
+        for attributes, sub in self._subscriptions():
+            yield Observation(sub.delivered, {**attributes, n.OPERATION_NAME: "process"})
 
     def _subscriptions(self) -> Iterator[tuple[dict[str, Any], SubscriptionStatistics]]:
         for attributes, statistics, _ in self._snapshots():

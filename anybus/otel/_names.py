@@ -68,13 +68,13 @@ METRICS: Final[Mapping[str, MetricInfo]] = MappingProxyType(
             "counter",
             "{message}",
             "Messages passed to send() on a bus (statistics().sent).",
-            _BUS_ATTRIBUTES,
+            (*_BUS_ATTRIBUTES, OPERATION_NAME),
         ),
         "messaging.client.consumed.messages": MetricInfo(
             "counter",
             "{message}",
             "Messages handed to a subscriber's handler (its statistics' delivered).",
-            _SUBSCRIBER_ATTRIBUTES,
+            (*_SUBSCRIBER_ATTRIBUTES, OPERATION_NAME),
         ),
         "anybus.messages.dropped": MetricInfo(
             "counter",
