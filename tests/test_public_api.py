@@ -9,7 +9,8 @@ import anybus.testing
 
 
 def test_all_is_sorted_and_complete() -> None:
-    submodules = {"testing", "redis", "postgres"}  # importing them sets them on the package
+    # importing them sets them on the package
+    submodules = {"testing", "redis", "postgres", "otel"}
     public = {name for name in dir(anybus) if not name.startswith("_")} - submodules
     assert set(anybus.__all__) == public | {"__version__"}
     assert list(anybus.__all__) == sorted(anybus.__all__)
