@@ -334,21 +334,25 @@ class PgConnection:
 
         await self.call(work)
 
-    async def wait_notifies(self) -> int:
-        """Wait until notifications arrive; return how many. Cancelling the wait changes
-        nothing (no thread is involved). Only for a connection that runs no statements while
-        it waits (a listening connection)."""
+    async def wait_notifies(self, own: bytes | None = None) -> tuple[int, int]:
+        """Wait until notifications arrive; return how many, as (others, own): those whose
+        payload is ``own``, and the others. Cancelling the wait changes nothing (no thread
+        is involved). Only for a connection that runs no statements while it waits (a
+        listening connection)."""
         pgconn = self._conn.pgconn
         while True:
-            count = 0
+            count = mine = 0
             try:
                 pgconn.consume_input()
-                while pgconn.notifies() is not None:
-                    count += 1
+                while (notify := pgconn.notifies()) is not None:
+                    if own is not None and notify.extra == own:
+                        mine += 1
+                    else:
+                        count += 1
             except psycopg.Error as exc:
                 raise self._break(_translate(exc, self._where)) from exc
-            if count:
-                return count
+            if count or mine:
+                return count, mine
             if pgconn.socket < 0:
                 raise self._break(
                     TransportError(f"postgres at {self._where}: the connection was lost")

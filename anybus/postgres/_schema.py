@@ -89,7 +89,7 @@ __all__ = [
 logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change; applying the schema updates an older one.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The most messages one ``read`` call returns, whatever its ``p_limit``.
 MAX_READ_BATCH = 10_000

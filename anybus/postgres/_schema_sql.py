@@ -134,7 +134,9 @@ BEGIN
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
         UPDATE {s}.channels AS c SET last_id = v_last + v_count WHERE c.channel = p_channel;
-        PERFORM pg_notify('{s}_' || md5(p_channel), '');
+        -- The payload names the sender (hashed: a name may be long), whose reader need
+        -- not wake for its own rows.
+        PERFORM pg_notify('{s}_' || md5(p_channel), md5(p_sender));
     END IF;
     RETURN v_count;
 END

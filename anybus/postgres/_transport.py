@@ -1,9 +1,10 @@
 """PostgresTransport: a bus's messages kept in Postgres tables (durable, at-least-once).
 
 Three connections a bus: a *writer* stores what this bus sends, in batches, one batch at a
-time (so in order); a *listener* only ``LISTEN``s, and wakes the reader when a message was
-stored; a *reader* fetches what was stored after its position, acknowledges what was handled
-(its position, with the next read) and does the channel's housekeeping. See
+time (so in order); a *listener* only ``LISTEN``s, and wakes the reader when another bus
+stored a message (for its own: within :data:`OWN_READ_DELAY`); a *reader* fetches what was
+stored after its position, acknowledges what was handled (its position, with the next read)
+and does the channel's housekeeping. See
 :mod:`anybus.postgres._schema` for the tables, and :mod:`anybus.postgres._client` for how
 psycopg is driven on asyncio and trio.
 """
@@ -47,6 +48,11 @@ logger = logging.getLogger("anybus.postgres")
 
 #: How often a reader with messages in flight looks whether it can acknowledge them.
 ACK_CHECK = 0.05
+
+#: Seconds a reader woken by nothing but its own bus's notifications waits before it reads
+#: past those rows (unless another bus's message, or an acknowledgement, calls for a read
+#: first): its own rows need no delivery, so a sender reads them in batches.
+OWN_READ_DELAY = 0.05
 
 _default_names = itertools.count(1)
 
@@ -120,6 +126,10 @@ class PostgresTransport:
         self._poll = _positive("poll_interval", poll_interval)
         self._create_schema = bool(create_schema)
         self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
+        # The payload of the notifications this bus's own publishes send: its reader does not
+        # wake at once for them (its own rows need no delivery), but within OWN_READ_DELAY;
+        # and, stopping, it acknowledges past them.
+        self._own_wake = hashlib.md5(self._instance.encode()).hexdigest().encode()
         s = self._schema
         self._q_read = (
             f"SELECT id, sender, body FROM {s}.read("
@@ -140,6 +150,11 @@ class PostgresTransport:
             codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
         )
         self._seq = 0
+        # How many messages the outbox had stored when the reader's last read began: what
+        # it stored since may lie unread after the position.
+        self._published_read = 0
+        # When the reader is to read past rows of its own it was notified of (None: none).
+        self._own_due: float | None = None
         self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
@@ -281,6 +296,8 @@ class PostgresTransport:
             ack = cursor.settle(host)
             try:
                 conn = await reader()
+                published = self._outbox.published
+                self._own_due = None  # this read reads what was notified so far
                 rows = await conn.fetch(
                     self._q_read,
                     [
@@ -294,6 +311,7 @@ class PostgresTransport:
                     ],
                 )
                 cursor.acknowledged_up_to(ack)
+                self._published_read = published
                 if current_time() >= next_housekeeping:
                     next_housekeeping = current_time() + self._housekeeping
                     await self._housekeep(conn)
@@ -322,23 +340,30 @@ class PostgresTransport:
     async def _wait(
         self, host: TransportHost, listener: Callable[[], Awaitable[PgConnection]]
     ) -> None:
-        """Wait for a notification, for something to acknowledge, or for the safety poll
-        (which also keeps the lease)."""
+        """Wait for another bus's notification, for something to acknowledge, for rows of
+        this bus's own to read past, or for the safety poll (which also keeps the lease)."""
         until = current_time() + min(self._poll, self._lease / 3, self._housekeeping)
         while True:
-            step = ACK_CHECK if self._cursor.pending else until - current_time()
+            due = until if self._own_due is None else min(until, self._own_due)
+            step = ACK_CHECK if self._cursor.pending else due - current_time()
             with move_on_after(max(0.0, step)):
                 try:
                     conn = await listener()
                     if self._relisten:
                         self._relisten = False
                         return  # read at once: notifications may have been missed
-                    await conn.wait_notifies()
+                    others, _ = await conn.wait_notifies(own=self._own_wake)
                 except TransportError as exc:
                     logger.debug("%r: listening failed: %s", self, exc)
                     await sleep(0.05)
-                return
-            if current_time() >= until or self._cursor.could_settle(host):
+                    return
+                if others:
+                    return
+                if self._own_due is None:  # only this bus's own: read past them soon
+                    self._own_due = current_time() + OWN_READ_DELAY
+                continue
+            now = current_time()
+            if now >= due or self._cursor.could_settle(host):
                 return
 
     async def _housekeep(self, conn: PgConnection) -> None:
@@ -365,12 +390,41 @@ class PostgresTransport:
         conn = self._conns.get("read")
         if conn is None:
             return
+        if ack == cursor.position and self._outbox.published > self._published_read:
+            try:
+                ack = await self._past_own(conn, ack)
+            except TransportError as exc:
+                logger.debug("%r: reading past its own messages failed: %s", self, exc)
         try:
             await conn.fetch(self._q_ack, [self._channel, self._name, self._instance, ack, True])
         except TransportError as exc:
             logger.debug("%r: the last acknowledgement failed: %s", self, exc)
             return
         cursor.acknowledged_up_to(ack)
+
+    async def _past_own(self, conn: PgConnection, position: int) -> int:
+        """The position after the rows of this bus that follow ``position`` without a hole
+        (its own notifications did not wake the reader for them): they need no delivery, so
+        the next run of the name need not read them."""
+        while True:
+            rows = await conn.fetch(
+                self._q_read,
+                [
+                    self._channel,
+                    self._name,
+                    self._instance,
+                    None,
+                    position,
+                    self._read_batch,
+                    self._read_bytes,
+                ],
+            )
+            for entry_id, sender, _ in rows:
+                if sender != self._instance or entry_id != position + 1:
+                    return position
+                position = entry_id
+            if len(rows) < self._read_batch:
+                return position
 
     def __str__(self) -> str:
         return f"{self._instance!r} on channel {self._channel!r} at {self._where}"
