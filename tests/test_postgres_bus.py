@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import anyio
 import psycopg
@@ -10,8 +11,10 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from anybus import BusCancelMessage, BusDataMessage, BusMessage, TransportError
+from anybus._transport import DeliveryMark, TransportHost
 from anybus.postgres import PostgresBus
 from anybus.postgres._client import PgConnection
+from anybus.postgres._cursor import Cursor
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
@@ -200,3 +203,34 @@ def test_a_dsn_libpq_cannot_read_is_refused_at_once() -> None:
         PostgresBus("host=db port")
     with pytest.raises(TypeError, match="dsn must be a libpq connection string or URL"):
         PostgresBus(5432)  # type: ignore[arg-type]
+
+
+class _Marks:
+    """A host whose deliveries are numbered marks, handled when the test says."""
+
+    def __init__(self) -> None:
+        self.handled_up_to = 0
+
+    def handled(self, mark: object) -> bool:
+        assert isinstance(mark, int)
+        return mark <= self.handled_up_to
+
+    def lost(self, mark: object) -> bool:
+        return False
+
+
+def test_what_the_cursor_settled_stays_settled_until_it_is_acknowledged() -> None:
+    # Acknowledgements are coalesced: what settle() found handled may go out later, after
+    # more was read, and must not be forgotten meanwhile (nor at the last acknowledgement).
+    host = _Marks()
+    cursor = Cursor()
+    cursor.start(10)
+    for entry_id in (11, 12, 13):
+        cursor.read(entry_id, cast(DeliveryMark, entry_id))
+    host.handled_up_to = 12
+    assert cursor.settle(cast(TransportHost, host)) == 12  # not acknowledged (coalesced)
+    cursor.read(14, cast(DeliveryMark, 14))
+    assert cursor.settle(cast(TransportHost, host)) == 12  # 13 is not handled: still 12
+    assert cursor.acknowledged == 10
+    host.handled_up_to = 14
+    assert cursor.settle(cast(TransportHost, host)) == 14

@@ -19,11 +19,13 @@ class Cursor:
     acknowledges everything up to *n*.
     """
 
-    __slots__ = ("_hold", "_unacked", "acknowledged", "position")
+    __slots__ = ("_hold", "_settled", "_unacked", "acknowledged", "position")
 
     def __init__(self) -> None:
         self.position = 0
         self.acknowledged = 0
+        # The furthest position settle() found, whether acknowledged yet or not.
+        self._settled = 0
         # The messages read and not acknowledged yet, in order, each with the host's mark
         # taken just after it was delivered (None: nothing to wait for).
         self._unacked: deque[tuple[int, DeliveryMark | None]] = deque()
@@ -33,7 +35,7 @@ class Cursor:
 
     def start(self, position: int) -> None:
         """Begin a run at ``position`` (acknowledged)."""
-        self.position = self.acknowledged = position
+        self.position = self.acknowledged = self._settled = position
         self._unacked.clear()
         self._hold = None
 
@@ -59,7 +61,7 @@ class Cursor:
 
         A message that will never be handled in this run holds the position before it."""
         unacked = self._unacked
-        settled = self.acknowledged
+        settled = self._settled  # what it settled before stays settled, acknowledged or not
         while unacked:
             entry_id, mark = unacked[0]
             if mark is not None and not host.handled(mark):
@@ -71,6 +73,7 @@ class Cursor:
             settled = entry_id
         else:
             settled = self.position
+        self._settled = settled
         return settled if self._hold is None else min(settled, self._hold)
 
     def acknowledged_up_to(self, position: int) -> None:

@@ -49,6 +49,11 @@ logger = logging.getLogger("anybus.postgres")
 #: How often a reader with messages in flight looks whether it can acknowledge them.
 ACK_CHECK = 0.05
 
+#: The least time between two acknowledgements of a running reader, in seconds: an
+#: acknowledgement is a write, so those due meanwhile wait for the next one (after a crash,
+#: the next run of the name gets what they covered again). Stopping acknowledges exactly.
+ACK_INTERVAL = 0.05
+
 #: Seconds a reader woken by nothing but its own bus's notifications waits before it reads
 #: past those rows (unless another bus's message, or an acknowledgement, calls for a read
 #: first): its own rows need no delivery, so a sender reads them in batches.
@@ -155,6 +160,8 @@ class PostgresTransport:
         self._published_read = 0
         # When the reader is to read past rows of its own it was notified of (None: none).
         self._own_due: float | None = None
+        # When the reader last sent an acknowledgement.
+        self._acked_at = -ACK_INTERVAL
         self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
@@ -294,6 +301,8 @@ class PostgresTransport:
         failures = 0
         while True:
             ack = cursor.settle(host)
+            if ack <= cursor.acknowledged or current_time() < self._acked_at + ACK_INTERVAL:
+                ack = cursor.acknowledged  # nothing to acknowledge, or not yet
             try:
                 conn = await reader()
                 published = self._outbox.published
@@ -310,7 +319,9 @@ class PostgresTransport:
                         self._read_bytes,
                     ],
                 )
-                cursor.acknowledged_up_to(ack)
+                if ack > cursor.acknowledged:
+                    cursor.acknowledged_up_to(ack)
+                    self._acked_at = current_time()
                 self._published_read = published
                 if current_time() >= next_housekeeping:
                     next_housekeeping = current_time() + self._housekeeping
@@ -340,13 +351,20 @@ class PostgresTransport:
     async def _wait(
         self, host: TransportHost, listener: Callable[[], Awaitable[PgConnection]]
     ) -> None:
-        """Wait for another bus's notification, for something to acknowledge, for rows of
-        this bus's own to read past, or for the safety poll (which also keeps the lease)."""
+        """Wait for another bus's notification, for something to acknowledge (at most one
+        acknowledgement per :data:`ACK_INTERVAL`), for rows of this bus's own to read past,
+        or for the safety poll (which also keeps the lease)."""
+        cursor = self._cursor
         until = current_time() + min(self._poll, self._lease / 3, self._housekeeping)
         while True:
+            now = current_time()
             due = until if self._own_due is None else min(until, self._own_due)
-            step = ACK_CHECK if self._cursor.pending else due - current_time()
-            with move_on_after(max(0.0, step)):
+            ack_at = max(now, self._acked_at + ACK_INTERVAL)
+            if cursor.settle(host) > cursor.acknowledged:
+                due = min(due, ack_at)  # handled: acknowledge when the interval allows
+            elif cursor.pending:
+                due = min(due, max(ack_at, now + ACK_CHECK))  # look again whether handled
+            with move_on_after(max(0.0, due - now)):
                 try:
                     conn = await listener()
                     if self._relisten:
@@ -363,7 +381,9 @@ class PostgresTransport:
                     self._own_due = current_time() + OWN_READ_DELAY
                 continue
             now = current_time()
-            if now >= due or self._cursor.could_settle(host):
+            if now >= until or (self._own_due is not None and now >= self._own_due):
+                return
+            if now >= self._acked_at + ACK_INTERVAL and cursor.settle(host) > cursor.acknowledged:
                 return
 
     async def _housekeep(self, conn: PgConnection) -> None:
