@@ -3,22 +3,28 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from anyio import CancelScope
 
+from ._exceptions import SerializationError
 from ._messages import (
     BusJobRequestMessage,
+    BusJobResponseMessage,
     BusJobStreamDataMessage,
     BusJobStreamEndMessage,
     BusJobStreamStartMessage,
     BusJobUpdateMessage,
     BusJobUpdateUrgentMessage,
+    JobStatus,
 )
 from ._subscriber import BusLike, BusSubscriber
 
-__all__ = ["JOB_NAME_ATTRIBUTE", "JobContext", "JobHandler", "job_handler"]
+__all__ = ["JOB_NAME_ATTRIBUTE", "JobContext", "JobHandler", "job_handler", "send_response"]
+
+logger = logging.getLogger("anybus.jobs")
 
 
 class JobHandler(Protocol):
@@ -137,3 +143,43 @@ class JobContext:
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
         return f"<JobContext {self.id}{name} for {self.requester!r}>"
+
+
+async def send_response(
+    bus: BusLike,
+    worker: str,
+    request: BusJobRequestMessage,
+    status: JobStatus,
+    response: dict[str, Any] | None,
+) -> None:
+    """Answer ``request`` on behalf of ``worker``: the job ended with ``status``.
+
+    A response that cannot be encoded is replaced by an ``error`` response saying so; a send
+    that fails is logged, not raised (the worker goes on with its other jobs).
+    """
+    answer = BusJobResponseMessage(
+        source=worker,
+        target=request.source,
+        job_id=request.job_id,
+        status=status,
+        response=response,
+    )
+    try:
+        try:
+            await bus.send(answer)
+        except SerializationError as exc:
+            # The handler's response does not fit the wire: say so, rather than nothing.
+            logger.error("%r: job %s: response not sent: %s", worker, request.job_id, exc)
+            await bus.send(
+                BusJobResponseMessage(
+                    source=worker,
+                    target=request.source,
+                    job_id=request.job_id,
+                    status=JobStatus.ERROR,
+                    response={"error": f"the job's response could not be sent: {exc}"},
+                )
+            )
+    except Exception as exc:
+        logger.error(
+            "%r: could not answer job %s (%s)", worker, request.job_id, status, exc_info=exc
+        )

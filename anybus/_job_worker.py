@@ -21,14 +21,13 @@ from typing import Any, Final
 from anyio import CancelScope, Event, create_task_group, current_time, get_cancelled_exc_class
 
 from ._bus import current_bus
-from ._exceptions import JobFailed, SerializationError
+from ._exceptions import JobFailed
 from ._hooks import WorkerJobTrace, state
 from ._job_client import JOB_ANSWER_TYPES
-from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler
+from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler, send_response
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
-    BusJobResponseMessage,
     BusJobUpdateMessage,
     BusJobUpdateRequestMessage,
     BusMessage,
@@ -400,32 +399,7 @@ class JobWorker(BusSubscriber):
         status: JobStatus,
         response: dict[str, Any] | None,
     ) -> None:
-        answer = BusJobResponseMessage(
-            source=self.name,
-            target=request.source,
-            job_id=request.job_id,
-            status=status,
-            response=response,
-        )
-        try:
-            try:
-                await bus.send(answer)
-            except SerializationError as exc:
-                # The handler's response does not fit the wire: say so, rather than nothing.
-                logger.error("%r: job %s: response not sent: %s", self.name, request.job_id, exc)
-                await bus.send(
-                    BusJobResponseMessage(
-                        source=self.name,
-                        target=request.source,
-                        job_id=request.job_id,
-                        status=JobStatus.ERROR,
-                        response={"error": f"the job's response could not be sent: {exc}"},
-                    )
-                )
-        except Exception as exc:
-            logger.error(
-                "%r: could not answer job %s (%s)", self.name, request.job_id, status, exc_info=exc
-            )
+        await send_response(bus, self.name, request, status, response)
 
     def __repr__(self) -> str:
         return (

@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self, final
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from anyio import CancelScope, Event, current_time, get_cancelled_exc_class
-from anyio.lowlevel import checkpoint
 
 from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError, WorkerUnavailable
 from ._hooks import CallerJobTrace, state
+from ._job_answers import Answers
 from ._job_client import JobClient, job_client
 from ._messages import (
     BusJobCancelMessage,
@@ -361,7 +361,7 @@ class Job:
         Raises:
             JobError: (or a subclass) as :meth:`result` would, once the job has ended otherwise.
         """
-        return _Answers(self, self._updates, lambda: False)
+        return Answers(self._updates, lambda: False, self._ending, self._changed)
 
     def stream(self) -> AsyncIterator[dict[str, Any]]:
         """Iterate over the chunks of the worker's streamed answer (their ``data`` dicts).
@@ -375,7 +375,10 @@ class Job:
             JobError: (or a subclass) if the job ends otherwise than completed before the
                 stream's end.
         """
-        return _Answers(self, self._chunks, lambda: self._stream_ended)
+        return Answers(self._chunks, lambda: self._stream_ended, self._ending, self._changed)
+
+    def _ending(self) -> tuple[bool, JobError | None]:
+        return self.done, self._error
 
     # --- requests to the worker -----------------------------------------------------------
 
@@ -413,30 +416,3 @@ class Job:
         state = "done" if self.done else ("running" if self._sent else "new")
         name = f" {self.job_name!r}" if self.job_name else ""
         return f"<Job {self.id}{name} at {self.worker!r} {state}>"
-
-
-@final
-class _Answers(AsyncIterator[dict[str, Any]]):
-    """An iterator over one kind of a job's answers (updates, or stream chunks).
-
-    A plain class rather than an async generator: one left unfinished needs no closing.
-    """
-
-    def __init__(self, job: Job, queue: deque[dict[str, Any]], ended: Callable[[], bool]) -> None:
-        self._job = job
-        self._queue = queue
-        self._ended = ended
-
-    async def __anext__(self) -> dict[str, Any]:
-        await checkpoint()  # a cancellation point even when an answer is waiting
-        job = self._job
-        while True:
-            if self._queue:
-                return self._queue.popleft()
-            if self._ended():
-                raise StopAsyncIteration
-            if job.done:
-                if job._error is not None:
-                    raise job._error
-                raise StopAsyncIteration
-            await job._changed()

@@ -26,14 +26,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, final
+from typing import Any, Final, final
 
 import msgspec
 
+from ._envelope import (
+    BODY_KEYS,
+    HEAD_JSON,
+    HEAD_MSGPACK,
+    MAX_SEQ,
+    MSGPACK_ENCODER,
+    OPTIONAL_KEYS,
+    Body,
+    Trace,
+    trace_from,
+)
 from ._exceptions import MessageRejected, SerializationError
 from ._fields import decode_bytes, decode_fields, encode_fields, encode_struct
 from ._hints import short
@@ -49,64 +59,6 @@ __all__ = ["Envelope", "RejectionCounter", "WireCodec"]
 MAGIC: Final = b"AB"
 FORMAT_VERSION: Final = 1
 MAC_SIZE: Final = 32
-_BODY_KEYS: Final = frozenset({"type", "sender", "seq", "id", "name", "fields"})
-_OPTIONAL_KEYS: Final = frozenset({"time_ms", "trace"})
-_MAX_SEQ: Final = 2**64 - 1
-#: A trace context's bounds: headers, and the length of a header's name and of its value.
-_MAX_TRACE_HEADERS: Final = 8
-_MAX_HEADER_NAME: Final = 64
-_MAX_HEADER_VALUE: Final = 512
-#: The latest send time a trace context may give: 2**63 - 1 ns after the epoch (year 2262).
-_MAX_SENT_NS: Final = 2**63 - 1
-
-#: Trace headers are printable ASCII (W3C trace context and baggage are): anything else is
-#: refused here, before a propagator could trip over it.
-_PRINTABLE: Final = r"^[\x20-\x7e]*$"
-_PRINTABLE_TEXT: Final = re.compile(_PRINTABLE)
-_HeaderName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=_MAX_HEADER_NAME, pattern=_PRINTABLE)
-]
-_HeaderValue = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_VALUE, pattern=_PRINTABLE)]
-
-
-class _Trace(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """A message's trace context on the wire: ``[headers, sent_ns]``."""
-
-    headers: Annotated[
-        dict[_HeaderName, _HeaderValue], msgspec.Meta(max_length=_MAX_TRACE_HEADERS)
-    ]
-    sent_ns: Annotated[int, msgspec.Meta(ge=0, le=_MAX_SENT_NS)]
-
-
-class _Body(msgspec.Struct):
-    """The body, to encode: ``fields`` is the message's encode Struct."""
-
-    type: str
-    sender: str
-    seq: int
-    id: str
-    name: str
-    fields: Any
-    time_ms: int | msgspec.UnsetType = msgspec.UNSET  # signed messages only
-    trace: _Trace | msgspec.UnsetType = msgspec.UNSET  # sent while tracing
-
-
-class _Head(msgspec.Struct, forbid_unknown_fields=True):
-    """The body, as first decoded: the fields are left as bytes for the class's decoder."""
-
-    type: str
-    sender: Annotated[str, msgspec.Meta(min_length=1)]
-    seq: Annotated[int, msgspec.Meta(ge=0)]  # and at most _MAX_SEQ (msgspec stops at int64)
-    id: str
-    name: str
-    fields: msgspec.Raw
-    time_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    trace: _Trace | None = None
-
-
-_MSGPACK_ENCODER: Final = msgspec.msgpack.Encoder(enc_hook=scalar_hook)
-_HEAD_JSON: Final = msgspec.json.Decoder(_Head)
-_HEAD_MSGPACK: Final = msgspec.msgpack.Decoder(_Head)
 
 
 def _check_label(label: object, what: str) -> bytes:
@@ -114,31 +66,6 @@ def _check_label(label: object, what: str) -> bytes:
     if isinstance(label, str) and label.isascii() and label.isprintable() and 0 < len(label) < 256:
         return label.encode("ascii")
     raise ValueError(f"{what} must be 1 to 255 printable ASCII characters, got {label!r}")
-
-
-def _trace_from(value: object) -> TraceContext | None:
-    """A trace context read by a serializer of the user's: ``[headers, sent_ns]``, bounded."""
-    if value is None:
-        return None
-    if not (
-        type(value) is list
-        and len(value) == 2
-        and type(value[0]) is dict
-        and len(value[0]) <= _MAX_TRACE_HEADERS
-        and all(
-            type(k) is str
-            and type(v) is str
-            and 0 < len(k) <= _MAX_HEADER_NAME
-            and len(v) <= _MAX_HEADER_VALUE
-            and _PRINTABLE_TEXT.match(k)
-            and _PRINTABLE_TEXT.match(v)
-            for k, v in value[0].items()
-        )
-        and type(value[1]) is int
-        and 0 <= value[1] <= _MAX_SENT_NS
-    ):
-        raise MessageRejected("malformed", f"bad trace context: {short(value, 80)}")
-    return TraceContext(value[0], value[1])
 
 
 @final
@@ -294,7 +221,7 @@ class WireCodec:
             raise TypeError(f"message must be a BusMessage, got {message!r}")
         if not isinstance(sender, str) or not sender:
             raise ValueError(f"sender must be a non-empty str, got {sender!r}")
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
             raise ValueError(f"seq must be an int in 0..2**64-1, got {seq!r}")
         cls_name = type(message).__qualname__
         try:
@@ -328,15 +255,15 @@ class WireCodec:
         # Only while tracing: a message received traced and sent on by a process that does
         # not trace goes out as an untraced one would (same bytes, no stale send time).
         context: TraceContext | None = message.__dict__.get(TRACE_KEY) if state.tracing else None
-        trace: _Trace | msgspec.UnsetType = msgspec.UNSET
+        trace: Trace | msgspec.UnsetType = msgspec.UNSET
         if context is not None:
-            trace = _Trace(dict(context.headers), context.sent_ns)
+            trace = Trace(dict(context.headers), context.sent_ns)
         if self._native:
             adapters = adapters_of(self._registry)
             fields, finite = encode_struct(message, adapters, binary=self._binary)
-            body = _Body(type_name, sender, seq, message.id, message.name, fields, time_ms, trace)
+            body = Body(type_name, sender, seq, message.id, message.name, fields, time_ms, trace)
             if self._binary:
-                return _MSGPACK_ENCODER.encode(body)
+                return MSGPACK_ENCODER.encode(body)
             if finite:
                 return JSON_ENCODER.encode(body)
             return dumps_json(msgspec.to_builtins(body, enc_hook=scalar_hook))
@@ -421,8 +348,8 @@ class WireCodec:
     def _decode_body(self, body: bytes, key_id: str | None) -> Envelope:
         if self._native:
             try:
-                head = (_HEAD_MSGPACK if self._binary else _HEAD_JSON).decode(body)
-                if head.seq > _MAX_SEQ:
+                head = (HEAD_MSGPACK if self._binary else HEAD_JSON).decode(body)
+                if head.seq > MAX_SEQ:
                     raise ValueError(head.seq)
                 message = decode_bytes(
                     self._registry.lookup(head.type),
@@ -446,7 +373,7 @@ class WireCodec:
                 "malformed", f"{self._serializer.name} body does not parse: {short(exc)}"
             ) from None
         # "time_ms" (signed messages) and "trace" (traced ones) may be there, the rest must be.
-        if type(parsed) is not dict or parsed.keys() - _OPTIONAL_KEYS != _BODY_KEYS:
+        if type(parsed) is not dict or parsed.keys() - OPTIONAL_KEYS != BODY_KEYS:
             shown = sorted(map(str, parsed))[:8] if type(parsed) is dict else type(parsed)
             raise MessageRejected("malformed", f"body is not an envelope body: {short(shown)}")
         type_name, sender, seq = parsed["type"], parsed["sender"], parsed["seq"]
@@ -456,10 +383,10 @@ class WireCodec:
             and type(sender) is str
             and sender
             and type(seq) is int
-            and 0 <= seq <= _MAX_SEQ
+            and 0 <= seq <= MAX_SEQ
             and type(message_id) is str
             and type(name) is str
-            and (time_ms is None or (type(time_ms) is int and 0 <= time_ms <= _MAX_SEQ))
+            and (time_ms is None or (type(time_ms) is int and 0 <= time_ms <= MAX_SEQ))
         ):
             raise MessageRejected(
                 "malformed",
@@ -471,7 +398,7 @@ class WireCodec:
             cls = self._registry.lookup(type_name)
         except LookupError as exc:
             raise MessageRejected("unknown-type", str(exc)) from None
-        trace = _trace_from(parsed.get("trace"))
+        trace = trace_from(parsed.get("trace"))
         message = decode_fields(
             cls, parsed["fields"], message_id=message_id, name=name, registry=self._registry
         )

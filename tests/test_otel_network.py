@@ -349,10 +349,10 @@ async def test_a_failing_propagator_never_stops_a_message(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from anybus.otel import _instrument
+    from anybus.otel import _context
 
     caplog.set_level(logging.WARNING, logger="anybus.otel")
-    monkeypatch.setattr(_instrument, "_logged", set())
+    monkeypatch.setattr(_context, "_logged", set())
     channel = unique_name()
     recorder = RecordingSubscriber("far", accepts=lambda m: isinstance(m, BusDataMessage))
     async with RedisBus(redis_url, channel=channel) as receiver:

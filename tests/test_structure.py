@@ -20,6 +20,7 @@ CORE = {
     "anybus._dispatch",
     "anybus._exceptions",
     "anybus._fan_out",
+    "anybus._hooks",
     "anybus._inbox",
     "anybus._lifecycle",
     "anybus._listen",

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar, final
 
 from anyio import get_cancelled_exc_class
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from .. import _hooks
 from .._bus import WorkerBus
@@ -28,6 +27,8 @@ from .._messages import (
 )
 from .._version import __version__
 from . import _names as n
+from ._context import CONTEXT_KEY, Sent, failed, log_once, parent_of
+from ._jobs import JobTracing
 from ._metrics import Instruments, instruments_for, label_of, place_of
 
 __all__ = ["bus_label", "instrument", "is_instrumented", "uninstrument"]
@@ -45,13 +46,6 @@ MAX_HEADER_VALUE: Final = 512
 UNTRACED: Final = frozenset(
     {BusWorkerPresenceMessage, BusWorkerPresenceQueryMessage, BusWorkerGoodbyeMessage}
 )
-
-#: Where a message keeps its producer's context once a handler has extracted it, so that the
-#: other subscribers of a fan-out do not extract it again (a send replaces it).
-CONTEXT_KEY: Final = "_anybus_otel_context"
-
-#: Job outcomes that mark the job's span as failed.
-_FAILED_OUTCOMES: Final = frozenset({"failed", "error", "unavailable", "not-sent"})
 
 _SendFunction = Callable[[WorkerBus, BusMessage], Coroutine[Any, Any, None]]
 _plain_send: Final[_SendFunction] = WorkerBus.send
@@ -72,6 +66,7 @@ class _Instrumentation:
             "anybus", __version__, tracer_provider=tracer_provider, schema_url=None
         )
         self.instruments: Instruments = instruments_for(meter_provider)
+        self.jobs = JobTracing(self.tracer, self.instruments)
         self._oversized_logged = False
 
     # --- sending --------------------------------------------------------------------------
@@ -94,13 +89,13 @@ class _Instrumentation:
                 headers = self._inject(parent)
             fields = message.__dict__
             fields[TRACE_KEY] = TraceContext(headers, time.time_ns())
-            fields[CONTEXT_KEY] = _Sent(parent)
+            fields[CONTEXT_KEY] = Sent(parent)
             await _plain_send(bus, message)
         except get_cancelled_exc_class():
             span.add_event("cancelled")
             raise
         except BaseException as exc:
-            _failed(span, exc)
+            failed(span, exc)
             raise
         finally:
             span.end()
@@ -112,7 +107,7 @@ class _Instrumentation:
         try:
             propagate.inject(headers, context=context)
         except Exception as exc:
-            _log_once("inject", "the propagator could not write a trace context", exc)
+            log_once("inject", "the propagator could not write a trace context", exc)
             return {}
         return self._bounded(headers)
 
@@ -158,7 +153,7 @@ class _Instrumentation:
                 await handler(message)
                 return
             carried: TraceContext | None = message.__dict__.get(TRACE_KEY)
-            parent = _parent_of(message)
+            parent = parent_of(message)
             started = time.time_ns()
             instruments = active.instruments
             if carried is not None:
@@ -183,7 +178,7 @@ class _Instrumentation:
                 outcome = {**process_attributes, n.ERROR_TYPE: "cancelled"}
                 raise
             except BaseException as exc:
-                _failed(span, exc)
+                failed(span, exc)
                 outcome = {**process_attributes, n.ERROR_TYPE: type(exc).__qualname__}
                 raise
             finally:
@@ -192,180 +187,6 @@ class _Instrumentation:
                 instruments.process_duration.record(time.perf_counter() - clock, outcome)
 
         return traced
-
-    # --- jobs -----------------------------------------------------------------------------
-
-    def caller_job(self, job: Any) -> _CallerJob:
-        name = job.job_name if job.job_name is not None else "default"
-        span = self.tracer.start_span(
-            f"job {name}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                n.SYSTEM: n.SYSTEM_NAME,
-                n.JOB_ID: job.id,
-                n.JOB_NAME: name,
-                n.JOB_WORKER: job.requested,
-            },
-        )
-        return _CallerJob(self, job, span, trace.set_span_in_context(span), name)
-
-    @contextmanager
-    def worker_job(self, worker: str, job: Any) -> Iterator[_WorkerJob]:
-        name = job.name if job.name is not None else "default"
-        parent = _parent_of(job.request)
-        span = self.tracer.start_span(
-            f"run job {name}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                n.SYSTEM: n.SYSTEM_NAME,
-                n.JOB_ID: job.id,
-                n.JOB_NAME: name,
-                n.JOB_WORKER: worker,
-                n.SOURCE: job.requester,
-            },
-        )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        record = _WorkerJob()
-        clock = time.perf_counter()
-        try:
-            yield record
-        except get_cancelled_exc_class():
-            span.add_event("cancelled")
-            raise
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
-            outcome = record.status or "cancelled"
-            span.set_attribute(n.JOB_OUTCOME, outcome)
-            if outcome in _FAILED_OUTCOMES:
-                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
-            span.end()
-            self.instruments.record_job(time.perf_counter() - clock, name, "worker", outcome)
-
-
-@final
-class _CallerJob:
-    """A job's span on the caller's side (see :class:`anybus._hooks.CallerJobTrace`)."""
-
-    __slots__ = ("_clock", "_context", "_instrumentation", "_job", "_name", "_span")
-
-    def __init__(
-        self,
-        instrumentation: _Instrumentation,
-        job: Any,
-        span: Span,
-        context: Context,
-        name: str,
-    ) -> None:
-        self._instrumentation = instrumentation
-        self._job = job
-        self._span = span
-        self._context = context
-        self._name = name
-        self._clock = time.perf_counter()
-
-    @contextmanager
-    def current(self) -> Iterator[None]:
-        # Attached and detached around one send, in one task: nothing to leak, whichever
-        # task leaves the job's block, in whichever order jobs are left.
-        token = otel_context.attach(self._context)
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
-
-    def answered(self, message: BusMessage) -> None:
-        self._span.add_event(
-            "answer", {n.MESSAGE_TYPE: type(message).__qualname__, n.MESSAGE_ID: message.id}
-        )
-
-    def ended(self, outcome: str, error: BaseException | None) -> None:
-        span = self._span
-        span.set_attribute(n.JOB_OUTCOME, outcome)
-        span.set_attribute(n.JOB_WORKER, self._job.worker)
-        if isinstance(error, get_cancelled_exc_class()):
-            span.add_event("cancelled")
-            if outcome in _FAILED_OUTCOMES:
-                span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
-        elif isinstance(error, Exception):
-            _failed(span, error)
-        elif outcome in _FAILED_OUTCOMES:
-            span.set_status(Status(StatusCode.ERROR, f"job {outcome}"))
-        span.end()
-        instruments = self._instrumentation.instruments
-        instruments.record_job(time.perf_counter() - self._clock, self._name, "caller", outcome)
-
-
-@final
-class _WorkerJob:
-    """Where a worker records its job's status (see :class:`anybus._hooks.WorkerJobTrace`)."""
-
-    __slots__ = ("status",)
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-
-    def outcome(self, status: str) -> None:
-        self.status = status
-
-
-def _failed(span: Span, exc: BaseException) -> None:
-    span.record_exception(exc)
-    span.set_attribute(n.ERROR_TYPE, type(exc).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:200]))
-
-
-def _parent_of(message: BusMessage) -> Context:
-    """The context ``message`` was sent in: the sender's own (in this process), extracted
-    from its trace headers (from another process; once per message), or an empty one."""
-    fields = message.__dict__
-    sent: _Sent | None = fields.get(CONTEXT_KEY)
-    if sent is not None and sent.context is not None:
-        return sent.context
-    parent = Context()
-    carried: TraceContext | None = fields.get(TRACE_KEY)
-    if carried is not None:
-        try:
-            parent = propagate.extract(carried.headers, parent)
-        except Exception as exc:  # a handler is never kept from its message by its trace
-            _log_once("extract", "the propagator could not read a trace context", exc)
-            parent = Context()
-        fields[CONTEXT_KEY] = _Sent(parent)
-    return parent
-
-
-_logged: set[str] = set()
-
-
-def _log_once(what: str, problem: str, exc: Exception) -> None:
-    """Log a propagator's failure, once per kind per process: the message goes on untraced."""
-    if what not in _logged:
-        _logged.add(what)
-        logger.warning("%s (%r): the message goes on without it", problem, exc)
-
-
-@final
-class _Sent:
-    """The context a message was sent in, kept on the message object in this process only.
-
-    A copy of the message (``copy.deepcopy``, pickling) does not take it (it holds live
-    spans, which do not copy): the copy's handlers go by its trace headers, as a remote
-    receiver's do.
-    """
-
-    __slots__ = ("context",)
-
-    def __init__(self, context: Context | None) -> None:
-        self.context = context
-
-    def __deepcopy__(self, memo: dict[int, object]) -> _Sent:
-        return _Sent(None)
-
-    def __reduce__(self) -> tuple[type[_Sent], tuple[None]]:
-        return _Sent, (None,)
 
 
 def _message_attributes(message: BusMessage) -> dict[str, Any]:
@@ -457,7 +278,7 @@ def instrument(
         installed.instruments.activate()
         _installed = installed
         _hooks.state.handler_wrapper = installed.wrap_handler
-        _hooks.state.jobs = installed
+        _hooks.state.jobs = installed.jobs
         _hooks.state.tracing = True
         _hooks.state.from_thread = _in_this_threads_context
         _hooks.state.generation += 1

@@ -35,9 +35,11 @@ from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import Intake, TransportHost
 from .._wire import WireCodec
+from . import _options as option
 from ._client import DatabaseError, PgConnection, check_dsn
 from ._connections import Connections
 from ._cursor import Cursor
+from ._options import ACK_CHECK, ACK_INTERVAL, OWN_READ_DELAY, Statements
 from ._outbox import Outbox, Outgoing
 from ._rows import Rows
 from ._schema import FATAL_STATES, NAME_IN_USE, NOT_OWNER, check_schema_name, ensure_schema
@@ -46,32 +48,7 @@ __all__ = ["PostgresTransport"]
 
 logger = logging.getLogger("anybus.postgres")
 
-#: How often a reader with messages in flight looks whether it can acknowledge them.
-ACK_CHECK = 0.05
-
-#: The least time between two acknowledgements of a running reader, in seconds: an
-#: acknowledgement is a write, so those due meanwhile wait for the next one (after a crash,
-#: the next run of the name gets what they covered again). Stopping acknowledges exactly.
-ACK_INTERVAL = 0.05
-
-#: Seconds a reader woken by nothing but its own bus's notifications waits before it reads
-#: past those rows (unless another bus's message, or an acknowledgement, calls for a read
-#: first): its own rows need no delivery, so a sender reads them in batches.
-OWN_READ_DELAY = 0.05
-
 _default_names = itertools.count(1)
-
-
-def _positive(name: str, value: float) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: int, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return value
 
 
 @final
@@ -116,39 +93,30 @@ class PostgresTransport:
         self._conns = Connections(
             dsn,
             owner=self._instance,
-            connect_timeout=_positive("connect_timeout", connect_timeout),
-            statement_timeout=_positive("statement_timeout", statement_timeout),
+            connect_timeout=option.positive("connect_timeout", connect_timeout),
+            statement_timeout=option.positive("statement_timeout", statement_timeout),
         )
         self._where = self._conns.where
-        if not isinstance(send_deadline, int | float) or send_deadline < 0:
-            raise ValueError(f"send_deadline cannot be negative, got {send_deadline!r}")
-        self._read_batch = _count("read_batch", read_batch, 1)
-        self._read_bytes = _count("read_bytes", read_bytes, 1)
-        self._max_len = _count("max_len", max_len, 1)
-        self._lease = _positive("lease", lease)
-        self._retention = _positive("retention", retention)
-        self._housekeeping = _positive("housekeeping_interval", housekeeping_interval)
-        self._poll = _positive("poll_interval", poll_interval)
+        deadline = option.seconds("send_deadline", send_deadline)
+        self._read_batch = option.count("read_batch", read_batch, 1)
+        self._read_bytes = option.count("read_bytes", read_bytes, 1)
+        self._max_len = option.count("max_len", max_len, 1)
+        self._lease = option.positive("lease", lease)
+        self._retention = option.positive("retention", retention)
+        self._housekeeping = option.positive("housekeeping_interval", housekeeping_interval)
+        self._poll = option.positive("poll_interval", poll_interval)
         self._create_schema = bool(create_schema)
         self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
-        # The payload of the notifications this bus's own publishes send: its reader does not
-        # wake at once for them (its own rows need no delivery), but within OWN_READ_DELAY;
-        # and, stopping, it acknowledges past them.
+        # What this bus's own publishes notify: its reader reads past those rows within
+        # OWN_READ_DELAY (they need no delivery) and, stopping, acknowledges past them.
         self._own_wake = hashlib.md5(self._instance.encode()).hexdigest().encode()
-        s = self._schema
-        self._q_read = (
-            f"SELECT id, sender, body FROM {s}.read("
-            f"%s, %s, %s, %s::bigint, %s::bigint, %s::integer, %s::bigint)"
-        )
-        self._q_ack = f"SELECT {s}.ack(%s, %s, %s, %s::bigint, %s)"
-        self._q_attach = f"SELECT * FROM {s}.attach(%s, %s, %s, %s::interval)"
-        self._q_housekeep = f"SELECT * FROM {s}.housekeep(%s, %s::interval, %s::bigint)"
+        self._sql = Statements(self._schema)
         self._outbox = Outbox(
-            publish=f"SELECT {s}.publish(%s, %s, %s::bigint[], %s::bytea[])",
+            publish=self._sql.publish,
             channel=channel,
             sender=self._instance,
             where=self._where,
-            deadline=float(send_deadline),
+            deadline=deadline,
             batch=read_batch,
         )
         self._rows = Rows(
@@ -160,8 +128,7 @@ class PostgresTransport:
         self._published_read = 0
         # When the reader is to read past rows of its own it was notified of (None: none).
         self._own_due: float | None = None
-        # When the reader last sent an acknowledgement.
-        self._acked_at = -ACK_INTERVAL
+        self._acked_at = -ACK_INTERVAL  # when the reader last sent an acknowledgement
         self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
@@ -267,7 +234,7 @@ class PostgresTransport:
         """Take this name's lease; learn where to resume and what was lost while away."""
         try:
             rows = await conn.fetch(
-                self._q_attach, [self._channel, self._name, self._instance, f"{self._lease} s"]
+                self._sql.attach, [self._channel, self._name, self._instance, f"{self._lease} s"]
             )
         except TransportError as exc:
             sqlstate = getattr(exc, "sqlstate", None)
@@ -308,7 +275,7 @@ class PostgresTransport:
                 published = self._outbox.published
                 self._own_due = None  # this read reads what was notified so far
                 rows = await conn.fetch(
-                    self._q_read,
+                    self._sql.read,
                     [
                         self._channel,
                         self._name,
@@ -388,7 +355,7 @@ class PostgresTransport:
 
     async def _housekeep(self, conn: PgConnection) -> None:
         rows = await conn.fetch(
-            self._q_housekeep, [self._channel, f"{self._retention} s", self._max_len]
+            self._sql.housekeep, [self._channel, f"{self._retention} s", self._max_len]
         )
         if any(rows[0]):  # (messages deleted, consumers expired)
             logger.debug(
@@ -416,7 +383,7 @@ class PostgresTransport:
             except TransportError as exc:
                 logger.debug("%r: reading past its own messages failed: %s", self, exc)
         try:
-            await conn.fetch(self._q_ack, [self._channel, self._name, self._instance, ack, True])
+            await conn.fetch(self._sql.ack, [self._channel, self._name, self._instance, ack, True])
         except TransportError as exc:
             logger.debug("%r: the last acknowledgement failed: %s", self, exc)
             return
@@ -428,7 +395,7 @@ class PostgresTransport:
         the next run of the name need not read them."""
         while True:
             rows = await conn.fetch(
-                self._q_read,
+                self._sql.read,
                 [
                     self._channel,
                     self._name,

@@ -1,0 +1,68 @@
+"""What the Postgres transport is told and does by the clock: its options checked, its
+timings, and the statements it runs (on the functions of :mod:`anybus.postgres._schema`)."""
+
+from __future__ import annotations
+
+from typing import final
+
+__all__ = [
+    "ACK_CHECK",
+    "ACK_INTERVAL",
+    "OWN_READ_DELAY",
+    "Statements",
+    "count",
+    "positive",
+    "seconds",
+]
+
+#: How often a reader with messages in flight looks whether it can acknowledge them.
+ACK_CHECK = 0.05
+
+#: The least time between two acknowledgements of a running reader, in seconds: an
+#: acknowledgement is a write, so those due meanwhile wait for the next one (after a crash,
+#: the next run of the name gets what they covered again). Stopping acknowledges exactly.
+ACK_INTERVAL = 0.05
+
+#: Seconds a reader woken by nothing but its own bus's notifications waits before it reads
+#: past those rows (unless another bus's message, or an acknowledgement, calls for a read
+#: first): its own rows need no delivery, so a sender reads them in batches.
+OWN_READ_DELAY = 0.05
+
+
+def positive(name: str, value: float) -> float:
+    """``value``, a positive number of seconds (the option ``name``), as a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def seconds(name: str, value: float) -> float:
+    """``value``, a number of seconds of at least 0 (the option ``name``), as a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} cannot be negative, got {value!r}")
+    return float(value)
+
+
+def count(name: str, value: int, minimum: int) -> int:
+    """``value``, an integer of at least ``minimum`` (the option ``name``)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return value
+
+
+@final
+class Statements:
+    """The statements of a bus on the anybus schema ``schema`` (a checked name)."""
+
+    __slots__ = ("ack", "attach", "housekeep", "publish", "read")
+
+    def __init__(self, schema: str) -> None:
+        s = schema
+        self.read = (
+            f"SELECT id, sender, body FROM {s}.read("
+            f"%s, %s, %s, %s::bigint, %s::bigint, %s::integer, %s::bigint)"
+        )
+        self.ack = f"SELECT {s}.ack(%s, %s, %s, %s::bigint, %s)"
+        self.attach = f"SELECT * FROM {s}.attach(%s, %s, %s, %s::interval)"
+        self.housekeep = f"SELECT * FROM {s}.housekeep(%s, %s::interval, %s::bigint)"
+        self.publish = f"SELECT {s}.publish(%s, %s, %s::bigint[], %s::bytea[])"
