@@ -281,8 +281,13 @@ async def test_what_a_network_bus_rejects_is_counted_by_reason(
         assert telemetry.value("anybus.messages.duplicates", receiver) == statistics.duplicates
 
 
-class _Oversized(TextMapPropagator):
-    """Injects a traceparent-like header, and one too long to travel."""
+class _Scripted(TextMapPropagator):
+    """A propagator that writes ``headers`` (or raises ``failure``), and reads nothing (or
+    raises it)."""
+
+    def __init__(self, headers: dict[str, str], failure: Exception | None = None) -> None:
+        self._headers = headers
+        self._failure = failure
 
     def inject(
         self,
@@ -290,17 +295,21 @@ class _Oversized(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        setter.set(carrier, "short", "1")
-        setter.set(carrier, "baggage", "x" * 600)
+        if self._failure is not None:
+            raise self._failure
+        for name, value in self._headers.items():
+            setter.set(carrier, name, value)
 
     def extract(
         self, carrier: CarrierT, context: Context | None = None, getter: Any = None
     ) -> Context:
+        if self._failure is not None:
+            raise self._failure
         return context if context is not None else Context()
 
     @property
     def fields(self) -> set[str]:
-        return {"short", "baggage"}
+        return set(self._headers)
 
 
 @pytest.mark.anyio
@@ -311,7 +320,8 @@ async def test_headers_too_large_to_travel_are_left_out_and_logged_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="anybus.otel")
-    monkeypatch.setattr(propagate, "get_global_textmap", lambda: _Oversized())
+    oversized = _Scripted({"short": "1", "baggage": "x" * 600})  # one header too long
+    monkeypatch.setattr(propagate, "get_global_textmap", lambda: oversized)
     async with RedisBus(redis_url, channel=unique_name()) as bus:
         await bus.send(first := BusDataMessage(source="test"))
         await bus.send(BusDataMessage(source="test"))
@@ -319,27 +329,6 @@ async def test_headers_too_large_to_travel_are_left_out_and_logged_once(
     assert carried is not None
     assert dict(carried.headers) == {"short": "1"}
     assert caplog.text.count("left out of a message") == 1
-
-
-class _Broken(TextMapPropagator):
-    """A propagator that fails both ways."""
-
-    def inject(
-        self,
-        carrier: CarrierT,
-        context: Context | None = None,
-        setter: Setter[CarrierT] = default_setter,
-    ) -> None:
-        raise RuntimeError("inject broke")
-
-    def extract(
-        self, carrier: CarrierT, context: Context | None = None, getter: Any = None
-    ) -> Context:
-        raise RuntimeError("extract broke")
-
-    @property
-    def fields(self) -> set[str]:
-        return set()
 
 
 @pytest.mark.anyio
@@ -358,7 +347,8 @@ async def test_a_failing_propagator_never_stops_a_message(
     async with RedisBus(redis_url, channel=channel) as receiver:
         await receiver.subscribe(recorder)
         async with RedisBus(redis_url, channel=channel) as sender:
-            monkeypatch.setattr(propagate, "get_global_textmap", lambda: _Broken())
+            broken = _Scripted({}, RuntimeError("the propagator broke"))
+            monkeypatch.setattr(propagate, "get_global_textmap", lambda: broken)
             for _ in range(2):
                 await sender.send(BusDataMessage(source="test"))
             with anyio.fail_after(TIMEOUT):
