@@ -357,7 +357,6 @@ def test_without_redis_the_build_draws_the_committed_recording(
 def test_the_hook_puts_a_fresh_picture_in_the_site(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    pytest.importorskip("mkdocs")
     from mkdocs.config.defaults import MkDocsConfig
     from mkdocs.structure.files import File, Files
 
