@@ -15,8 +15,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("opentelemetry.sdk")
-
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "otel_cost.py"
 
