@@ -47,6 +47,20 @@ UNTRACED: Final = frozenset(
     {BusWorkerPresenceMessage, BusWorkerPresenceQueryMessage, BusWorkerGoodbyeMessage}
 )
 
+
+def _travels(header: tuple[str, str]) -> bool:
+    """Whether a receiver accepts this trace header: printable ASCII, of bounded length."""
+    name, value = header
+    return (
+        0 < len(name) <= MAX_HEADER_NAME
+        and len(value) <= MAX_HEADER_VALUE
+        and name.isascii()
+        and name.isprintable()
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
 _SendFunction = Callable[[WorkerBus, BusMessage], Coroutine[Any, Any, None]]
 _plain_send: Final[_SendFunction] = WorkerBus.send
 _lock = threading.Lock()
@@ -113,23 +127,16 @@ class _Instrumentation:
 
     def _bounded(self, headers: dict[str, str]) -> dict[str, str]:
         """The headers a receiver accepts: what does not fit is left out (logged once)."""
-        if len(headers) <= MAX_HEADERS and all(
-            len(name) <= MAX_HEADER_NAME and len(value) <= MAX_HEADER_VALUE
-            for name, value in headers.items()
-        ):
+        if len(headers) <= MAX_HEADERS and all(map(_travels, headers.items())):
             return headers
-        kept = {
-            name: value
-            for name, value in headers.items()
-            if len(name) <= MAX_HEADER_NAME and len(value) <= MAX_HEADER_VALUE
-        }
+        kept = dict(filter(_travels, headers.items()))
         kept = dict(list(kept.items())[:MAX_HEADERS])
         if not self._oversized_logged:
             self._oversized_logged = True
             left = sorted(set(headers) - set(kept))
             logger.warning(
-                "trace headers %s left out of a message: at most %d headers of at most %d "
-                "characters travel (a large baggage?)",
+                "trace headers %s left out of a message: at most %d headers of printable "
+                "ASCII, of at most %d characters, travel (a large baggage?)",
                 left,
                 MAX_HEADERS,
                 MAX_HEADER_VALUE,
