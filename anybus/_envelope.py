@@ -22,12 +22,16 @@ __all__ = [
     "BODY_KEYS",
     "HEAD_JSON",
     "HEAD_MSGPACK",
+    "MAX_HEADER_NAME",
+    "MAX_HEADER_VALUE",
     "MAX_SEQ",
+    "MAX_TRACE_HEADERS",
     "MSGPACK_ENCODER",
     "OPTIONAL_KEYS",
     "Body",
     "Head",
     "Trace",
+    "header_travels",
     "trace_from",
 ]
 
@@ -35,9 +39,9 @@ BODY_KEYS: Final = frozenset({"type", "sender", "seq", "id", "name", "fields"})
 OPTIONAL_KEYS: Final = frozenset({"time_ms", "trace"})
 MAX_SEQ: Final = 2**64 - 1
 #: A trace context's bounds: headers, and the length of a header's name and of its value.
-_MAX_TRACE_HEADERS: Final = 8
-_MAX_HEADER_NAME: Final = 64
-_MAX_HEADER_VALUE: Final = 512
+MAX_TRACE_HEADERS: Final = 8
+MAX_HEADER_NAME: Final = 64
+MAX_HEADER_VALUE: Final = 512
 #: The latest send time a trace context may give: 2**63 - 1 ns after the epoch (year 2262).
 _MAX_SENT_NS: Final = 2**63 - 1
 
@@ -46,17 +50,15 @@ _MAX_SENT_NS: Final = 2**63 - 1
 _PRINTABLE: Final = r"^[\x20-\x7e]*$"
 _PRINTABLE_TEXT: Final = re.compile(_PRINTABLE)
 _HeaderName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=_MAX_HEADER_NAME, pattern=_PRINTABLE)
+    str, msgspec.Meta(min_length=1, max_length=MAX_HEADER_NAME, pattern=_PRINTABLE)
 ]
-_HeaderValue = Annotated[str, msgspec.Meta(max_length=_MAX_HEADER_VALUE, pattern=_PRINTABLE)]
+_HeaderValue = Annotated[str, msgspec.Meta(max_length=MAX_HEADER_VALUE, pattern=_PRINTABLE)]
 
 
 class Trace(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     """A message's trace context on the wire: ``[headers, sent_ns]``."""
 
-    headers: Annotated[
-        dict[_HeaderName, _HeaderValue], msgspec.Meta(max_length=_MAX_TRACE_HEADERS)
-    ]
+    headers: Annotated[dict[_HeaderName, _HeaderValue], msgspec.Meta(max_length=MAX_TRACE_HEADERS)]
     sent_ns: Annotated[int, msgspec.Meta(ge=0, le=_MAX_SENT_NS)]
 
 
@@ -91,6 +93,19 @@ HEAD_JSON: Final = msgspec.json.Decoder(Head)
 HEAD_MSGPACK: Final = msgspec.msgpack.Decoder(Head)
 
 
+def header_travels(name: object, value: object) -> bool:
+    """Whether a receiver accepts this trace header: printable ASCII text, of bounded length
+    (what :class:`Trace` checks, for the serializers msgspec does not read)."""
+    return (
+        type(name) is str
+        and type(value) is str
+        and 0 < len(name) <= MAX_HEADER_NAME
+        and len(value) <= MAX_HEADER_VALUE
+        and _PRINTABLE_TEXT.match(name) is not None
+        and _PRINTABLE_TEXT.match(value) is not None
+    )
+
+
 def trace_from(value: object) -> TraceContext | None:
     """A trace context read by a serializer of the user's: ``[headers, sent_ns]``, bounded."""
     if value is None:
@@ -99,16 +114,8 @@ def trace_from(value: object) -> TraceContext | None:
         type(value) is list
         and len(value) == 2
         and type(value[0]) is dict
-        and len(value[0]) <= _MAX_TRACE_HEADERS
-        and all(
-            type(k) is str
-            and type(v) is str
-            and 0 < len(k) <= _MAX_HEADER_NAME
-            and len(v) <= _MAX_HEADER_VALUE
-            and _PRINTABLE_TEXT.match(k)
-            and _PRINTABLE_TEXT.match(v)
-            for k, v in value[0].items()
-        )
+        and len(value[0]) <= MAX_TRACE_HEADERS
+        and all(header_travels(k, v) for k, v in value[0].items())
         and type(value[1]) is int
         and 0 <= value[1] <= _MAX_SENT_NS
     ):

@@ -343,18 +343,14 @@ class JobWorker(BusSubscriber):
         outcome: tuple[JobStatus, dict[str, Any] | None] | None = None
         try:
             outcome = await self._outcome(job)
-            self._count(outcome[0])
-            if trace is not None:
-                trace.outcome(outcome[0].value)
+            self._count(outcome[0], trace)
             await self._answer(bus, job.request, *outcome)
         except get_cancelled_exc_class():
             # The worker itself is stopping: still answer, shielded and bounded.
             self._running.pop(job.id, None)
             if outcome is None:
                 outcome = (JobStatus.CANCELLED, {"reason": "the worker stopped"})
-                self._count(outcome[0])
-                if trace is not None:
-                    trace.outcome(outcome[0].value)
+                self._count(outcome[0], trace)
             with CancelScope(shield=True, deadline=current_time() + STOP_ANSWER_TIMEOUT):
                 await self._answer(bus, job.request, *outcome)
             raise
@@ -384,7 +380,9 @@ class JobWorker(BusSubscriber):
         self._running.pop(job.id, None)
         return status, response
 
-    def _count(self, status: JobStatus) -> None:
+    def _count(self, status: JobStatus, trace: WorkerJobTrace | None) -> None:
+        if trace is not None:
+            trace.outcome(status.value)
         if status is JobStatus.COMPLETED:
             self.completed += 1
         elif status is JobStatus.CANCELLED:

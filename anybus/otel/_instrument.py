@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from .. import _hooks
 from .._bus import WorkerBus
+from .._envelope import MAX_HEADER_VALUE, MAX_TRACE_HEADERS, header_travels
 from .._hooks import TRACE_KEY, Handler, TraceContext
 from .._messages import (
     BusLocalMessage,
@@ -35,30 +36,11 @@ __all__ = ["bus_label", "instrument", "is_instrumented", "uninstrument"]
 
 logger = logging.getLogger("anybus.otel")
 
-#: The bounds a receiver puts on a message's trace headers (see anybus._wire): the sender
-#: leaves out what would not fit, rather than have every receiver refuse the message.
-MAX_HEADERS: Final = 8
-MAX_HEADER_NAME: Final = 64
-MAX_HEADER_VALUE: Final = 512
-
 #: Presence traffic (heartbeats, queries, goodbyes) is not traced: a span a second per worker
 #: would bury the traces that matter. It is counted in the metrics like any message.
 UNTRACED: Final = frozenset(
     {BusWorkerPresenceMessage, BusWorkerPresenceQueryMessage, BusWorkerGoodbyeMessage}
 )
-
-
-def _travels(header: tuple[str, str]) -> bool:
-    """Whether a receiver accepts this trace header: printable ASCII, of bounded length."""
-    name, value = header
-    return (
-        0 < len(name) <= MAX_HEADER_NAME
-        and len(value) <= MAX_HEADER_VALUE
-        and name.isascii()
-        and name.isprintable()
-        and value.isascii()
-        and value.isprintable()
-    )
 
 
 _SendFunction = Callable[[WorkerBus, BusMessage], Coroutine[Any, Any, None]]
@@ -126,11 +108,14 @@ class _Instrumentation:
         return self._bounded(headers)
 
     def _bounded(self, headers: dict[str, str]) -> dict[str, str]:
-        """The headers a receiver accepts: what does not fit is left out (logged once)."""
-        if len(headers) <= MAX_HEADERS and all(map(_travels, headers.items())):
+        """The headers a receiver accepts (its bounds: :mod:`anybus._envelope`): what does
+        not fit is left out (logged once)."""
+        if len(headers) <= MAX_TRACE_HEADERS and all(
+            map(header_travels, headers, headers.values())
+        ):
             return headers
-        kept = dict(filter(_travels, headers.items()))
-        kept = dict(list(kept.items())[:MAX_HEADERS])
+        kept = {name: value for name, value in headers.items() if header_travels(name, value)}
+        kept = dict(list(kept.items())[:MAX_TRACE_HEADERS])
         if not self._oversized_logged:
             self._oversized_logged = True
             left = sorted(set(headers) - set(kept))
@@ -138,7 +123,7 @@ class _Instrumentation:
                 "trace headers %s left out of a message: at most %d headers of printable "
                 "ASCII, of at most %d characters, travel (a large baggage?)",
                 left,
-                MAX_HEADERS,
+                MAX_TRACE_HEADERS,
                 MAX_HEADER_VALUE,
             )
         return kept
