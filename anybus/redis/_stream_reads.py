@@ -180,6 +180,9 @@ class Batch:
 
     entries: list[tuple[str, bytes | int | None]]
     lost: int = 0
+    #: A blocking read that took fewer entries than it asked for: the group has caught up,
+    #: so the next read may block at once.
+    caught_up: bool = False
 
 
 class StreamReads:
@@ -267,12 +270,12 @@ class StreamReads:
         entries = _entries(reply)
         self._sized(entries)
         if before is None:
-            return Batch(entries)
+            return Batch(entries, caught_up=len(entries) < count)
         if len(entries) < min(count, self._max_len):
             # Had the stream been trimmed past the group meanwhile, it would hold at least
             # max_len entries, all new: this read would have been full.
             self._read = before + len(entries)
-            return Batch(entries)
+            return Batch(entries, caught_up=len(entries) < count)
         audit = await self._client.run_script(
             _AUDIT, [self._stream], [self._group, str(before), *(key for key, _ in entries)]
         )

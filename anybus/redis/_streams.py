@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import socket
-from collections import deque
 from functools import partial
 from typing import Literal, final
 
@@ -32,6 +31,7 @@ from ._client import NoGroupError, RedisClient, RedisSettings
 from ._fence import same_slot_key
 from ._lease import Lease
 from ._outgoing import Outgoing
+from ._stream_acks import StreamAcks
 from ._stream_reads import RETRY_DELAY, StreamReads, create_group, oversized
 from ._stream_writer import StreamWriter
 
@@ -206,9 +206,7 @@ class StreamTransport(RedisTransport):
         writer = await RedisClient.create(self._settings, name=f"anybus-write-{name}")
         # A blocking XREADGROUP holds its connection: the reader has a client of its own.
         reader = await RedisClient.create(self._settings, name=f"anybus-read-{name}")
-        # Entries this run read and did not acknowledge yet, in read order, each with the
-        # host's mark taken just after its message was delivered (None: nothing to wait for).
-        unacked: deque[tuple[str, DeliveryMark | None]] = deque()
+        acks = StreamAcks(self._stream, self._group, repr(self))
         leased = False
         writing = CancelScope(shield=True)
         try:
@@ -225,9 +223,11 @@ class StreamTransport(RedisTransport):
                     self._read_all,
                     host,
                     reader,
-                    unacked,
+                    acks,
                     name="anybus redis stream reader",
                 )
+                # On the writer's connection: the reader's is held by its blocking reads.
+                task_group.start_soon(acks.run, writer, host, name="anybus redis stream acks")
                 task_group.start_soon(self._health.watch, writer, name="anybus redis health")
                 task_group.start_soon(self._lease.keep, writer, name="anybus redis lease")
                 self._outbox.start()
@@ -250,7 +250,7 @@ class StreamTransport(RedisTransport):
                 scope.deadline = current_time() + 2
                 # The last step of the ordered stop: acknowledge exactly what was handled
                 # (with the writer: the reader's connection may be held by a cancelled read).
-                await self._settle(writer, host, unacked, final=True)
+                await acks.finish(writer, host)
                 if leased:
                     await self._lease.release(writer)
                 await writer.close()
@@ -260,46 +260,6 @@ class StreamTransport(RedisTransport):
     async def _write(self, scope: CancelScope, client: RedisClient) -> None:
         with scope:
             await self._outbox.run(client)
-
-    async def _settle(
-        self,
-        client: RedisClient,
-        host: TransportHost,
-        unacked: deque[tuple[str, DeliveryMark | None]],
-        *,
-        final: bool,
-    ) -> None:
-        """Acknowledge the entries read so far whose messages every subscriber handled, in
-        read order up to the first that is still being handled. An entry whose message may
-        never be handled in this run (``host.lost()``) is left unacknowledged, to come again
-        next time."""
-        done: list[str] = []
-        while unacked:
-            entry_id, mark = unacked[0]
-            if mark is not None and not host.handled(mark):
-                if not host.lost(mark):
-                    break
-            else:
-                done.append(entry_id)
-            unacked.popleft()
-        if final:
-            left = len(unacked)
-            if left:
-                logger.info(
-                    "%r: %d entr%s not handled when the bus stopped: left unacknowledged, "
-                    "they come again next time",
-                    self,
-                    left,
-                    "y" if left == 1 else "ies",
-                )
-            unacked.clear()
-        if not done:
-            return
-        try:
-            await client.ack(self._stream, self._group, done)
-        except TransportError as exc:
-            # Not acknowledged: they will be given again, and dropped as repeats.
-            logger.debug("%r: acknowledging failed: %s", self, exc)
 
     async def _ensure_group(self, client: RedisClient) -> bool:
         timeout = math.inf if self._connect_timeout is None else self._connect_timeout
@@ -314,7 +274,7 @@ class StreamTransport(RedisTransport):
         self,
         host: TransportHost,
         client: RedisClient,
-        unacked: deque[tuple[str, DeliveryMark | None]],
+        acks: StreamAcks,
     ) -> None:
         reads = StreamReads(
             client,
@@ -331,7 +291,6 @@ class StreamTransport(RedisTransport):
         block = min(1.0, max(0.05, self._settings.request_timeout / 2))
         delay = 0.05
         while True:
-            await self._settle(client, host, unacked, final=False)
             await self._lease.wait_held()  # while the name may be another's, read nothing
             try:
                 if pending:
@@ -361,12 +320,12 @@ class StreamTransport(RedisTransport):
                     continue
                 after = entries[-1][0]
                 # Entries this run read before (delivered, not yet handled) keep their place.
-                known = {entry_id for entry_id, _ in unacked}
+                known = acks.known()
                 entries = [entry for entry in entries if entry[0] not in known]
                 # Given to this consumer, unacknowledged, and trimmed since: lost.
                 lost = sum(payload is None for _, payload in entries)
             else:
-                waiting = not entries
+                waiting = not entries or batch.caught_up
             if lost:
                 self._count_trimmed(lost)
             for entry_id, payload in entries:
@@ -384,7 +343,7 @@ class StreamTransport(RedisTransport):
                     ):
                         await self._deliver_received(envelope.message)
                         mark = host.mark()
-                unacked.append((entry_id, mark))
+                acks.read(entry_id, mark)
 
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
