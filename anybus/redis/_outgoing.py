@@ -27,7 +27,17 @@ class State(Enum):
 class Outgoing:
     """One message on its way to the stream, and what became of it."""
 
-    __slots__ = ("abandoned", "done", "error", "message", "payload", "seq", "state", "tries")
+    __slots__ = (
+        "_done",
+        "abandoned",
+        "error",
+        "finished",
+        "message",
+        "payload",
+        "seq",
+        "state",
+        "tries",
+    )
 
     def __init__(self, message: BusMessage, payload: bytes, seq: int) -> None:
         self.message = message
@@ -35,14 +45,24 @@ class Outgoing:
         self.seq = seq  # a guess until the writer takes it; then its number
         self.state = State.WAITING
         self.tries = 0  # batches it was sent in
-        self.done = Event()
+        self.finished = False  # stored, or failed: its sender may be told
+        self._done: Event | None = None  # made only for a sender that waits
         self.error: TransportError | None = None
         self.abandoned = False  # its sender gave up (deadline, cancellation)
 
     def finish(self, state: State, error: TransportError | None = None) -> None:
         self.state = state
         self.error = error
-        self.done.set()
+        self.finished = True
+        if self._done is not None:
+            self._done.set()
+
+    async def wait(self) -> None:
+        """Return once it is :attr:`finished`."""
+        if not self.finished:
+            if self._done is None:
+                self._done = Event()
+            await self._done.wait()
 
 
 def failure(

@@ -133,14 +133,14 @@ class StreamWriter:
                 await self._store_here(client, item)
             else:
                 self._append(item)
-            if not item.done.is_set():
+            if not item.finished:
                 with move_on_after(until - current_time()):
-                    await item.done.wait()
+                    await item.wait()
         except BaseException:  # cancelled: the sender hears nothing, so the log says it
-            if not item.done.is_set():
+            if not item.finished:
                 self._abandon(item, cancelled=True)
             raise
-        if not item.done.is_set():
+        if not item.finished:
             self._abandon(item, cancelled=False)
         if item.state is not State.STORED:
             self.failures += 1
@@ -181,7 +181,7 @@ class StreamWriter:
     def _hand_over(self, batch: list[Outgoing], *, after: float) -> None:
         self._batch = []
         for item in batch:
-            if not item.done.is_set():
+            if not item.finished:
                 item.state = State.UNCERTAIN
         self._unsure, self._unsure_after = batch, after
         self._wake_writer()
@@ -312,7 +312,7 @@ class StreamWriter:
         """Fail what is still queued or on its way (saying whether it may have been stored)."""
         self.finish()
         left = [*self._batch, *(self._unsure or ()), *self._queue]
-        left = [item for item in left if not item.abandoned and not item.done.is_set()]
+        left = [item for item in left if not item.abandoned and not item.finished]
         self._queue.clear()
         self._batch, self._unsure = [], None
         for item in left:
@@ -386,12 +386,12 @@ class StreamWriter:
                         "was stored after all, at its place in order",
                         self._where,
                     )
-                if not item.done.is_set():
+                if not item.finished:
                     item.finish(State.STORED)
             self._settle(len(batch))
             return
         self._next_seq = max(last + 1, batch[0].seq)
-        live = [item for item in batch if not item.abandoned and not item.done.is_set()]
+        live = [item for item in batch if not item.abandoned and not item.finished]
         for item in live:
             item.state = State.WAITING
         self._queue.extendleft(reversed(live))
