@@ -299,3 +299,55 @@ async def test_running_a_stopped_bus_again_at_once_keeps_its_transport(redis_url
         with anyio.fail_after(TIMEOUT):
             await received.wait_for(lambda seen: {remote.id, local.id} <= {m.id for m in seen})
         await bus.stop()
+
+
+async def _command_calls(admin: RedisClient) -> dict[str, int]:
+    """``INFO commandstats`` as ``{command: calls}``."""
+    reply = await admin.command("INFO", "commandstats")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_") :].partition(":")
+            calls[name] = int(stats.split(",")[0].removeprefix("calls="))
+    return calls
+
+
+async def test_a_caught_up_reader_reads_once_per_wake_up_and_acknowledges_in_batches(
+    volatile_server: RedisServer,
+) -> None:
+    # A reader that has caught up blocks again at once (it used to run the catch-up script,
+    # which asks XINFO GROUPS, after every read), and what is handled is acknowledged within
+    # 50 ms in one XACK (it used to be one awaited XACK per read), even with no more traffic.
+    url = volatile_server.url
+    stream = unique_name()
+    far = RecordingSubscriber("far")
+    sent = numbered(200)
+    admin = await RedisClient.create(RedisSettings.from_url(url), name="anybus-admin")
+    try:
+        async with (
+            RedisStreamBus(url, stream=stream, name="receiver") as receiver,
+            RedisStreamBus(url, stream=stream, name="sender") as sender,
+        ):
+            await receiver.subscribe(far)
+            await admin.command("CONFIG", "RESETSTAT")
+            for message in sent:
+                await sender.send(message)
+            with anyio.fail_after(TIMEOUT):
+                await far.wait_for_count(len(sent))
+                await receiver.wait_idle()
+
+            async def pending() -> int:
+                summary = await admin.command("XPENDING", stream, "receiver")
+                return int(summary[0])
+
+            with anyio.fail_after(TIMEOUT):
+                # Redis's own state: nothing signals it, so it is polled (bounded).
+                while await pending():  # noqa: ASYNC110 - nothing signals it
+                    await anyio.sleep(0.01)
+            calls = await _command_calls(admin)
+    finally:
+        await admin.close()
+    assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
+    assert calls.get("xinfo|groups", 0) <= 20, calls
+    assert 1 <= calls.get("xack", 0) <= 50, calls
