@@ -8,6 +8,7 @@ runs pass ``--no-pipecat``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,10 @@ def test_the_harness_measures_the_bare_glide_ping_pong_beside_anybus(
     assert run["metric"] == "round_trip_p50_ms"
     assert (run["round_trips"], run["warmup"], run["mismatched"]) == (50, 10, 0)
     assert run["answered"] == 60  # every ping, the unmeasured ones included
-    assert "  raw glide client       trio+trio" in proc.stdout
-    [target] = [t for t in report["targets"] if t["workload"] == "W7"]
+    assert re.search(r"^  raw glide client +trio\+trio ", proc.stdout, re.MULTILINE)
+    [target] = [
+        t for t in report["targets"] if t["workload"] == "W7" and "raw glide" in str(t["target"])
+    ]
     assert target["target"] == "W7 anybus RedisBus trio+trio p50 within 1.15x of raw glide"
     assert target["met"] is (target["ratio_of_medians"] <= 1.15)
     assert target["target"] in proc.stdout
@@ -103,3 +106,54 @@ def test_the_w7_target_holds_anybus_within_1_15x_of_bare_glide_on_the_same_backe
     assert verdict["ratio_of_medians"] == pytest.approx(anybus_p50)
     assert verdict["held"] == f"{2 if met else 0}/3 rounds"
     assert verdicts["W7 anybus RedisBus trio+trio p50 within 1.15x of raw glide"]["met"] is None
+
+
+@pytest.mark.parametrize(("stream_p50", "met"), [(1.4, True), (1.5, True), (1.6, False)])
+def test_the_w7_stream_target_holds_the_stream_bus_within_1_5x_of_redisbus(
+    stream_p50: float, met: bool
+) -> None:
+    outcomes = {
+        ("anybus-stream", "trio+asyncio", "W7"): _w7_outcome(
+            "anybus-stream", "trio+asyncio", [stream_p50] * 3
+        ),
+        ("anybus-redis", "trio+asyncio", "W7"): _w7_outcome(
+            "anybus-redis", "trio+asyncio", [1.0] * 3
+        ),
+    }
+    verdicts = {str(v["target"]): v for v in check_targets(outcomes, ["W7"])}
+    verdict = verdicts["W7 RedisStreamBus trio+asyncio p50 within 1.5x of RedisBus"]
+    assert verdict["met"] is met
+    assert verdict["ratio_of_medians"] == pytest.approx(stream_p50)
+    assert verdicts["W7 RedisStreamBus trio+trio p50 within 1.5x of RedisBus"]["met"] is None
+
+
+def _w6_outcome(key: str, backend: str, workload: str, rates: list[float]) -> Outcome:
+    job = Job(Impl(key, key, "-", (backend,), (workload,)), backend, workload)
+    return Outcome(job, [{"value": rate} for rate in rates])
+
+
+@pytest.mark.parametrize(("queued", "met"), [(1.2, True), (1.0, True), (0.9, False)])
+def test_the_w6_stream_target_is_on_pipelined_sends_with_the_default_beside_it(
+    queued: float, met: bool
+) -> None:
+    outcomes = {
+        ("pipecat-redis", "asyncio", "W6-single"): _w6_outcome(
+            "pipecat-redis", "asyncio", "W6-single", [1000.0] * 3
+        ),
+        ("anybus-stream-queued", "trio", "W6-single"): _w6_outcome(
+            "anybus-stream-queued", "trio", "W6-single", [1000.0 * queued] * 3
+        ),
+        ("anybus-stream", "trio", "W6-single"): _w6_outcome(
+            "anybus-stream", "trio", "W6-single", [700.0] * 3
+        ),
+    }
+    verdicts = {str(v["target"]): v for v in check_targets(outcomes, ["W6-single"])}
+    verdict = verdicts["W6-single RedisStreamBus queued trio >= 1x pipecat RedisBus"]
+    assert verdict["met"] is met
+    assert verdict["ratio_of_medians"] == pytest.approx(queued)
+    reference = verdicts["(no target) W6-single RedisStreamBus stored trio vs pipecat"]
+    assert reference["met"] is None
+    assert "0.70x" in str(reference["summary"])
+    assert (
+        verdicts["W6-single RedisStreamBus queued asyncio >= 1x pipecat RedisBus"]["met"] is None
+    )

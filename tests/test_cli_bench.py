@@ -157,13 +157,14 @@ def test_a_quick_w6_run_against_the_real_redis(redis_url: str) -> None:
     assert report["meta"]["workloads"] == ["W6-fanout", "W6-single"]
     assert report["meta"]["bus"] == redis_url
     found = cells(report)
-    for impl in ("anybus-redis", "anybus-stream"):
+    impls = {"anybus-redis", "anybus-stream", "anybus-stream-queued"}
+    for impl in impls:
         for workload, subscribers in (("W6-fanout", 10), ("W6-single", 1)):
             run = found[impl, "asyncio", workload]["runs"][0]
             assert run["messages"] == 50
             assert run["subscribers"] == subscribers
             assert run["value"] > 0
-    assert {impl for impl, _, _ in found} == {"anybus-redis", "anybus-stream"}
+    assert {impl for impl, _, _ in found} == impls
     # Every RedisStreamBus run deleted its stream.
     assert anyio.run(_bench_keys, redis_url) <= keys_before
 
@@ -176,6 +177,7 @@ def test_a_quick_w7_run_of_round_trips_between_two_processes(redis_url: str) -> 
     assert set(found) == {
         ("anybus-redis", "trio+trio", "W7"),
         ("anybus-stream", "trio+trio", "W7"),
+        ("anybus-stream-queued", "trio+trio", "W7"),
     }
     for cell in found.values():
         run = cell["runs"][0]

@@ -85,8 +85,24 @@ NETWORK_IMPLS = (
         W6_IDS,
         ("--impl=stream",),
     ),
+    Impl(
+        "anybus-stream-queued",
+        "anybus RedisStreamBus queued",
+        NETWORK,
+        BACKENDS,
+        W6_IDS,
+        ("--impl=stream-queued",),
+    ),
     Impl("anybus-redis", "anybus RedisBus", NETWORK, PAIRS, ("W7",), ("--impl=redis",)),
     Impl("anybus-stream", "anybus RedisStreamBus", NETWORK, PAIRS, ("W7",), ("--impl=stream",)),
+    Impl(
+        "anybus-stream-queued",
+        "anybus RedisStreamBus queued",
+        NETWORK,
+        PAIRS,
+        ("W7",),
+        ("--impl=stream-queued",),
+    ),
 )
 #: anybus's own implementations: what ``anybus bench`` measures.
 IMPLS = (ANYBUS, *ANYBUS_W4, *NETWORK_IMPLS)

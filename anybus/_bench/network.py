@@ -6,11 +6,13 @@ Usage::
     python -m anybus._bench.network --workload W7 --impl stream --backend asyncio+trio
 
 ``--impl redis`` is :class:`~anybus.redis.RedisBus` (pub/sub), ``stream`` is
-:class:`~anybus.redis.RedisStreamBus`. ``--redis-url`` (default ``redis://127.0.0.1:6379``) is
-the server; every run uses a channel or stream of its own and deletes the keys it created.
-``--quick``, ``--messages N`` and ``--subscribers N`` change the sizes. Prints one JSON result
-line; ``anybus bench --bus redis://...`` runs it in a fresh process per measurement. The
-workloads are defined in ``docs/benchmarks.md``.
+:class:`~anybus.redis.RedisStreamBus` (``send()`` returns once Redis stored the message: the
+default), ``stream-queued`` the same with ``durability="queued"`` (once it is queued: sends
+are pipelined; the clock still stops at the last delivery). ``--redis-url`` (default
+``redis://127.0.0.1:6379``) is the server; every run uses a channel or stream of its own and
+deletes the keys it created. ``--quick``, ``--messages N`` and ``--subscribers N`` change the
+sizes. Prints one JSON result line; ``anybus bench --bus redis://...`` runs it in a fresh
+process per measurement. The workloads are defined in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -46,10 +48,14 @@ from ._network_common import (
     unique_key,
 )
 
-IMPLS = ("redis", "stream")
+IMPLS = ("redis", "stream", "stream-queued")
 BACKENDS = ("asyncio", "trio")
 #: The ``impl`` field of the result line, per ``--impl``.
-IMPL_NAMES = {"redis": "anybus-redis", "stream": "anybus-stream"}
+IMPL_NAMES = {
+    "redis": "anybus-redis",
+    "stream": "anybus-stream",
+    "stream-queued": "anybus-stream-queued",
+}
 
 #: This module, which a W7 pinger runs again as its ponger.
 MODULE = "anybus._bench.network"
@@ -101,6 +107,8 @@ def make_bus(
         return RedisBus(url, channel=key, name=name, inbound_buffer=inbound_buffer)
     if impl == "stream":
         return RedisStreamBus(url, stream=key, name=name)
+    if impl == "stream-queued":
+        return RedisStreamBus(url, stream=key, name=name, durability="queued")
     raise ValueError(f"not a bus: {impl!r}")
 
 
@@ -169,7 +177,7 @@ async def throughput(
             seconds = tally.finished_at - started_at
             stats = receiver.transport_statistics()
     finally:
-        if impl == "stream":
+        if impl != "redis":
             await delete_keys(url, key)
     return network_throughput_result(
         IMPL_NAMES[impl],
@@ -302,7 +310,7 @@ async def pinger(impl: str, backend: str, url: str, round_trips: int, warmup: in
                     await process.wait()
             stats = bus.transport_statistics()
     finally:
-        if impl == "stream":
+        if impl != "redis":
             await delete_keys(url, key)
     return round_trip_result(
         IMPL_NAMES[impl],

@@ -17,6 +17,7 @@ __all__ = ["network_section"]
 RAW_CLIENT = {
     "anybus-redis": "raw-glide",
     "anybus-stream": "raw-glide",
+    "anybus-stream-queued": "raw-glide",
     "pipecat-redis": "raw-redis-py",
 }
 
@@ -82,7 +83,7 @@ def _throughput_table(workload: str, outcomes: Outcomes) -> list[str]:
     lines: list[str] = []
     pipecat = outcomes.get(("pipecat-redis", "asyncio", workload))
     lines.append(
-        f"  {'implementation':<22} {'backend':<8} {'deliveries/s':>12}  {'min - max':<17}"
+        f"  {'implementation':<29} {'backend':<8} {'deliveries/s':>12}  {'min - max':<17}"
         f" {'msgs/s':>7} {'vs pipecat':>10} {'of raw':>7} {'loop busy':>9} {'bytes':>6}"
     )
     for key, backend, outcome in _cells(workload, outcomes):
@@ -99,7 +100,7 @@ def _throughput_table(workload: str, outcomes: Outcomes) -> list[str]:
         size = outcome.median("payload_bytes")
         rate = outcome.median("messages_per_s")
         lines.append(
-            f"  {LABELS.get(key, key):<22} {backend:<8}"
+            f"  {LABELS.get(key, key):<29} {backend:<8}"
             f" {fmt_value(workload, outcome.median()):>12}"
             f"  {fmt_spread(workload, outcome.values()):<17}"
             f" {fmt_value(workload, rate):>7}"
@@ -116,7 +117,7 @@ def _latency_table(outcomes: Outcomes) -> list[str]:
     pipecat = outcomes.get(("pipecat-redis", "asyncio+asyncio", "W7"))
     pipecat_p50 = None if pipecat is None else pipecat.median("p50_ms")
     lines.append(
-        f"  {'implementation':<22} {'backends':<16} {'p50':>9} {'p99':>9}  {'p99 min - max':<14}"
+        f"  {'implementation':<29} {'backends':<16} {'p50':>9} {'p99':>9}  {'p99 min - max':<14}"
         f" {'max (worst run)':>15} {'vs pipecat':>10} {'vs raw':>7}"
     )
     for key, backend, outcome in _cells("W7", outcomes):
@@ -127,7 +128,7 @@ def _latency_table(outcomes: Outcomes) -> list[str]:
         raw = outcomes.get((RAW_CLIENT.get(key, ""), backend, "W7"))
         vs_raw = _ratio(p50, None if raw is None else raw.median("p50_ms"))
         lines.append(
-            f"  {LABELS.get(key, key):<22} {backend:<16} {fmt_value('W7', p50):>9}"
+            f"  {LABELS.get(key, key):<29} {backend:<16} {fmt_value('W7', p50):>9}"
             f" {fmt_value('W7', outcome.median('p99_ms')):>9}"
             f"  {fmt_spread('W7', outcome.values('p99_ms')):<14}"
             f" {fmt_value('W7', worst):>15} {_fmt_ratio(vs_pipecat):>10}"
