@@ -21,6 +21,7 @@ from anyio import (
     sleep_forever,
 )
 from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
 from .._codec import Codec
 from .._exceptions import TransportError
@@ -344,6 +345,10 @@ class StreamTransport(RedisTransport):
                         await self._deliver_received(envelope.message)
                         mark = host.mark()
                 acks.read(entry_id, mark)
+            if entries and waiting:
+                # The workers just woken start their handlers before the next read is sent
+                # (which costs as much of this thread as a handler that answers at once).
+                await checkpoint()
 
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
