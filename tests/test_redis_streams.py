@@ -331,10 +331,12 @@ async def test_a_caught_up_reader_reads_once_per_wake_up_and_acknowledges_in_bat
         ):
             await receiver.subscribe(far)
             await admin.command("CONFIG", "RESETSTAT")
-            for message in sent:
-                await sender.send(message)
             with anyio.fail_after(TIMEOUT):
-                await far.wait_for_count(len(sent))
+                for count, message in enumerate(sent, 1):
+                    await sender.send(message)
+                    # One at a time, so that the reader has caught up before each send
+                    # (a reader that falls behind catches up with the script, rightly).
+                    await far.wait_for_count(count)
                 await receiver.wait_idle()
 
             async def pending() -> int:
@@ -349,5 +351,5 @@ async def test_a_caught_up_reader_reads_once_per_wake_up_and_acknowledges_in_bat
     finally:
         await admin.close()
     assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
-    assert calls.get("xinfo|groups", 0) <= 20, calls
-    assert 1 <= calls.get("xack", 0) <= 50, calls
+    assert calls.get("xinfo|groups", 0) <= 20, calls  # it was one per read: 200 and more
+    assert 1 <= calls.get("xack", 0) <= len(sent) // 2, calls  # one per read: 200
