@@ -181,6 +181,7 @@ class Subscription(Inbox):
 
     async def _system_worker(self) -> None:
         handling.set(self.bus)
+        assert self.system_receive is not None  # it starts with the first system message
         receive_nowait = self.system_receive.receive_nowait
         generation = state.generation
         handle = self._handler()

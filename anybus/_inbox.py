@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextvars import Context
 from typing import Any, Protocol
 
@@ -69,6 +69,7 @@ class Inbox:
     __slots__ = (
         "__weakref__",
         "_close_lanes",
+        "_lanes",
         "accepts",
         "bounded",
         "bus",
@@ -146,19 +147,18 @@ class Inbox:
         #: Message targets this subscription accepts (``None``: all), applied at fan-out;
         #: a message without a target reaches every subscription.
         self.targets = targets
-        self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
         self.data_send, self.data_receive = create_memory_object_stream[BusMessage](math.inf)
-        self.push_system = self.system_send.send_nowait
+        # The system lane is made by the first system message (a lane costs about 9 us).
+        self.system_send: MemoryObjectSendStream[BusMessage] | None = None
+        self.system_receive: MemoryObjectReceiveStream[BusMessage] | None = None
+        self.push_system: Callable[[BusMessage], None] = self._first_system
         self.push_data = self.data_send.send_nowait
         # The lanes are private to the subscription: close them when it is collected, so a
         # bus dropped with subscribers attached does not warn about unclosed streams. (A
         # weakref callback, unlike __del__, runs before the garbage collector finalizes the
         # streams of a reference cycle.)
-        self._close_lanes = weakref.finalize(
-            self,
-            _close_all,
-            (self.system_send, self.system_receive, self.data_send, self.data_receive),
-        )
+        self._lanes: list[Any] = [self.data_send, self.data_receive]
+        self._close_lanes = weakref.finalize(self, _close_all, self._lanes)
         self.passive = passive  # a listener: no workers, the user's task receives
         self.closed = False
         self.hub = hub
@@ -319,7 +319,7 @@ class Inbox:
     def take_all(self) -> list[BusMessage]:
         """Take every queued message out of the lanes (system first), without handling it."""
         taken: list[BusMessage] = []
-        for receive in (self.system_receive, self.data_receive):
+        for receive in filter(None, (self.system_receive, self.data_receive)):
             while True:
                 try:
                     taken.append(receive.receive_nowait())
@@ -352,6 +352,15 @@ class Inbox:
             overflow=self.overflow,
         )
 
+    def _first_system(self, message: BusMessage) -> None:
+        """Make the system lane and put ``message`` in it (raising as its ``send_nowait``)."""
+        if self.closed:
+            raise ClosedResourceError
+        self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
+        self._lanes += (self.system_send, self.system_receive)
+        self.push_system = self.system_send.send_nowait
+        self.push_system(message)
+
     def close(self) -> None:
         """Close both lanes, discarding whatever they still hold; wake whoever waits on them."""
         self.closed = True
@@ -371,6 +380,7 @@ class Inbox:
         while True:
             system = self.system_queued > 0
             if system:
+                assert self.system_receive is not None  # made by the first system message
                 message = self.system_receive.receive_nowait()
                 self.system_queued -= 1
             else:
@@ -404,8 +414,7 @@ def _make_filter(
     return lambda message: isinstance(message, types) and accepts(message)
 
 
-def _close_all(
-    streams: Iterable[MemoryObjectSendStream[Any] | MemoryObjectReceiveStream[Any]],
-) -> None:
+def _close_all(streams: list[Any]) -> None:
+    """Close the lanes (memory object streams)."""
     for stream in streams:
         stream.close()

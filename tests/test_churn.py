@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from anybus import BusDataMessage, MemoryBus
+from anybus import BusCancelMessage, BusDataMessage, MemoryBus
 from anybus.testing import RecordingSubscriber
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +55,28 @@ async def test_start_stop_cycles_leave_nothing_behind() -> None:
             await tg.start(bus.run)
             await bus.stop()
     assert live_tasks() == before
+
+
+async def test_a_subscription_makes_its_system_lane_with_its_first_system_message() -> None:
+    # W5's cost: a lane is a memory object stream pair (about 9 us to make), and most
+    # short-lived subscriptions never get a system message. The lane still works once made,
+    # and a system message still overtakes queued data.
+    async with MemoryBus() as bus:
+        recorder = await bus.subscribe(RecordingSubscriber("worker"))
+        inbox = bus._subscriptions["worker"]
+        for _ in range(3):
+            await bus.send(BusDataMessage(source="t"))
+        await bus.wait_idle()
+        assert inbox.system_send is None
+        await bus.stop()  # queue data behind a system message while nothing is handled
+        for _ in range(3):
+            await bus.send(BusDataMessage(source="t"))
+        await bus.send(BusCancelMessage(source="t"))
+        assert inbox.system_send is not None
+        await bus.start()
+        with anyio.fail_after(5):
+            await recorder.wait_for_count(7)
+        assert isinstance(recorder.messages[3], BusCancelMessage)
+        assert inbox.system_send is not None
+        await bus.unsubscribe(recorder)
+    assert inbox.system_send._closed  # the lane made later is closed with the rest
