@@ -353,37 +353,34 @@ def _w7_targets(outcomes: Outcomes) -> list[Verdict]:
     """W7: anybus's RedisBus p50 against the bare glide client's, backend pair by pair (the
     figure is each cell's median p50; the per-round ratios pair the runs of one round)."""
     verdicts: list[Verdict] = []
-    for backend in PAIRS:
-        anybus = outcomes.get(("anybus-redis", backend, "W7"))
-        raw = outcomes.get(("raw-glide", backend, "W7"))
-        name = f"W7 anybus RedisBus {backend} p50 within {W7_RAW_TARGET:g}x of raw glide"
-        ratio = _ratio(_median(anybus, "p50_ms"), _median(raw, "p50_ms"))
-        if anybus is None or raw is None or ratio is None:
-            verdicts.append(_not_measured(name))
-            continue
-        verdicts.append(
-            _within_verdict(
-                name, ratio, _paired(anybus, raw), W7_RAW_TARGET, workload="W7", backend=backend
+    # (the measured cell, its floor, the target's words, the most the ratio may be)
+    checks = (
+        (
+            "anybus-redis",
+            "raw-glide",
+            "anybus RedisBus {} p50 within {:g}x of raw glide",
+            W7_RAW_TARGET,
+        ),
+        (
+            "anybus-stream",
+            "anybus-redis",
+            "RedisStreamBus {} p50 within {:g}x of RedisBus",
+            W7_STREAM_TARGET,
+        ),
+    )
+    for key, floor_key, words, maximum in checks:
+        for backend in PAIRS:
+            measured = outcomes.get((key, backend, "W7"))
+            floor = outcomes.get((floor_key, backend, "W7"))
+            name = "W7 " + words.format(backend, maximum)
+            ratio = _ratio(_median(measured, "p50_ms"), _median(floor, "p50_ms"))
+            if measured is None or floor is None or ratio is None:
+                verdicts.append(_not_measured(name))
+                continue
+            paired = _paired(measured, floor)
+            verdicts.append(
+                _within_verdict(name, ratio, paired, maximum, workload="W7", backend=backend)
             )
-        )
-    for backend in PAIRS:
-        stream = outcomes.get(("anybus-stream", backend, "W7"))
-        pubsub = outcomes.get(("anybus-redis", backend, "W7"))
-        name = f"W7 RedisStreamBus {backend} p50 within {W7_STREAM_TARGET:g}x of RedisBus"
-        ratio = _ratio(_median(stream, "p50_ms"), _median(pubsub, "p50_ms"))
-        if stream is None or pubsub is None or ratio is None:
-            verdicts.append(_not_measured(name))
-            continue
-        verdicts.append(
-            _within_verdict(
-                name,
-                ratio,
-                _paired(stream, pubsub),
-                W7_STREAM_TARGET,
-                workload="W7",
-                backend=backend,
-            )
-        )
     pipecat_p50 = _median(outcomes.get(("pipecat-redis", "asyncio+asyncio", "W7")), "p50_ms")
     redis_py_p50 = _median(outcomes.get(("raw-redis-py", "asyncio+asyncio", "W7")), "p50_ms")
     ratio = _ratio(pipecat_p50, redis_py_p50)
