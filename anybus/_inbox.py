@@ -100,7 +100,6 @@ class Inbox:
         "overflow",
         "passive",
         "push_data",
-        "push_system",
         "refused",
         "room_mark",
         "room_waiter",
@@ -151,7 +150,6 @@ class Inbox:
         # The system lane is made by the first system message (a lane costs about 9 us).
         self.system_send: MemoryObjectSendStream[BusMessage] | None = None
         self.system_receive: MemoryObjectReceiveStream[BusMessage] | None = None
-        self.push_system: Callable[[BusMessage], None] = self._first_system
         self.push_data = self.data_send.send_nowait
         # The lanes are private to the subscription: close them when it is collected, so a
         # bus dropped with subscribers attached does not warn about unclosed streams. (A
@@ -352,14 +350,16 @@ class Inbox:
             overflow=self.overflow,
         )
 
-    def _first_system(self, message: BusMessage) -> None:
-        """Make the system lane and put ``message`` in it (raising as its ``send_nowait``)."""
-        if self.closed:
-            raise ClosedResourceError
-        self.system_send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
-        self._lanes += (self.system_send, self.system_receive)
-        self.push_system = self.system_send.send_nowait
-        self.push_system(message)
+    def push_system(self, message: BusMessage) -> None:
+        """Put ``message`` in the system lane (made by the first); closed: ClosedResourceError."""
+        send = self.system_send
+        if send is None:
+            if self.closed:
+                raise ClosedResourceError
+            send, self.system_receive = create_memory_object_stream[BusMessage](math.inf)
+            self.system_send = send
+            self._lanes += (send, self.system_receive)
+        send.send_nowait(message)
 
     def close(self) -> None:
         """Close both lanes, discarding whatever they still hold; wake whoever waits on them."""
