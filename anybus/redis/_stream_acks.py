@@ -45,9 +45,6 @@ class StreamAcks:
         self._sending: list[str] = []  # on their way (or their acknowledgement failed)
         self._wake: Event | None = None  # set when an entry is read while nothing waits
 
-    def __len__(self) -> int:
-        return len(self._unacked)
-
     def read(self, entry_id: str, mark: DeliveryMark | None) -> None:
         """An entry was read; its message was delivered with ``mark`` (``None``: nothing of
         it reaches a subscriber, so it is acknowledged as it is)."""

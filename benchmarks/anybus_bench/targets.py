@@ -135,21 +135,39 @@ def _maximum_verdict(
     }
 
 
+def _compared(
+    name: str,
+    numerator: Outcome | None,
+    denominator: Outcome | None,
+    limit: float,
+    *,
+    field: str = "value",
+    at_most: bool = False,
+    **fields: object,
+) -> Verdict:
+    """The verdict on the ratio of two cells' medians of ``field``: at least ``limit``, or
+    with ``at_most`` at most ``limit``; not measured where either cell is missing."""
+    ratio = _ratio(_median(numerator, field), _median(denominator, field))
+    if numerator is None or denominator is None or ratio is None:
+        return _not_measured(name)
+    verdict = _within_verdict if at_most else _ratio_verdict
+    return verdict(name, ratio, _paired(numerator, denominator), limit, **fields)
+
+
 def _memory_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for workload, backend, minimum in RATIO_TARGETS:
         if workload not in workloads:
             continue
-        anybus = outcomes.get(("anybus", backend, workload))
-        pipecat = outcomes.get(("pipecat", "asyncio", workload))
-        name = f"{workload} anybus on {backend} >= {minimum:g}x pipecat on asyncio"
-        ratio = _ratio(_median(anybus), _median(pipecat))
-        if anybus is None or pipecat is None or ratio is None:
-            verdicts.append(_not_measured(name))
-            continue
-        paired = _paired(anybus, pipecat)
         verdicts.append(
-            _ratio_verdict(name, ratio, paired, minimum, workload=workload, backend=backend)
+            _compared(
+                f"{workload} anybus on {backend} >= {minimum:g}x pipecat on asyncio",
+                outcomes.get(("anybus", backend, workload)),
+                outcomes.get(("pipecat", "asyncio", workload)),
+                minimum,
+                workload=workload,
+                backend=backend,
+            )
         )
     for backend in BACKENDS if "W3" in workloads else ():
         outcome = outcomes.get(("anybus", backend, "W3"))
@@ -230,15 +248,15 @@ def _w5_targets(outcomes: Outcomes) -> list[Verdict]:
     verdicts: list[Verdict] = []
     pipecat = outcomes.get(("pipecat", "asyncio", "W5"))
     for backend in BACKENDS:
-        outcome = outcomes.get(("anybus", backend, "W5"))
-        name = f"W5 anybus on {backend} >= {W5_SPEED_TARGET:g}x pipecat on asyncio"
-        ratio = _ratio(_median(pipecat), _median(outcome))  # times: pipecat's over anybus's
-        if outcome is None or pipecat is None or ratio is None:
-            verdicts.append(_not_measured(name))
-            continue
-        paired = _paired(pipecat, outcome)
         verdicts.append(
-            _ratio_verdict(name, ratio, paired, W5_SPEED_TARGET, workload="W5", backend=backend)
+            _compared(
+                f"W5 anybus on {backend} >= {W5_SPEED_TARGET:g}x pipecat on asyncio",
+                pipecat,  # times: pipecat's over anybus's
+                outcomes.get(("anybus", backend, "W5")),
+                W5_SPEED_TARGET,
+                workload="W5",
+                backend=backend,
+            )
         )
     for backend in BACKENDS:
         outcome = outcomes.get(("anybus", backend, "W5"))
@@ -283,29 +301,26 @@ def _network_targets(outcomes: Outcomes, workloads: Sequence[str]) -> list[Verdi
         if workload not in workloads:
             continue
         pipecat = outcomes.get(("pipecat-redis", "asyncio", workload))
-        anybus = outcomes.get(("anybus-redis", "asyncio", workload))
-        name = f"{workload} anybus RedisBus >= {W6_TARGET:g}x pipecat RedisBus"
-        ratio = _ratio(_median(anybus), _median(pipecat))
-        if anybus is None or pipecat is None or ratio is None:
-            verdicts.append(_not_measured(name))
-        else:
-            paired = _paired(anybus, pipecat)
-            verdicts.append(
-                _ratio_verdict(
-                    name, ratio, paired, W6_TARGET, workload=workload, backend="asyncio"
-                )
+        verdicts.append(
+            _compared(
+                f"{workload} anybus RedisBus >= {W6_TARGET:g}x pipecat RedisBus",
+                outcomes.get(("anybus-redis", "asyncio", workload)),
+                pipecat,
+                W6_TARGET,
+                workload=workload,
+                backend="asyncio",
             )
+        )
         for key in ("anybus-redis", "anybus-stream"):
-            on_trio = outcomes.get((key, "trio", workload))
-            on_asyncio = outcomes.get((key, "asyncio", workload))
-            name = f"{workload} {LABELS[key][7:]} trio >= {TRIO_TARGET:.0%} of asyncio"
-            ratio = _ratio(_median(on_trio), _median(on_asyncio))
-            if on_trio is None or on_asyncio is None or ratio is None:
-                verdicts.append(_not_measured(name))
-                continue
-            paired = _paired(on_trio, on_asyncio)
             verdicts.append(
-                _ratio_verdict(name, ratio, paired, TRIO_TARGET, workload=workload, backend="trio")
+                _compared(
+                    f"{workload} {LABELS[key][7:]} trio >= {TRIO_TARGET:.0%} of asyncio",
+                    outcomes.get((key, "trio", workload)),
+                    outcomes.get((key, "asyncio", workload)),
+                    TRIO_TARGET,
+                    workload=workload,
+                    backend="trio",
+                )
             )
         verdicts.extend(_stream_w6_targets(outcomes, workload, pipecat))
     if "W7" in workloads:
@@ -320,24 +335,17 @@ def _stream_w6_targets(
     backend; the default durability beside it, for reference."""
     verdicts: list[Verdict] = []
     for backend in BACKENDS:
-        queued = outcomes.get(("anybus-stream-queued", backend, workload))
-        name = (
-            f"{workload} RedisStreamBus queued {backend} >= {W6_STREAM_TARGET:g}x pipecat RedisBus"
-        )
-        ratio = _ratio(_median(queued), _median(pipecat))
-        if queued is None or pipecat is None or ratio is None:
-            verdicts.append(_not_measured(name))
-        else:
-            verdicts.append(
-                _ratio_verdict(
-                    name,
-                    ratio,
-                    _paired(queued, pipecat),
-                    W6_STREAM_TARGET,
-                    workload=workload,
-                    backend=backend,
-                )
+        verdicts.append(
+            _compared(
+                f"{workload} RedisStreamBus queued {backend} >= {W6_STREAM_TARGET:g}x pipecat"
+                " RedisBus",
+                outcomes.get(("anybus-stream-queued", backend, workload)),
+                pipecat,
+                W6_STREAM_TARGET,
+                workload=workload,
+                backend=backend,
             )
+        )
         stored = outcomes.get(("anybus-stream", backend, workload))
         ratio = _ratio(_median(stored), _median(pipecat))
         if ratio is not None:
@@ -372,16 +380,17 @@ def _w7_targets(outcomes: Outcomes) -> list[Verdict]:
     )
     for key, floor_key, words, maximum in checks:
         for backend in PAIRS:
-            measured = outcomes.get((key, backend, "W7"))
-            floor = outcomes.get((floor_key, backend, "W7"))
-            name = "W7 " + words.format(backend, maximum)
-            ratio = _ratio(_median(measured, "p50_ms"), _median(floor, "p50_ms"))
-            if measured is None or floor is None or ratio is None:
-                verdicts.append(_not_measured(name))
-                continue
-            paired = _paired(measured, floor)
             verdicts.append(
-                _within_verdict(name, ratio, paired, maximum, workload="W7", backend=backend)
+                _compared(
+                    "W7 " + words.format(backend, maximum),
+                    outcomes.get((key, backend, "W7")),
+                    outcomes.get((floor_key, backend, "W7")),
+                    maximum,
+                    field="p50_ms",
+                    at_most=True,
+                    workload="W7",
+                    backend=backend,
+                )
             )
     pipecat_p50 = _median(outcomes.get(("pipecat-redis", "asyncio+asyncio", "W7")), "p50_ms")
     redis_py_p50 = _median(outcomes.get(("raw-redis-py", "asyncio+asyncio", "W7")), "p50_ms")
