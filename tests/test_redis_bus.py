@@ -27,7 +27,7 @@ from anybus import (
     WireCodec,
 )
 from anybus.redis import RedisBus
-from anybus.redis._client import RedisClient, RedisSettings
+from anybus.redis._client import RedisClient, RedisSettings, StartedPublish
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
@@ -351,3 +351,78 @@ async def test_what_was_sent_before_leaving_the_block_is_published(
             # The sender has left its block: its outbox, and any batch in flight, went out.
             with anyio.fail_after(TIMEOUT):
                 await recorder.wait_for_count(count)
+
+
+async def test_a_send_to_an_idle_bus_hands_its_publish_over_at_once(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sending task itself hands PUBLISH to the client when the writer has nothing to
+    # do (no task switch to the writer first); sends meanwhile queue behind it, in order.
+    handed: list[tuple[object, bool]] = []
+    original = RedisClient.start_publish
+
+    def spy(client: RedisClient, channel: str, payload: bytes) -> StartedPublish | None:
+        started = original(client, channel, payload)
+        handed.append((anyio.get_current_task().id, started is not None))
+        return started
+
+    monkeypatch.setattr(RedisClient, "start_publish", spy)
+    channel = unique_name()
+    far = RecordingSubscriber("far")
+    async with (
+        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
+        RedisBus(redis_url, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        await sender.send(first := BusDataMessage(source="t"))
+        # This glide's internals are the ones start_publish was written against: the
+        # hand-over happened, in this task.
+        assert handed == [(anyio.get_current_task().id, True)]
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(1)
+        sent: dict[int, list[str]] = {}
+
+        async def send_some(number: int) -> None:
+            for _ in range(50):
+                message = BusDataMessage(source=f"t{number}")
+                sent.setdefault(number, []).append(message.id)
+                await sender.send(message)
+
+        async with anyio.create_task_group() as tg:
+            for number in range(4):
+                tg.start_soon(send_some, number)
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(201)
+            await receiver.wait_idle()
+        stats = receiver.transport_statistics()
+    assert far.messages[0] == first
+    for number, ids in sent.items():
+        assert [m.id for m in far.messages if m.source == f"t{number}"] == ids
+    assert (stats.gaps, stats.missed, stats.duplicates) == (0, 0, 0)
+    # Most of the burst went out in pipelined batches, behind whatever was handed over.
+    assert 1 < len(handed) < 201
+
+
+async def test_without_the_hand_over_the_writer_publishes_everything(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cluster client, glide's tracing, or another glide: start_publish declines.
+    monkeypatch.setattr(RedisClient, "start_publish", lambda *args: None)
+    channel = unique_name()
+    far = RecordingSubscriber("far")
+    async with (
+        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
+        RedisBus(redis_url, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        messages = [BusDataMessage(source="t") for _ in range(30)]
+        for message in messages[:10]:
+            await sender.send(message)
+        async with anyio.create_task_group() as tg:
+            for message in messages[10:]:
+                tg.start_soon(sender.send, message)
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(30)
+        assert far.messages[:10] == messages[:10]
+        assert {m.id for m in far.messages} == {m.id for m in messages}
+        assert sender.transport_statistics().published == 30

@@ -1,4 +1,4 @@
-"""A thin adapter over valkey-glide: the only module that imports it.
+"""A thin adapter over valkey-glide: with `_handover`, the only module that imports it.
 
 Everything the Redis buses need from a client goes through :class:`RedisClient`, and every
 glide exception is translated here, at one boundary, into :class:`~anybus.TransportError`. A
@@ -49,6 +49,7 @@ from glide import RequestError as GlideRequestError
 from glide import TimeoutError as GlideTimeoutError
 
 from .._exceptions import TransportError
+from ._handover import StartedPublish, start_publish
 from ._settings import RedisSettings
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "NoGroupError",
     "RedisClient",
     "RedisSettings",
+    "StartedPublish",
     "configure_glide_logging",
 ]
 
@@ -356,6 +358,13 @@ class RedisClient:
         """PUBLISH; return how many subscribers received it (0 during a resubscribe gap)."""
         with map_errors("PUBLISH", self.settings):
             return int(await self._client.publish(payload, channel))
+
+    def start_publish(self, channel: str, payload: bytes) -> StartedPublish | None:
+        """Hand a PUBLISH to glide's core at once, in this task (see ``_handover``); ``None``
+        (nothing done) where that cannot be done without awaiting: use :meth:`publish`."""
+        if self.settings.cluster:
+            return None
+        return start_publish(self._client, channel, payload, map_errors("PUBLISH", self.settings))
 
     async def publish_many(self, channel: str, payloads: Sequence[bytes]) -> list[int | None]:
         """PUBLISH each payload, in one pipelined round trip (a non-atomic batch).

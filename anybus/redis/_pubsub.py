@@ -29,7 +29,7 @@ from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import Intake, TransportHost
 from ._base import RecentPayloads, RedisTransport, instance_id
-from ._client import RedisClient, RedisSettings
+from ._client import RedisClient, RedisSettings, StartedPublish
 
 __all__ = ["PubSubTransport"]
 
@@ -81,7 +81,8 @@ class PubSubTransport(RedisTransport):
         self._inbound_buffer = inbound_buffer
         self._outbox_size = outbox
         # Payloads queued by send() for the writer task; None while not publishing.
-        self._outbox: deque[bytes] | None = None
+        self._outbox: deque[bytes | StartedPublish] | None = None
+        self._publisher: RedisClient  # set by serve(), before the outbox opens
         self._outbox_room: Event | None = None  # set when the writer takes from the outbox
         self._writer_waiter: Event | None = None  # set by a send when the writer is parked
         self._reader_waiter: Event | None = None  # set by glide's callback: the reader's turn
@@ -133,16 +134,22 @@ class PubSubTransport(RedisTransport):
             )
         # Queued before the local delivery (which may wait for room): the outbox is FIFO, so
         # payloads go out in the order their sequence numbers were given.
-        outbox.append(payload)
         writer = self._writer_waiter
-        if writer is not None:
+        if writer is None:
+            outbox.append(payload)
+        else:
+            # The writer is parked: nothing is queued or on its way. Hand the PUBLISH to the
+            # client now, in this task, rather than after a task switch to the writer; the
+            # writer awaits its answer.
             self._writer_waiter = None
+            started = self._publisher.start_publish(self._channel, payload)
+            outbox.append(payload if started is None else started)
             writer.set()
         self._own.add(payload)
         self._health.sent()  # returned before Redis had it: at risk if an outage is found
         await self._deliver_local(message)
 
-    async def _write(self, publisher: RedisClient, outbox: deque[bytes]) -> None:
+    async def _write(self, publisher: RedisClient, outbox: deque[bytes | StartedPublish]) -> None:
         """Publish what queues up in the outbox, a pipelined batch at a time, until the
         outbox is closed and empty.
 
@@ -150,7 +157,7 @@ class PubSubTransport(RedisTransport):
         if the bus stops meanwhile, for a ``send()`` that returned must not vanish in
         silence; and what was queued before the stop still goes out, within a deadline.
         """
-        batch: list[bytes] = []
+        batch: list[bytes | StartedPublish] = []
         try:
             while True:
                 if not outbox:
@@ -160,7 +167,10 @@ class PubSubTransport(RedisTransport):
                     await waiter.wait()
                     continue
                 take = outbox.popleft
-                batch = [take() for _ in range(min(len(outbox), WRITE_BATCH))]
+                if isinstance(outbox[0], bytes):
+                    batch = [take() for _ in range(min(len(outbox), WRITE_BATCH))]
+                else:  # handed over by send(), which found the writer parked: alone, first
+                    batch = [take()]
                 room = self._outbox_room
                 if room is not None:
                     self._outbox_room = None
@@ -180,14 +190,20 @@ class PubSubTransport(RedisTransport):
                     lost,
                 )
 
-    async def _publish_batch(self, publisher: RedisClient, batch: list[bytes]) -> None:
+    async def _publish_batch(
+        self, publisher: RedisClient, batch: list[bytes | StartedPublish]
+    ) -> None:
         receivers: list[int | None]
         try:
             # One batch in flight at a time (the writer awaits each): no limiter needed.
-            if len(batch) == 1:  # no pipeline for one: a plain PUBLISH costs less
-                receivers = [await publisher.publish(self._channel, batch[0])]
+            first = batch[0]
+            if isinstance(first, StartedPublish):
+                receivers = [await first.result()]
+            elif len(batch) == 1:  # no pipeline for one: a plain PUBLISH costs less
+                receivers = [await publisher.publish(self._channel, first)]
             else:
-                receivers = await publisher.publish_many(self._channel, batch)
+                payloads = [item for item in batch if isinstance(item, bytes)]
+                receivers = await publisher.publish_many(self._channel, payloads)
         except TransportError as exc:
             receivers = [None] * len(batch)
             error = str(exc)
@@ -236,7 +252,7 @@ class PubSubTransport(RedisTransport):
 
     async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
         inbound: deque[bytes | BusMessage] = deque()
-        outbox: deque[bytes] = deque()
+        outbox: deque[bytes | StartedPublish] = deque()
         # A bus can take a message in glide's callback, without a task switch; other hosts
         # get every message through the reader task.
         bus = host if isinstance(host, WorkerBus) else None
@@ -283,6 +299,7 @@ class PubSubTransport(RedisTransport):
                 intake.start(task_group, self._read_all, inbound, name="anybus redis reader")
                 await self._probe(publisher)
                 self._outbox = outbox
+                self._publisher = publisher
                 task_group.start_soon(
                     self._write_shielded, writing, publisher, outbox, name="anybus redis writer"
                 )
@@ -311,7 +328,7 @@ class PubSubTransport(RedisTransport):
                 await publisher.close()
                 await subscriber.close()
 
-    def _close_outbox(self, outbox: deque[bytes], writing: CancelScope) -> None:
+    def _close_outbox(self, outbox: deque[bytes | StartedPublish], writing: CancelScope) -> None:
         if self._outbox is outbox:
             self._outbox = None
             writing.deadline = current_time() + self._settings.request_timeout + 1
@@ -321,7 +338,7 @@ class PubSubTransport(RedisTransport):
         self._writer_waiter = self._outbox_room = None
 
     async def _write_shielded(
-        self, scope: CancelScope, publisher: RedisClient, outbox: deque[bytes]
+        self, scope: CancelScope, publisher: RedisClient, outbox: deque[bytes | StartedPublish]
     ) -> None:
         with scope:
             await self._write(publisher, outbox)
