@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 from anyio import to_thread
+from glide import GlideClient
 
 from anybus import (
     BusCancelMessage,
@@ -26,7 +27,7 @@ from anybus import (
     TransportError,
     WireCodec,
 )
-from anybus.redis import RedisBus
+from anybus.redis import RedisBus, _handover
 from anybus.redis._client import RedisClient, RedisSettings, StartedPublish
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
@@ -380,6 +381,9 @@ async def test_a_send_to_an_idle_bus_hands_its_publish_over_at_once(
         assert handed == [(anyio.get_current_task().id, True)]
         with anyio.fail_after(TIMEOUT):
             await far.wait_for_count(1)
+            # Redis may write to the subscriber before it answers the publisher: once the
+            # writer has the answer, it is parked again.
+            await wait_until(lambda: sender.transport_statistics().published == 1)
         sent: dict[int, list[str]] = {}
 
         async def send_some(number: int) -> None:
@@ -407,7 +411,12 @@ async def test_without_the_hand_over_the_writer_publishes_everything(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A cluster client, glide's tracing, or another glide: start_publish declines.
-    monkeypatch.setattr(RedisClient, "start_publish", lambda *args: None)
+    handed: list[bytes] = []
+
+    def decline(client: RedisClient, channel: str, payload: bytes) -> None:
+        handed.append(payload)
+
+    monkeypatch.setattr(RedisClient, "start_publish", decline)
     channel = unique_name()
     far = RecordingSubscriber("far")
     async with (
@@ -423,6 +432,48 @@ async def test_without_the_hand_over_the_writer_publishes_everything(
                 tg.start_soon(sender.send, message)
         with anyio.fail_after(TIMEOUT):
             await far.wait_for_count(30)
+            # (Redis may write to the subscriber before it answers the publisher.)
+            await wait_until(lambda: sender.transport_statistics().published == 30)
         assert far.messages[:10] == messages[:10]
         assert {m.id for m in far.messages} == {m.id for m in messages}
-        assert sender.transport_statistics().published == 30
+        assert handed  # asked, and declined: the writer published them all
+
+
+async def test_a_hand_over_that_fails_leaves_the_writer_to_publish(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A glide whose internals changed under the same names: the step fails, nothing was
+    # handed over, and the writer publishes this message and every later one.
+    monkeypatch.setattr(_handover, "DIRECT", True)
+    original = GlideClient._to_c_strings
+    armed: list[str] = []
+
+    def broken(client: GlideClient, args: list[object]) -> object:
+        if armed:  # once, when the buses run
+            armed.clear()
+            raise TypeError("a changed glide internal")
+        return original(client, args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(GlideClient, "_to_c_strings", broken)
+    channel = unique_name()
+    far = RecordingSubscriber("far")
+    async with (
+        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
+        RedisBus(redis_url, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        messages = [BusDataMessage(source="t") for _ in range(5)]
+        armed.append("the next conversion fails")
+        for message in messages:
+            await sender.send(message)
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(5)
+            await wait_until(lambda: sender.transport_statistics().published == 5)
+        stats = sender.transport_statistics()
+    assert far.messages == messages
+    assert stats.publish_failures == 0
+    assert _handover.DIRECT is False  # off for the process (monkeypatch restores it)
+    assert [r.getMessage() for r in caplog.records if "handing PUBLISH" in r.getMessage()] == [
+        "handing PUBLISH to glide's core failed (TypeError('a changed glide internal')): "
+        "this glide's internals differ; the writer publishes every message from now on"
+    ]

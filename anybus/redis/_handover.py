@@ -8,17 +8,22 @@ the way to the network, on every hop of a ping-pong) takes that first step itsel
 sending task, and leaves the waiting to the writer. The steps are those of glide 2.6's
 ``BaseClient._execute_command``; where they are missing (another glide), or glide's own
 tracing wants its span, :func:`start_publish` declines and the writer publishes as before. A
-test checks that the glide this package installs has them.
+step that fails all the same (internals changed under the same names) hands nothing over: it
+is logged once, and the hand-over is off for the process from then on. A test checks that the
+glide this package installs has the steps.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from typing import Any, final
 
 from glide import ClosingError, GlideClient, OpenTelemetry
 
 __all__ = ["DIRECT", "StartedPublish", "start_publish"]
+
+logger = logging.getLogger("anybus.redis")
 
 try:
     from glide.glide_client import _get_new_future_instance as _new_future
@@ -56,23 +61,39 @@ def start_publish(
 
     ``None`` (nothing was done) for a closed client or one from before a ``fork()`` (then
     the writer's ``publish()`` meets the same refusal and reports it), while glide's tracing
-    is on, or where this glide lacks the steps (``DIRECT`` is false). ``errors`` translates
-    what the answer raises.
+    is on, or where this glide lacks the steps: ``DIRECT`` is false, or a step failed here
+    once (logged, and the hand-over is off for the process from then on). ``errors``
+    translates what the answer raises.
     """
+    global DIRECT
     client = glide_client
-    if not DIRECT or client._is_closed or OpenTelemetry.is_tracing_enabled():
+    if not DIRECT or OpenTelemetry.is_tracing_enabled():
         return None
+    registered = None
     try:
-        client._check_same_process()
-    except ClosingError:
+        if client._is_closed:
+            return None
+        try:
+            client._check_same_process()
+        except ClosingError:
+            return None
+        # Converted before the future is registered: the buffers need only live through
+        # the call, as glide's core copies them.
+        c_args, c_lengths, _buffers = client._to_c_strings([channel, payload])
+        callback_id = client._get_callback_id()
+        future = _new_future()
+        client._register_future(callback_id, future)
+        registered = callback_id
+        core, null = client._core_client, client._ffi.NULL
+        client._lib.command(core, callback_id, _PUBLISH, 2, c_args, c_lengths, null, 0, 0)
+    except Exception as exc:  # glide's internals are not what this was written against
+        DIRECT = False
+        if registered is not None:  # the command was not handed over: nothing answers it
+            getattr(client, "_pending_futures", {}).pop(registered, None)
+        logger.warning(
+            "handing PUBLISH to glide's core failed (%r): this glide's internals differ; "
+            "the writer publishes every message from now on",
+            exc,
+        )
         return None
-    callback_id = client._get_callback_id()
-    future = _new_future()
-    client._register_future(callback_id, future)
-    # The buffers need only live through the call: glide's core copies them.
-    c_args, c_lengths, _buffers = client._to_c_strings([channel, payload])
-    null = client._ffi.NULL
-    client._lib.command(
-        client._core_client, callback_id, _PUBLISH, 2, c_args, c_lengths, null, 0, 0
-    )
     return StartedPublish(future, errors)

@@ -7,7 +7,7 @@ import logging
 import math
 from collections import deque
 from functools import partial
-from typing import final
+from typing import cast, final
 
 from anyio import (
     TASK_STATUS_IGNORED,
@@ -142,9 +142,12 @@ class PubSubTransport(RedisTransport):
             # client now, in this task, rather than after a task switch to the writer; the
             # writer awaits its answer.
             self._writer_waiter = None
-            started = self._publisher.start_publish(self._channel, payload)
-            outbox.append(payload if started is None else started)
-            writer.set()
+            started = None
+            try:
+                started = self._publisher.start_publish(self._channel, payload)
+            finally:  # whatever happened, the writer wakes to what was queued
+                outbox.append(payload if started is None else started)
+                writer.set()
         self._own.add(payload)
         self._health.sent()  # returned before Redis had it: at risk if an outage is found
         await self._deliver_local(message)
@@ -202,8 +205,8 @@ class PubSubTransport(RedisTransport):
             elif len(batch) == 1:  # no pipeline for one: a plain PUBLISH costs less
                 receivers = [await publisher.publish(self._channel, first)]
             else:
-                payloads = [item for item in batch if isinstance(item, bytes)]
-                receivers = await publisher.publish_many(self._channel, payloads)
+                # Only the first item of a batch can have been handed over (see _write).
+                receivers = await publisher.publish_many(self._channel, cast(list[bytes], batch))
         except TransportError as exc:
             receivers = [None] * len(batch)
             error = str(exc)
