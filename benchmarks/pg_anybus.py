@@ -6,7 +6,8 @@ Usage::
     python benchmarks/pg_anybus.py --workload W8-latency --backend asyncio+trio --schema ...
 
 The steps are those of anybus's W6 and W7 workers (``anybus/_bench/network.py``), with
-``PostgresBus(dsn, channel=..., name=..., schema=...)`` at its defaults: W8-fanout and
+``PostgresBus(dsn, channel=..., name=..., schema=...)`` at its defaults (``--durability
+queued``: the sender's sends queued): W8-fanout and
 W8-single run a sender bus and a receiver bus (with the subscribers) in one process, on one
 event loop; W8-latency runs a pinger and a ponger (this script again, ``--role ponger``) in two
 processes. The bus creates the run's schema on first use; the worker drops it at the end.
@@ -42,6 +43,7 @@ from pg_common import (
 from anybus import BusDataMessage, BusMessage, BusSubscriber, WireCodec
 from anybus._bench._common import Tally, emit
 from anybus.postgres import PostgresBus
+from anybus.postgres._bus import Durability
 
 IMPL = "anybus"
 CHANNEL = "w8"
@@ -53,8 +55,8 @@ def _noop() -> None:
     pass
 
 
-def make_bus(dsn: str, schema: str, name: str) -> PostgresBus:
-    return PostgresBus(dsn, channel=CHANNEL, name=name, schema=schema)
+def make_bus(dsn: str, schema: str, name: str, durability: Durability = "stored") -> PostgresBus:
+    return PostgresBus(dsn, channel=CHANNEL, name=name, schema=schema, durability=durability)
 
 
 async def wait_done(done: anyio.Event, tally: Tally, receiver: PostgresBus) -> None:
@@ -87,17 +89,23 @@ class CountingSubscriber(BusSubscriber):
 
 
 async def throughput(
-    dsn: str, schema: str, workload: str, backend: str, n_messages: int, n_subscribers: int
+    dsn: str,
+    schema: str,
+    workload: str,
+    backend: str,
+    n_messages: int,
+    n_subscribers: int,
+    durability: Durability = "stored",
 ) -> Result:
-    """W6's steps: the receiver bus (with the subscribers) first, then the sender; one primer
-    message through Postgres; then the clock, from just before the first send to the last
-    delivery."""
+    """W6's steps: the receiver bus (with the subscribers) first, then the sender (its sends
+    ``durability`` as given); one primer message through Postgres; then the clock, from just
+    before the first send to the last delivery."""
     messages = [BusDataMessage(source="bench") for _ in range(n_messages)]
     subscribers = [CountingSubscriber(f"subscriber-{i}") for i in range(n_subscribers)]
     payload_bytes = len(WireCodec().encode(messages[0], sender=f"w8-sender/{'0' * 8}", seq=1))
     async with (
         make_bus(dsn, schema, "w8-receiver") as receiver,
-        make_bus(dsn, schema, "w8-sender") as sender,
+        make_bus(dsn, schema, "w8-sender", durability) as sender,
     ):
         for subscriber in subscribers:
             await receiver.subscribe(subscriber)
@@ -125,7 +133,7 @@ async def throughput(
         cpu_used = cpu.stop()
         stats = receiver.transport_statistics()
     return network_throughput_result(
-        IMPL,
+        IMPL if durability == "stored" else f"{IMPL}-{durability}",
         backend,
         workload,
         messages=n_messages,
@@ -283,6 +291,7 @@ def main() -> None:
                 args.backend,
                 args.messages,
                 args.subscribers,
+                args.durability,
             )
             result = anyio.run(run, backend=args.backend)
     finally:

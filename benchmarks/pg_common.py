@@ -111,6 +111,9 @@ def worker_args(description: str, backends: Sequence[str]) -> argparse.Namespace
     parser.add_argument("--warmup", type=int, default=W8_WARMUP)
     parser.add_argument("--payload-bytes", type=int, default=166, help="the floor's payloads")
     parser.add_argument("--role", default="pinger", choices=["pinger", "ponger"])
+    parser.add_argument(
+        "--durability", default="stored", choices=["stored", "queued"], help="anybus's sends"
+    )
     args = parser.parse_args()
     if args.workload in THROUGHPUT:
         messages, subscribers = THROUGHPUT[args.workload]

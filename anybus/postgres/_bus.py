@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import final
+from typing import Literal, final
 
 from .._bus import WorkerBus
 from .._dispatch import ErrorHook
@@ -11,7 +11,10 @@ from .._statistics import OverflowPolicy
 from .._wire import WireCodec
 from ._transport import PostgresTransport
 
-__all__ = ["PostgresBus", "PostgresStatistics"]
+__all__ = ["Durability", "PostgresBus", "PostgresStatistics"]
+
+#: When ``send()`` returns: once Postgres has stored the message, or once it is queued.
+Durability = Literal["stored", "queued"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,13 @@ class PostgresBus(WorkerBus):
     seconds, then raises :class:`~anybus.TransportError`, which says whether the message may
     have been stored; a send that raised is never stored later.
 
+    With ``durability="queued"``, ``send()`` returns once the message is queued for the
+    writer, which stores what queues up in order, up to ``read_batch`` a statement, however
+    long the server is away; a send waits only while ``outbox`` messages are queued (for up
+    to ``send_deadline``). :meth:`flush` waits until everything sent is stored. What is still
+    queued when the bus stops is stored within the statement timeout, or counted
+    (``publish_failures``) and logged: a crash of this process can lose what it had queued.
+
     Messages every consumer acknowledged are deleted every ``housekeeping_interval``
     seconds, and so are those more than ``max_len`` behind the newest: a reader that falls
     that far behind loses the oldest, and reports exactly how many as ``missed``. Consumers
@@ -100,6 +110,8 @@ class PostgresBus(WorkerBus):
         housekeeping_interval: seconds between two housekeeping rounds.
         poll_interval: seconds between two safety polls.
         create_schema: create the schema on first use if it is missing.
+        durability: ``"stored"`` (a send returns once stored) or ``"queued"`` (once queued).
+        outbox: with ``"queued"``, how many messages may wait to be stored.
         max_buffer: as for :class:`~anybus.WorkerBus`.
         overflow: as for :class:`~anybus.WorkerBus`.
         exit_drain: as for :class:`~anybus.WorkerBus`.
@@ -130,6 +142,8 @@ class PostgresBus(WorkerBus):
         housekeeping_interval: float = 30.0,
         poll_interval: float = 5.0,
         create_schema: bool = True,
+        durability: Durability = "stored",
+        outbox: int = 10_000,
         max_buffer: int | None = None,
         overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
         exit_drain: float | None = 5.0,
@@ -153,6 +167,8 @@ class PostgresBus(WorkerBus):
             housekeeping_interval=housekeeping_interval,
             poll_interval=poll_interval,
             create_schema=create_schema,
+            durability=durability,
+            outbox=outbox,
         )
         super().__init__(
             self._postgres,
@@ -176,6 +192,16 @@ class PostgresBus(WorkerBus):
     def instance(self) -> str:
         """This bus's identity among the buses it talks to (its name and a run token)."""
         return self._postgres.instance
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is stored (or failed); with
+        ``durability="stored"`` each send waited already. Cancelling the wait changes
+        nothing: the writer goes on storing what was queued.
+
+        Raises:
+            TransportError: if the bus stopped before some queued messages were stored.
+        """
+        await self._postgres.flush()
 
     def transport_statistics(self) -> PostgresStatistics:
         """A snapshot of the transport's counters."""

@@ -11,7 +11,7 @@ from typing import final
 from anyio import move_on_after, sleep
 
 from .._exceptions import TransportError
-from ._client import PgConnection, describe
+from ._client import ANSWER_MARGIN, PgConnection, describe
 from ._schema import FATAL_STATES
 
 __all__ = ["Connections", "Setup"]
@@ -36,6 +36,8 @@ class Connections:
         self.where = describe(dsn)
         self._connect_timeout = connect_timeout
         self._statement_timeout = statement_timeout
+        #: How long a statement may take to be answered (as :class:`PgConnection` bounds it).
+        self.answer_within = statement_timeout + ANSWER_MARGIN
         self._conns: dict[str, PgConnection] = {}
         # The outage count when each role's connection was opened: a connection opened
         # before the last outage began breaking is part of that outage, not a new one.

@@ -11,6 +11,7 @@ __all__ = [
     "OWN_READ_DELAY",
     "Statements",
     "count",
+    "durability",
     "positive",
     "seconds",
 ]
@@ -27,6 +28,13 @@ ACK_INTERVAL = 0.05
 #: past those rows (unless another bus's message, or an acknowledgement, calls for a read
 #: first): its own rows need no delivery, so a sender reads them in batches.
 OWN_READ_DELAY = 0.05
+
+
+def durability(value: str) -> bool:
+    """Whether ``value`` (the ``durability`` option) asks for queued sends."""
+    if value not in ("stored", "queued"):
+        raise ValueError(f"durability must be 'stored' or 'queued', got {value!r}")
+    return value == "queued"
 
 
 def positive(name: str, value: float) -> float:

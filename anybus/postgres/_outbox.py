@@ -21,6 +21,13 @@ senders can reach the outbox in the other order.)
 
 A cancelled sender hears nothing (it is cancelled); when its payload had been sent, the
 outbox logs that it may have been stored.
+
+**Queued** (``durability="queued"``): a sender waits only for room in the outbox (``capacity``
+payloads, for up to the deadline), then returns; the writer stores what queued up, in order,
+batch after batch, however long the server is away, and counts and logs a batch the server
+refuses. When the bus stops, what is still queued is stored within a deadline
+(:meth:`Outbox.drain`), and what is left then is counted and logged. :meth:`Outbox.flush` waits
+until what was sent so far is stored.
 """
 
 from __future__ import annotations
@@ -81,8 +88,21 @@ class Outbox:
     """See the module docs."""
 
     def __init__(
-        self, *, publish: str, channel: str, sender: str, where: str, deadline: float, batch: int
+        self,
+        *,
+        publish: str,
+        channel: str,
+        sender: str,
+        where: str,
+        deadline: float,
+        batch: int,
+        queued: bool = False,
+        capacity: int = 10_000,
     ) -> None:
+        self._queued = queued
+        self._capacity = capacity
+        self._room: Event | None = None  # set when the writer takes a batch (queued sends wait)
+        self._progress: Event | None = None  # set when a batch is settled (flush() waits)
         self._publish = publish
         self._channel = channel
         self._sender = sender
@@ -97,28 +117,36 @@ class Outbox:
         self._last_error: TransportError | None = None
         #: Messages stored.
         self.published = 0
-        #: Sends that raised (the message reached local subscribers only, or may have).
+        #: Sends that raised (the message reached local subscribers only, or may have), and
+        #: queued messages refused or left when the bus stopped.
         self.failures = 0
+        self._dropped = 0  # queued messages left when the bus stopped, for flush() to say
 
     async def send(self, item: Outgoing) -> None:
-        """Store ``item``; return once it is stored.
+        """Store ``item``; return once it is stored (queued: once it is queued).
 
         Raises:
             TransportError: the bus is not running, the server refused it, or it was not
-                stored within the deadline; the message says whether it may have been.
-                Cancelled, it is stored only if it had been sent to the server already
-                (then a line is logged saying that it may have been stored).
+                stored (queued: found no room in the outbox) within the deadline; the
+                message says whether it may have been. Cancelled, it is stored only if it
+                had been sent to the server already (then a line is logged saying that it
+                may have been stored); queued, only if it had been queued.
         """
+        if self._queued:
+            await self._wait_for_room()  # cancelled here: queued nowhere
         if not self._open:
             self.failures += 1
             raise TransportError(
-                "the bus is not connected (run it first): delivered to local subscribers only"
+                "the bus is not connected (run it first, or it stopped): delivered to local "
+                "subscribers only"
             )
         # Numbered and queued at once (no checkpoint): the queue holds numbers in order.
         self._numbered += 1
         item.seq = self._numbered
         self._queue.append(item)
         self._wake.set()
+        if self._queued:
+            return
         try:
             with move_on_after(self._deadline):
                 await item.done.wait()
@@ -148,6 +176,45 @@ class Outbox:
             f"buses get it in order); it is not sent again"
         ) from self._last_error
 
+    async def _wait_for_room(self) -> None:
+        with move_on_after(self._deadline):
+            while self._open and len(self._queue) + len(self._batch) >= self._capacity:
+                room = self._room
+                if room is None:
+                    room = self._room = Event()
+                await room.wait()
+            return
+        self.failures += 1
+        raise TransportError(
+            f"the outbox ({self._capacity} messages) stayed full for {self._deadline} s: the "
+            f"message was not queued, and never will be; delivered to local subscribers only"
+        )
+
+    async def flush(self) -> None:
+        """Wait until every message sent so far is stored (or failed).
+
+        Raises:
+            TransportError: if the bus stopped before some queued messages were stored.
+        """
+        target = self._numbered
+        while (first := self._first_pending()) is not None and first <= target:
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = Event()
+            await progress.wait()
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            raise TransportError(
+                f"the bus stopped before {dropped} queued message(s) were stored in postgres "
+                f"at {self._where}: they reached local subscribers only"
+            )
+
+    def _first_pending(self) -> int | None:
+        """The lowest store number still waiting or on its way (they go in order)."""
+        if self._batch:
+            return self._batch[0].seq
+        return self._queue[0].seq if self._queue else None
+
     def _abandon(self, item: Outgoing, *, cancelled: bool) -> None:
         """The sender gave up on ``item`` (deadline or cancellation): it is not sent again,
         and, if it was not sent yet, never."""
@@ -162,65 +229,93 @@ class Outbox:
             )
         elif item in self._queue:
             self._queue.remove(item)
+            self._progress = self._signal(self._progress)
         # else: in the writer's batch, which leaves it out before it sends
 
     async def run(self, connection: Connector) -> None:
         """The writer: store what senders wait for, a batch at a time, until cancelled."""
         self._open = True
+        self._dropped = 0
         delay = 0.05
         try:
             while True:
-                if not self._batch:
-                    while not self._queue:
-                        self._wake = Event()
-                        await self._wake.wait()
-                    while self._queue and len(self._batch) < self._batch_size:
-                        self._batch.append(self._queue.popleft())
-                conn = await connection()  # patient: waits while the server is away
-                # No checkpoint from here to the statement: what a sender gave up on
-                # meanwhile is left out, and what is sent is marked as such.
-                batch = self._batch = [item for item in self._batch if not item.abandoned]
-                if not batch:
-                    continue
-                for item in batch:
-                    item.state = _State.SENDING
-                    item.tries += 1
-                try:
-                    await conn.fetch(
-                        self._publish,
-                        [
-                            self._channel,
-                            self._sender,
-                            [item.seq for item in batch],
-                            [item.payload for item in batch],
-                        ],
-                    )
-                except DatabaseError as exc:
-                    logger.warning("postgres refused to store %d message(s): %s", len(batch), exc)
-                    for item in batch:
-                        item.finish(_State.FAILED, _refused(item, exc))
-                    self._batch = []
-                    continue
-                except TransportError as exc:
-                    self._last_error = exc
-                    for item in batch:
-                        item.state = _State.UNCERTAIN
+                while not (self._batch or self._queue):
+                    self._wake = Event()
+                    await self._wake.wait()
+                if await self._store_next(connection):
+                    delay = 0.05
+                else:
                     await sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
-                    continue
-                delay, self._last_error = 0.05, None
-                self.published += len(batch)
-                for item in batch:
-                    item.finish(_State.STORED)
-                self._batch = []
         finally:
             self._open = False
+            self._room = self._signal(self._room)
+
+    async def drain(self, connection: Connector) -> None:
+        """Store what is still queued (the bus stopped: no send is taken meanwhile); the
+        caller bounds it with a deadline."""
+        while self._queued and (self._batch or self._queue):
+            if not await self._store_next(connection):
+                await sleep(0.05)
+
+    async def _store_next(self, connection: Connector) -> bool:
+        """Store the batch (taking the next one from the queue if there is none); return
+        False if the try broke on the way (the batch stays, to be tried again)."""
+        if not self._batch:
+            while self._queue and len(self._batch) < self._batch_size:
+                self._batch.append(self._queue.popleft())
+            self._room = self._signal(self._room)
+        conn = await connection()  # patient: waits while the server is away
+        # No checkpoint from here to the statement: what a sender gave up on meanwhile is
+        # left out, and what is sent is marked as such.
+        batch = self._batch = [item for item in self._batch if not item.abandoned]
+        if not batch:
+            self._progress = self._signal(self._progress)
+            return True
+        for item in batch:
+            item.state = _State.SENDING
+            item.tries += 1
+        try:
+            await conn.fetch(
+                self._publish,
+                [
+                    self._channel,
+                    self._sender,
+                    [item.seq for item in batch],
+                    [item.payload for item in batch],
+                ],
+            )
+        except DatabaseError as exc:
+            logger.warning("postgres refused to store %d message(s): %s", len(batch), exc)
+            if self._queued:  # nobody waits to be told
+                self.failures += len(batch)
+            for item in batch:
+                item.finish(_State.FAILED, _refused(item, exc))
+        except TransportError as exc:
+            self._last_error = exc
+            for item in batch:
+                item.state = _State.UNCERTAIN
+            return False
+        else:
+            self._last_error = None
+            self.published += len(batch)
+            for item in batch:
+                item.finish(_State.STORED)
+        self._batch = []
+        self._progress = self._signal(self._progress)
+        return True
+
+    @staticmethod
+    def _signal(event: Event | None) -> None:
+        if event is not None:
+            event.set()
 
     def close(self, why: str) -> None:
         """Refuse new sends, and fail those still waiting (saying whether they may have been
-        stored)."""
+        stored); queued messages still there are counted and logged."""
         self._open = False
-        for item in [*self._queue, *self._batch]:
+        left = [*self._batch, *self._queue]
+        for item in left:
             if item.state is _State.WAITING:
                 item.finish(_State.FAILED, TransportError(f"{why}; it was never stored"))
             else:
@@ -230,6 +325,17 @@ class Outbox:
                 )
         self._queue.clear()
         self._batch = []
+        if self._queued and left:
+            self.failures += len(left)
+            self._dropped += len(left)
+            logger.warning(
+                "%d queued message(s) not stored in postgres at %s: the bus stopped first; "
+                "they reached local subscribers only",
+                len(left),
+                self._where,
+            )
+        self._room = self._signal(self._room)
+        self._progress = self._signal(self._progress)
 
 
 def _refused(item: Outgoing, error: DatabaseError) -> DatabaseError:

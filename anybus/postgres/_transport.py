@@ -19,7 +19,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import final
+from typing import Any, final
 
 from anyio import (
     TASK_STATUS_IGNORED,
@@ -75,6 +75,8 @@ class PostgresTransport:
         housekeeping_interval: float = 30.0,
         poll_interval: float = 5.0,
         create_schema: bool = True,
+        durability: str = "stored",
+        outbox: int = 10_000,
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
@@ -118,6 +120,8 @@ class PostgresTransport:
             where=self._where,
             deadline=deadline,
             batch=read_batch,
+            queued=option.durability(durability),
+            capacity=option.count("outbox", outbox, 1),
         )
         self._rows = Rows(
             codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
@@ -171,6 +175,11 @@ class PostgresTransport:
 
     # --- sending ----------------------------------------------------------------------------
 
+    async def flush(self) -> None:
+        """Return once what was sent so far is stored (see :meth:`PostgresBus.flush
+        <anybus.postgres.PostgresBus.flush>`); cancelling the wait changes nothing."""
+        await self._outbox.flush()
+
     async def publish(self, message: BusMessage) -> None:
         """Deliver ``message`` to this bus's subscribers, then store it (see
         :meth:`Outbox.send <anybus.postgres._outbox.Outbox.send>` for what a failed or
@@ -207,6 +216,9 @@ class PostgresTransport:
         finally:
             if self._serving is serving:
                 self._host = None
+            with CancelScope(shield=True) as scope:  # what was queued, within a deadline
+                scope.deadline = current_time() + self._conns.answer_within
+                await self._outbox.drain(self._conns.connector("write"))
             self._outbox.close(f"{self!r} stopped before the message was stored")
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
@@ -274,17 +286,8 @@ class PostgresTransport:
                 conn = await reader()
                 published = self._outbox.published
                 self._own_due = None  # this read reads what was notified so far
-                rows = await conn.fetch(
-                    self._sql.read,
-                    [
-                        self._channel,
-                        self._name,
-                        self._instance,
-                        ack if ack > cursor.acknowledged else None,
-                        cursor.position,
-                        self._read_batch,
-                        self._read_bytes,
-                    ],
+                rows = await self._read(
+                    conn, ack if ack > cursor.acknowledged else None, cursor.position
                 )
                 if ack > cursor.acknowledged:
                     cursor.acknowledged_up_to(ack)
@@ -310,6 +313,11 @@ class PostgresTransport:
             if len(rows) >= self._read_batch or size >= self._read_bytes:
                 continue  # more is waiting
             await self._wait(host, listener)
+
+    async def _read(self, conn: PgConnection, ack: int | None, after: int) -> list[Any]:
+        """Acknowledge up to ``ack`` (if not None), and read what follows ``after``."""
+        params = [self._channel, self._name, self._instance, ack, after]
+        return await conn.fetch(self._sql.read, [*params, self._read_batch, self._read_bytes])
 
     async def _listen(self, conn: PgConnection) -> None:
         await conn.listen(self._notify)
@@ -394,18 +402,7 @@ class PostgresTransport:
         (its own notifications did not wake the reader for them): they need no delivery, so
         the next run of the name need not read them."""
         while True:
-            rows = await conn.fetch(
-                self._sql.read,
-                [
-                    self._channel,
-                    self._name,
-                    self._instance,
-                    None,
-                    position,
-                    self._read_batch,
-                    self._read_bytes,
-                ],
-            )
+            rows = await self._read(conn, None, position)
             for entry_id, sender, _ in rows:
                 if sender != self._instance or entry_id != position + 1:
                     return position
