@@ -83,8 +83,10 @@ class PostgresBus(WorkerBus):
     writer, which stores what queues up in order, up to ``read_batch`` a statement, however
     long the server is away; a send waits only while ``outbox`` messages are queued (for up
     to ``send_deadline``). :meth:`flush` waits until everything sent is stored. What is still
-    queued when the bus stops is stored within the statement timeout, or counted
-    (``publish_failures``) and logged: a crash of this process can lose what it had queued.
+    queued when the bus stops is stored within a deadline (the statement timeout and about
+    three seconds; ``connect_timeout`` more if it must connect again), or counted
+    (``publish_failures``), logged and reported by the next :meth:`flush`: a crash of this
+    process can lose what it had queued.
 
     Messages every consumer acknowledged are deleted every ``housekeeping_interval``
     seconds, and so are those more than ``max_len`` behind the newest: a reader that falls

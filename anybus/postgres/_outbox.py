@@ -121,6 +121,7 @@ class Outbox:
         #: queued messages refused or left when the bus stopped.
         self.failures = 0
         self._dropped = 0  # queued messages left when the bus stopped, for flush() to say
+        self._unsure = 0  # ... of which were being stored, so may have been
 
     async def send(self, item: Outgoing) -> None:
         """Store ``item``; return once it is stored (queued: once it is queued).
@@ -203,16 +204,17 @@ class Outbox:
                 progress = self._progress = Event()
             await progress.wait()
         if self._dropped:
-            dropped, self._dropped = self._dropped, 0
+            dropped, unsure, self._dropped, self._unsure = self._dropped, self._unsure, 0, 0
             raise TransportError(
                 f"the bus stopped before {dropped} queued message(s) were stored in postgres "
-                f"at {self._where}: they reached local subscribers only"
+                f"at {self._where}{_maybe(unsure)}: they reached local subscribers only"
             )
 
     def _first_pending(self) -> int | None:
         """The lowest store number still waiting or on its way (they go in order)."""
-        if self._batch:
-            return self._batch[0].seq
+        for item in self._batch:
+            if not item.abandoned:  # its sender raised already
+                return item.seq
         return self._queue[0].seq if self._queue else None
 
     def _abandon(self, item: Outgoing, *, cancelled: bool) -> None:
@@ -229,22 +231,22 @@ class Outbox:
             )
         elif item in self._queue:
             self._queue.remove(item)
-            self._progress = self._signal(self._progress)
+            self._settle()
         # else: in the writer's batch, which leaves it out before it sends
 
     async def run(self, connection: Connector) -> None:
         """The writer: store what senders wait for, a batch at a time, until cancelled."""
         self._open = True
-        self._dropped = 0
         delay = 0.05
         try:
             while True:
                 while not (self._batch or self._queue):
                     self._wake = Event()
                     await self._wake.wait()
-                if await self._store_next(connection):
+                stored = await self._store_next(connection)
+                if stored:
                     delay = 0.05
-                else:
+                elif stored is not None:  # the try broke on the way: again, later
                     await sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
         finally:
@@ -255,12 +257,13 @@ class Outbox:
         """Store what is still queued (the bus stopped: no send is taken meanwhile); the
         caller bounds it with a deadline."""
         while self._queued and (self._batch or self._queue):
-            if not await self._store_next(connection):
+            if await self._store_next(connection) is False:
                 await sleep(0.05)
 
-    async def _store_next(self, connection: Connector) -> bool:
+    async def _store_next(self, connection: Connector) -> bool | None:
         """Store the batch (taking the next one from the queue if there is none); return
-        False if the try broke on the way (the batch stays, to be tried again)."""
+        True if it was stored, False if the try broke on the way (the batch stays, to be
+        tried again), None if it was refused, or left nothing to send."""
         if not self._batch:
             while self._queue and len(self._batch) < self._batch_size:
                 self._batch.append(self._queue.popleft())
@@ -270,8 +273,8 @@ class Outbox:
         # left out, and what is sent is marked as such.
         batch = self._batch = [item for item in self._batch if not item.abandoned]
         if not batch:
-            self._progress = self._signal(self._progress)
-            return True
+            self._settle()
+            return None
         for item in batch:
             item.state = _State.SENDING
             item.tries += 1
@@ -291,6 +294,9 @@ class Outbox:
                 self.failures += len(batch)
             for item in batch:
                 item.finish(_State.FAILED, _refused(item, exc))
+            self._batch = []
+            self._settle()
+            return None
         except TransportError as exc:
             self._last_error = exc
             for item in batch:
@@ -302,8 +308,13 @@ class Outbox:
             for item in batch:
                 item.finish(_State.STORED)
         self._batch = []
-        self._progress = self._signal(self._progress)
+        self._settle()
         return True
+
+    def _settle(self) -> None:
+        """The batch is done with: wake flush(), and a queued send waiting for room."""
+        self._progress = self._signal(self._progress)
+        self._room = self._signal(self._room)
 
     @staticmethod
     def _signal(event: Event | None) -> None:
@@ -326,16 +337,25 @@ class Outbox:
         self._queue.clear()
         self._batch = []
         if self._queued and left:
+            unsure = sum(1 for item in left if item.tries)
             self.failures += len(left)
             self._dropped += len(left)
+            self._unsure += unsure
             logger.warning(
-                "%d queued message(s) not stored in postgres at %s: the bus stopped first; "
+                "%d queued message(s) not stored in postgres at %s%s: the bus stopped first; "
                 "they reached local subscribers only",
                 len(left),
                 self._where,
+                _maybe(unsure),
             )
         self._room = self._signal(self._room)
         self._progress = self._signal(self._progress)
+
+
+def _maybe(unsure: int) -> str:
+    if not unsure:
+        return ""
+    return f" ({unsure} of them were being stored, so they may have been, then in order)"
 
 
 def _refused(item: Outgoing, error: DatabaseError) -> DatabaseError:
