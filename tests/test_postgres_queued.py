@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -54,13 +55,20 @@ def queued_bus(dsn: str, channel: str, name: str, **options: Any) -> PostgresBus
     return PostgresBus(dsn, channel=channel, name=name, durability="queued", **options)
 
 
+@contextlib.asynccontextmanager
+async def receiving(dsn: str) -> AsyncIterator[tuple[str, PostgresBus, RecordingSubscriber]]:
+    """A new channel, and a (stored) bus on it with a recording subscriber."""
+    channel = unique_channel()
+    far = RecordingSubscriber("far")
+    async with PostgresBus(dsn, channel=channel, name="receiver") as receiver:
+        await receiver.subscribe(far)
+        yield channel, receiver, far
+
+
 async def test_queued_sends_return_at_once_are_stored_in_batches_and_flush_waits(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    channel = unique_channel()
-    far = RecordingSubscriber("far")
-    async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
-        await receiver.subscribe(far)
+    async with receiving(postgres_dsn) as (channel, _receiver, far):
         gate = PublishGate(monkeypatch)
         async with queued_bus(postgres_dsn, channel, "sender") as sender:
             messages = [BusDataMessage(source="t") for _ in range(300)]
@@ -90,10 +98,7 @@ async def test_queued_sends_return_at_once_are_stored_in_batches_and_flush_waits
 async def test_a_full_outbox_holds_a_queued_send_then_refuses_it_at_the_deadline(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    channel = unique_channel()
-    far = RecordingSubscriber("far")
-    async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
-        await receiver.subscribe(far)
+    async with receiving(postgres_dsn) as (channel, receiver, far):
         gate = PublishGate(monkeypatch)
         async with queued_bus(
             postgres_dsn, channel, "sender", outbox=2, send_deadline=0.3
@@ -124,10 +129,7 @@ async def test_a_full_outbox_holds_a_queued_send_then_refuses_it_at_the_deadline
 
 
 async def test_what_is_queued_when_the_bus_stops_is_stored(postgres_dsn: str) -> None:
-    channel = unique_channel()
-    far = RecordingSubscriber("far")
-    async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
-        await receiver.subscribe(far)
+    async with receiving(postgres_dsn) as (channel, _receiver, far):
         messages = [BusDataMessage(source="t") for _ in range(500)]
         async with queued_bus(postgres_dsn, channel, "sender") as sender:
             for message in messages:
@@ -173,10 +175,7 @@ async def test_what_a_stopping_bus_cannot_store_in_time_is_counted_and_flush_say
 async def test_a_refused_queued_batch_is_counted_and_the_next_ones_are_stored(
     postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    channel = unique_channel()
-    far = RecordingSubscriber("far")
-    async with PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver:
-        await receiver.subscribe(far)
+    async with receiving(postgres_dsn) as (channel, _receiver, far):
         gate = PublishGate(monkeypatch)
         gate.refuse_next = True
         async with queued_bus(postgres_dsn, channel, "sender") as sender:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -354,6 +354,21 @@ async def test_what_was_sent_before_leaving_the_block_is_published(
                 await recorder.wait_for_count(count)
 
 
+@contextlib.asynccontextmanager
+async def receiver_and_sender(
+    redis_url: str,
+) -> AsyncIterator[tuple[RedisBus, RedisBus, RecordingSubscriber]]:
+    """Two buses on a new channel: a receiver with a recording subscriber, and a sender."""
+    channel = unique_name()
+    far = RecordingSubscriber("far")
+    async with (
+        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
+        RedisBus(redis_url, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(far)
+        yield receiver, sender, far
+
+
 async def test_a_send_to_an_idle_bus_hands_its_publish_over_at_once(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,13 +383,7 @@ async def test_a_send_to_an_idle_bus_hands_its_publish_over_at_once(
         return started
 
     monkeypatch.setattr(RedisClient, "start_publish", spy)
-    channel = unique_name()
-    far = RecordingSubscriber("far")
-    async with (
-        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
-        RedisBus(redis_url, channel=channel, name="sender") as sender,
-    ):
-        await receiver.subscribe(far)
+    async with receiver_and_sender(redis_url) as (receiver, sender, far):
         await sender.send(first := BusDataMessage(source="t"))
         # This glide's internals are the ones start_publish was written against: the
         # hand-over happened, in this task.
@@ -417,13 +426,7 @@ async def test_without_the_hand_over_the_writer_publishes_everything(
         handed.append(payload)
 
     monkeypatch.setattr(RedisClient, "start_publish", decline)
-    channel = unique_name()
-    far = RecordingSubscriber("far")
-    async with (
-        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
-        RedisBus(redis_url, channel=channel, name="sender") as sender,
-    ):
-        await receiver.subscribe(far)
+    async with receiver_and_sender(redis_url) as (_receiver, sender, far):
         messages = [BusDataMessage(source="t") for _ in range(30)]
         for message in messages[:10]:
             await sender.send(message)
@@ -455,13 +458,7 @@ async def test_a_hand_over_that_fails_leaves_the_writer_to_publish(
         return original(client, args)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(GlideClient, "_to_c_strings", broken)
-    channel = unique_name()
-    far = RecordingSubscriber("far")
-    async with (
-        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
-        RedisBus(redis_url, channel=channel, name="sender") as sender,
-    ):
-        await receiver.subscribe(far)
+    async with receiver_and_sender(redis_url) as (_receiver, sender, far):
         messages = [BusDataMessage(source="t") for _ in range(5)]
         armed.append("the next conversion fails")
         for message in messages:

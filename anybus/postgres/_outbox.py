@@ -267,7 +267,6 @@ class Outbox:
         if not self._batch:
             while self._queue and len(self._batch) < self._batch_size:
                 self._batch.append(self._queue.popleft())
-            self._room = self._signal(self._room)
         conn = await connection()  # patient: waits while the server is away
         # No checkpoint from here to the statement: what a sender gave up on meanwhile is
         # left out, and what is sent is marked as such.

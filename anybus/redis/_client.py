@@ -197,6 +197,7 @@ class RedisClient:
     ) -> None:
         self.settings = settings
         self._client = glide_client
+        self._publish_errors = map_errors("PUBLISH", settings)  # stateless: one for every send
 
     @classmethod
     async def create(
@@ -364,7 +365,7 @@ class RedisClient:
         (nothing done) where that cannot be done without awaiting: use :meth:`publish`."""
         if self.settings.cluster:
             return None
-        return start_publish(self._client, channel, payload, map_errors("PUBLISH", self.settings))
+        return start_publish(self._client, channel, payload, self._publish_errors)
 
     async def publish_many(self, channel: str, payloads: Sequence[bytes]) -> list[int | None]:
         """PUBLISH each payload, in one pipelined round trip (a non-atomic batch).
