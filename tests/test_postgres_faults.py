@@ -532,10 +532,11 @@ async def test_a_cancelled_send_was_never_stored_or_is_said_to_maybe_be(
     ):
         await peer.subscribe(peer_seen)
         await sender.subscribe(local)
-        # Hold the channel's row: the writer's next statement waits on the server.
+        # Hold the channel's publishing lock: the writer's next statement waits on the server.
         await locker.fetch("BEGIN")
         await locker.fetch(
-            "SELECT last_id FROM anybus.channels WHERE channel = %s FOR UPDATE", [channel]
+            "SELECT pg_advisory_xact_lock(hashtextextended('anybus publish anybus ' || %s, 0))",
+            [channel],
         )
         in_flight, waiting = anyio.CancelScope(), anyio.CancelScope()
 

@@ -334,25 +334,28 @@ class PgConnection:
 
         await self.call(work)
 
-    async def wait_notifies(self, own: bytes | None = None) -> tuple[int, int]:
-        """Wait until notifications arrive; return how many, as (others, own): those whose
-        payload is ``own``, and the others. Cancelling the wait changes nothing (no thread
-        is involved). Only for a connection that runs no statements while it waits (a
-        listening connection)."""
+    async def wait_notifies(self, own: bytes | None = None) -> tuple[list[bytes], int]:
+        """Wait until notifications arrive; return the payloads of the others, and how many
+        were ``own``'s: those whose payload is ``own``, or starts with it and a space.
+        Cancelling the wait changes nothing (no thread is involved). Only for a connection
+        that runs no statements while it waits (a listening connection)."""
         pgconn = self._conn.pgconn
+        mark = b"\0" if own is None else own + b" "  # no payload holds a NUL
         while True:
-            count = mine = 0
+            others: list[bytes] = []
+            mine = 0
             try:
                 pgconn.consume_input()
                 while (notify := pgconn.notifies()) is not None:
-                    if own is not None and notify.extra == own:
+                    extra = notify.extra
+                    if extra == own or extra.startswith(mark):
                         mine += 1
                     else:
-                        count += 1
+                        others.append(extra)
             except psycopg.Error as exc:
                 raise self._break(_translate(exc, self._where)) from exc
-            if count or mine:
-                return count, mine
+            if others or mine:
+                return others, mine
             if pgconn.socket < 0:
                 raise self._break(
                     TransportError(f"postgres at {self._where}: the connection was lost")

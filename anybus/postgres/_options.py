@@ -73,4 +73,7 @@ class Statements:
         self.ack = f"SELECT {s}.ack(%s, %s, %s, %s::bigint, %s)"
         self.attach = f"SELECT * FROM {s}.attach(%s, %s, %s, %s::interval)"
         self.housekeep = f"SELECT * FROM {s}.housekeep(%s, %s::interval, %s::bigint)"
-        self.publish = f"SELECT {s}.publish(%s, %s, %s::bigint[], %s::bytea[])"
+        self.publish = (
+            f"SELECT o_stored, o_last FROM {s}.publish("
+            f"%s, %s, %s::bigint[], %s::bytea[], %s::integer)"
+        )

@@ -98,8 +98,12 @@ class Outbox:
         batch: int,
         queued: bool = False,
         capacity: int = 10_000,
+        carry: int = 0,
+        stored: Callable[[int, int], None] | None = None,
     ) -> None:
         self._queued = queued
+        self._carry = carry  # the bytes of bodies a notification may carry
+        self._stored = stored  # told the ids of each batch stored (first, last)
         self._capacity = capacity
         self._room: Event | None = None  # set when the writer takes a batch (queued sends wait)
         self._progress: Event | None = None  # set when a batch is settled (flush() waits)
@@ -278,13 +282,14 @@ class Outbox:
             item.state = _State.SENDING
             item.tries += 1
         try:
-            await conn.fetch(
+            rows = await conn.fetch(
                 self._publish,
                 [
                     self._channel,
                     self._sender,
                     [item.seq for item in batch],
                     [item.payload for item in batch],
+                    self._carry,
                 ],
             )
         except DatabaseError as exc:
@@ -304,6 +309,9 @@ class Outbox:
         else:
             self._last_error = None
             self.published += len(batch)
+            count, last = rows[0]
+            if count and self._stored is not None:
+                self._stored(last - count + 1, last)
             for item in batch:
                 item.finish(_State.STORED)
         self._batch = []

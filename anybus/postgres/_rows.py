@@ -9,7 +9,7 @@ from typing import final
 from .._exceptions import MessageRejected
 from .._sequence import SequenceTracker
 from .._transport import DeliveryMark, TransportHost
-from .._wire import RejectionCounter, WireCodec
+from .._wire import Envelope, RejectionCounter, WireCodec
 from ._cursor import Cursor
 
 __all__ = ["Rows"]
@@ -29,13 +29,22 @@ class Rows:
         owner: what the log lines name as the reader.
     """
 
-    __slots__ = ("_channel", "_codec", "_instance", "received", "rejections", "tracker")
+    __slots__ = (
+        "_channel",
+        "_codec",
+        "_suspect",
+        "instance",
+        "received",
+        "rejections",
+        "tracker",
+    )
 
     def __init__(
         self, *, codec: WireCodec, instance: str, channel: str, dedupe: int, owner: object
     ) -> None:
         self._codec = codec
-        self._instance = instance
+        #: This bus's identity: the sender of its own rows.
+        self.instance = instance
         self._channel = channel
         #: Rows rejected, by reason.
         self.rejections = RejectionCounter(logger=logger)
@@ -49,8 +58,11 @@ class Rows:
             replay_window=codec.replay_window,
             clock=codec.clock,
         )
-        #: Messages decoded from other buses' rows.
+        #: Messages decoded from other buses' rows (or carried by their notifications).
         self.received = 0
+        # The id a notification carried something undecodable for, and why: a lie if the
+        # row decodes (or is this bus's own).
+        self._suspect: tuple[int, MessageRejected] | None = None
 
     async def take(
         self, host: TransportHost, cursor: Cursor, entry_id: int, sender: str, body: bytes
@@ -60,7 +72,7 @@ class Rows:
         not read (the cursor stays before it)."""
         jump = entry_id - cursor.position - 1
         envelope = None
-        if sender != self._instance:
+        if sender != self.instance:
             try:
                 envelope = self._codec.decode(bytes(body))
             except MessageRejected as exc:
@@ -68,16 +80,43 @@ class Rows:
                 # Rows written into the table by other means push the ids given out past
                 # theirs: a jump to one is no loss.
                 jump = 0
+                self._suspect = None  # the notification said what the row says
         if jump > 0:
             self.tracker.report_missed(
                 jump,
                 f"on {self._channel!r}: this reader fell more than max_len behind, and they "
                 f"were deleted before it read them",
             )
+        await self._deliver(host, cursor, entry_id, envelope)
+
+    async def take_carried(
+        self, host: TransportHost, cursor: Cursor, entry_id: int, body: bytes
+    ) -> bool:
+        """Hand over the message a notification carried as the next id (``entry_id`` is the
+        cursor's position + 1), as :meth:`take` does; return False, taking nothing, if it
+        does not decode (or verify): the row is to be read from the table, which says
+        whether the notification lied."""
+        try:
+            envelope = self._codec.decode(body)
+        except MessageRejected as exc:
+            self._suspect = (entry_id, exc)
+            return False
+        await self._deliver(host, cursor, entry_id, envelope)
+        return True
+
+    async def _deliver(
+        self, host: TransportHost, cursor: Cursor, entry_id: int, envelope: Envelope | None
+    ) -> None:
+        suspect = self._suspect
+        if suspect is not None and suspect[0] <= entry_id:
+            self._suspect = None
+            if suspect[0] == entry_id:  # a notification carried something else for this id
+                origin = f"a notification on {self._channel!r} (id {entry_id})"
+                self.rejections.record(suspect[1], origin=origin)
         mark: DeliveryMark | None = None
         if envelope is not None:
             self.received += 1
-            if envelope.sender != self._instance and self.tracker.is_new(envelope):
+            if envelope.sender != self.instance and self.tracker.is_new(envelope):
                 await host.deliver(envelope.message)
                 mark = host.mark()
         # Only now: a delivery cancelled (intake stopped) leaves the position before it.

@@ -3,9 +3,14 @@
 Plain Postgres 13 or newer, no extension. Everything lives in one schema (``anybus`` by
 default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
 
-* ``channels``: one row a channel, the last message id given out. Publishing locks the row
-  until commit, so ids are gapless and become visible in order; a reader that has seen id
-  *n* knows that every id up to *n* is either visible to it or was deleted.
+* ``channels``: one row a channel, the last message id given out when housekeeping deleted
+  every row that held one. Publishing takes the channel's lock (a transaction-level
+  advisory lock, held to the commit) and continues after the newest row, or after that id,
+  so ids are gapless and become visible in order; a reader that has seen id *n* knows that
+  every id up to *n* is either visible to it or was deleted. The notification a publish
+  sends carries the new messages when their bodies come to at most the ``p_carry`` bytes
+  the bus asks for (:data:`CARRY_BYTES` by default), so that a reader can take them without
+  reading the table; notifications are delivered in commit order, so in id order.
 * ``messages``: one row a message: channel, id, the publishing role, the sender, the
   sender's sequence number (unique per role and sender) and the encoded envelope. A sender
   numbers what it stores in increasing order and stores it in that order, so ``publish``
@@ -20,7 +25,7 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
 with the rights of the schema's owner (``SECURITY DEFINER``, with ``search_path`` pinned to
 ``pg_catalog, pg_temp`` and every table named with its schema) and check what the calling
 role may do. The calling role is the *login* role (``session_user``). A role granted the
-functions (:func:`grant_sql`: usage of the schema and execute on six functions) can
+functions (:func:`grant_sql`: usage of the schema and execute on its functions) can
 publish and receive on a channel whose name it knows, and nothing else:
 
 * it cannot read the tables (no privilege on them; applying the schema revokes whatever
@@ -43,18 +48,27 @@ behind, and removes consumers not seen for *their own* ``retention``. No role ca
 what another role's consumers keep; with a single role the result is the same as the
 caller's policy applied to all. Values are validated (``retention`` positive, ``max_len`` at
 least 1), not clamped. Housekeeping takes a row lock (``SKIP LOCKED``), not an advisory
-lock, which any role of the database could hold forever.
+lock, which any role of the database that knows the channel could hold. Publishing does take
+an advisory lock (it writes nothing, where locking a row writes the row): holding it up is
+no more than a role that knows the channel could do with a ``publish`` left open.
 
 **What isolation does not cover.** Knowing a channel's name is the capability to use it: use
 unguessable names for private channels. A role that knows a channel can fill it, stall its
-publishing (a ``publish`` left open in a transaction holds the channel's lock), or keep its
-messages around (a consumer with a large ``max_len`` that never reads); storage quotas and
-monitoring are the DBA's. Postgres shows every role the catalogs (table names and sizes, the
-functions' text) and every session's ``application_name`` (which holds the bus's consumer
-name, never the channel's); statements' text and parameters are shown only to their own role
-and to ``pg_read_all_stats``. The schema's *owner* reads everything: apply the schema as, or
-for (``owner=``), a role no bus logs in as, and start the buses with ``create_schema=False``
-(a bus that creates the schema owns it).
+publishing (a ``publish`` left open in a transaction, or the channel's advisory lock taken
+by hand, holds the channel's lock), or keep its messages around (a consumer with a large
+``max_len`` that never reads); storage quotas and monitoring are the DBA's. Postgres does
+not check who may ``NOTIFY``: a role that knows a channel can send a notification that looks
+like a message carried for it. A reader takes a carried message only as the next id it
+expects, decoded (and, with signing on, verified) like a row; so without signing, a role
+that knows a channel can put a message in place of another's (as it can already publish any
+message under any sender's name); with signing on it cannot: the message is rejected, the
+row read from the table, and the notification counted as rejected. Postgres shows every
+role the catalogs (table names and sizes, the functions' text) and every session's
+``application_name`` (which holds the bus's consumer name, never the channel's);
+statements' text and parameters are shown only to their own role and to
+``pg_read_all_stats``. The schema's *owner* reads everything: apply the schema as, or for
+(``owner=``), a role no bus logs in as, and start the buses with ``create_schema=False`` (a
+bus that creates the schema owns it).
 """
 
 from __future__ import annotations
@@ -73,6 +87,7 @@ if TYPE_CHECKING:
     from ._client import PgConnection
 
 __all__ = [
+    "CARRY_BYTES",
     "FATAL_STATES",
     "LEASE_LOST",
     "MAX_READ_BATCH",
@@ -89,7 +104,13 @@ __all__ = [
 logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change; applying the schema updates an older one.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+#: The most bytes of bodies a bus asks a publish to carry in its notification (a
+#: notification's payload must stay under 8000 bytes, and bodies travel as hex).
+CARRY_BYTES = 3_000
+#: The longest text of bodies a notification carries, whatever the bus asks.
+CARRY_TEXT = 7_900
 
 #: The most messages one ``read`` call returns, whatever its ``p_limit``.
 MAX_READ_BATCH = 10_000
@@ -177,6 +198,7 @@ def schema_sql(
         lease_lost=LEASE_LOST,
         not_owner=NOT_OWNER,
         max_batch=MAX_READ_BATCH,
+        carry_text=CARRY_TEXT,
     )
 
 

@@ -2,8 +2,8 @@
 
 :mod:`anybus.postgres._schema` fills them in (and says what they guarantee). Placeholders:
 ``{s}`` the schema, ``{version}``, ``{owner_clause}`` / ``{set_role}`` (empty, or the owner
-role's), the SQLSTATE codes, ``{max_batch}``, ``{grants}`` (the grants, or nothing); and
-``{role}`` in the grant.
+role's), the SQLSTATE codes, ``{max_batch}``, ``{carry_text}`` (the longest text of bodies a
+notification carries), ``{grants}`` (the grants, or nothing); and ``{role}`` in the grant.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ END $lock$;
 CREATE SCHEMA IF NOT EXISTS {s}{owner_clause};
 {set_role}REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
 
--- One row a channel: the last message id given out. Publishing locks the row until commit,
--- so ids are gapless and become visible in order.
+-- One row a channel: the last message id given out before housekeeping deleted the rows
+-- that held it (publishing continues after the newest row, or after this when none is left).
 CREATE TABLE IF NOT EXISTS {s}.channels (
     channel text PRIMARY KEY,
     last_id bigint NOT NULL DEFAULT 0
@@ -99,28 +99,42 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_publisher_sender_seq
 CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
 
--- Store a batch of one sender's messages, in order; returns how many were new. A sender
--- numbers its messages in increasing order and stores them in that order, so the new ones
--- are those numbered above its highest stored number: a retried batch stores nothing twice.
--- That is one probe of the unique index, however many rows the table keeps.
+-- Store a batch of one sender's messages, in order: o_stored of them were new, with the ids
+-- o_last - o_stored + 1 to o_last. A sender numbers its messages in increasing order and
+-- stores them in that order, so the new ones are those numbered above its highest stored
+-- number: a retried batch stores nothing twice. That is one probe of the unique index,
+-- however many rows the table keeps. Ids are given out under the channel's publishing lock
+-- (a transaction-level advisory lock, held to the commit), so they have no holes and become
+-- visible in order. The notification names the sender (hashed: a name may be long), whose
+-- reader need not wake for its own rows; when the new bodies come to at most p_carry bytes
+-- it carries them too, as "<sender hash> <first id> <body in hex> <body in hex> ...", so
+-- that a reader may take them without reading the table.
 CREATE OR REPLACE FUNCTION {s}.publish(
-    p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[]
-) RETURNS integer
+    p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[], p_carry integer,
+    OUT o_stored integer, OUT o_last bigint
+)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_last bigint;
     v_high bigint;
-    v_count integer;
+    v_size bigint;
+    v_text text;
 BEGIN
     IF cardinality(p_seqs) IS DISTINCT FROM cardinality(p_bodies) THEN
         RAISE EXCEPTION 'publish: p_seqs and p_bodies must be arrays of one length'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
-    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel FOR UPDATE;
-    -- Ids continue after any row written into the table by other means.
-    v_last := greatest(v_last, coalesce(
-        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel), 0));
+    IF p_carry IS NULL OR p_carry < 0 THEN
+        RAISE EXCEPTION 'publish: p_carry cannot be negative, got %', p_carry
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('anybus publish {s} ' || p_channel, 0));
+    -- Ids continue after the newest row (however it was written), else after the last id
+    -- housekeeping deleted: one snapshot, which housekeeping's deletion and its record of
+    -- the last id reach together.
+    v_last := coalesce(
+        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
+        (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0);
     -- Under the channel's lock: no other batch of this sender is being stored meanwhile.
     SELECT m.seq INTO v_high FROM {s}.messages AS m
     WHERE m.channel = p_channel AND m.publisher = session_user AND m.sender = p_sender
@@ -131,15 +145,30 @@ BEGIN
     FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
     WHERE v_high IS NULL OR t.seq > v_high
     ORDER BY t.ord;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    IF v_count > 0 THEN
-        UPDATE {s}.channels AS c SET last_id = v_last + v_count WHERE c.channel = p_channel;
-        -- The payload names the sender (hashed: a name may be long), whose reader need
-        -- not wake for its own rows.
-        PERFORM pg_notify('{s}_' || md5(p_channel), md5(p_sender));
+    GET DIAGNOSTICS o_stored = ROW_COUNT;
+    o_last := v_last + o_stored;
+    IF o_stored > 0 THEN
+        IF p_carry > 0 THEN
+            SELECT sum(octet_length(t.body)),
+                   string_agg(encode(t.body, 'hex'), ' ' ORDER BY t.ord)
+            INTO v_size, v_text
+            FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
+            WHERE v_high IS NULL OR t.seq > v_high;
+        END IF;
+        -- A payload must stay under 8000 bytes.
+        PERFORM pg_notify('{s}_' || md5(p_channel), md5(p_sender) || CASE
+            WHEN v_size <= p_carry AND octet_length(v_text) <= {carry_text}
+            THEN ' ' || (v_last + 1)::text || ' ' || v_text ELSE '' END);
     END IF;
-    RETURN v_count;
 END
+$$;
+
+-- Version 4's publish, for its buses still running while the schema is updated.
+CREATE OR REPLACE FUNCTION {s}.publish(
+    p_channel text, p_sender text, p_seqs bigint[], p_bodies bytea[]
+) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.o_stored FROM {s}.publish(p_channel, p_sender, p_seqs, p_bodies, 0) AS p
 $$;
 
 -- Take (or resume) the consumer p_name on p_channel for the holder p_holder. A new name
@@ -157,8 +186,9 @@ BEGIN
         RAISE EXCEPTION 'attach: p_lease must be positive, got %', p_lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO {s}.channels AS c (channel) VALUES (p_channel) ON CONFLICT DO NOTHING;
-    SELECT c.last_id INTO o_last FROM {s}.channels AS c WHERE c.channel = p_channel;
+    o_last := coalesce(
+        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
+        (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0);
     INSERT INTO {s}.consumers AS k
         (channel, name, owner, position, holder, lease, lease_until)
     VALUES (p_channel, p_name, session_user, o_last, p_holder, p_lease, now() + p_lease)
@@ -311,7 +341,9 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     );
     GET DIAGNOSTICS o_expired = ROW_COUNT;
-    SELECT c.last_id INTO v_last FROM {s}.channels AS c WHERE c.channel = p_channel;
+    v_last := coalesce(
+        (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
+        (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel));
     IF v_last IS NULL THEN
         RETURN;
     END IF;
@@ -319,6 +351,10 @@ BEGIN
     FROM {s}.consumers AS k WHERE k.channel = p_channel;
     DELETE FROM {s}.messages AS m WHERE m.channel = p_channel AND m.id <= v_upto;
     GET DIAGNOSTICS o_deleted = ROW_COUNT;
+    IF o_deleted > 0 THEN  -- publishing continues after the ids deleted
+        INSERT INTO {s}.channels AS c (channel, last_id) VALUES (p_channel, v_last)
+        ON CONFLICT (channel) DO UPDATE SET last_id = greatest(c.last_id, excluded.last_id);
+    END IF;
 END
 $$;
 
@@ -344,12 +380,30 @@ BEGIN
 END
 $revoke$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
+-- The roles granted version 4's publish keep publishing through version 5's.
+DO $publish$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN
+        SELECT DISTINCT a.grantee FROM pg_catalog.pg_proc AS p,
+            pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.oid = '{s}.publish(text, text, bigint[], bytea[])'::regprocedure
+          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
+    LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION {s}.publish(text, text, bigint[], bytea[], integer) '
+            'TO %s', pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)));
+    END LOOP;
+END
+$publish$;
 {grants}COMMIT;
 """
 
 GRANT = """\
 GRANT USAGE ON SCHEMA {s} TO {role};
 GRANT EXECUTE ON FUNCTION {s}.schema_version(), {s}.publish(text, text, bigint[], bytea[]),
+    {s}.publish(text, text, bigint[], bytea[], integer),
     {s}.attach(text, text, text, interval),
     {s}.read(text, text, text, bigint, bigint, integer, bigint),
     {s}.ack(text, text, text, bigint, boolean), {s}.housekeep(text, interval, bigint)

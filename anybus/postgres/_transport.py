@@ -1,10 +1,12 @@
 """PostgresTransport: a bus's messages kept in Postgres tables (durable, at-least-once).
 
 Three connections a bus: a *writer* stores what this bus sends, in batches, one batch at a
-time (so in order); a *listener* only ``LISTEN``s, and wakes the reader when another bus
-stored a message (for its own: within :data:`OWN_READ_DELAY`); a *reader* fetches what was
-stored after its position, acknowledges what was handled (its position, with the next read)
-and does the channel's housekeeping. See
+time (so in order), and learns the ids its messages were given; a *listener* only
+``LISTEN``s; a *reader* takes what another bus stored: from the notification, when it
+carries the messages and they are the next ids (no statement at all), else by reading what
+follows its position; it passes this bus's own ids without reading them when it knows them
+(else within :data:`OWN_READ_DELAY`), acknowledges what was handled (its position, with a
+read at most every :data:`ACK_INTERVAL`) and does the channel's housekeeping. See
 :mod:`anybus.postgres._schema` for the tables, and :mod:`anybus.postgres._client` for how
 psycopg is driven on asyncio and trio.
 """
@@ -39,10 +41,18 @@ from . import _options as option
 from ._client import DatabaseError, PgConnection, check_dsn
 from ._connections import Connections
 from ._cursor import Cursor
-from ._options import ACK_CHECK, ACK_INTERVAL, OWN_READ_DELAY, Statements
+from ._notified import Notified
+from ._options import ACK_CHECK, ACK_INTERVAL, Statements
 from ._outbox import Outbox, Outgoing
 from ._rows import Rows
-from ._schema import FATAL_STATES, NAME_IN_USE, NOT_OWNER, check_schema_name, ensure_schema
+from ._schema import (
+    CARRY_BYTES,
+    FATAL_STATES,
+    NAME_IN_USE,
+    NOT_OWNER,
+    check_schema_name,
+    ensure_schema,
+)
 
 __all__ = ["PostgresTransport"]
 
@@ -109,10 +119,17 @@ class PostgresTransport:
         self._poll = option.positive("poll_interval", poll_interval)
         self._create_schema = bool(create_schema)
         self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
-        # What this bus's own publishes notify: its reader reads past those rows within
-        # OWN_READ_DELAY (they need no delivery) and, stopping, acknowledges past them.
+        # What this bus's own publishes notify: its reader passes those rows (they need no
+        # delivery) and, stopping, acknowledges past them.
         self._own_wake = hashlib.md5(self._instance.encode()).hexdigest().encode()
         self._sql = Statements(self._schema)
+        self._rows = Rows(
+            codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
+        )
+        self._cursor = Cursor()
+        self._notified = Notified(
+            rows=self._rows, cursor=self._cursor, channel=channel, batch=self._read_batch
+        )
         self._outbox = Outbox(
             publish=self._sql.publish,
             channel=channel,
@@ -122,18 +139,14 @@ class PostgresTransport:
             batch=read_batch,
             queued=option.durability(durability),
             capacity=option.count("outbox", outbox, 1),
-        )
-        self._rows = Rows(
-            codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
+            carry=CARRY_BYTES,
+            stored=self._notified.stored,
         )
         self._seq = 0
         # How many messages the outbox had stored when the reader's last read began: what
         # it stored since may lie unread after the position.
         self._published_read = 0
-        # When the reader is to read past rows of its own it was notified of (None: none).
-        self._own_due: float | None = None
         self._acked_at = -ACK_INTERVAL  # when the reader last sent an acknowledgement
-        self._cursor = Cursor()
         self._host: TransportHost | None = None  # while serving
         self._serving: object = None  # the token of the serve() that set _host
         self._intake = Intake()
@@ -285,7 +298,7 @@ class PostgresTransport:
             try:
                 conn = await reader()
                 published = self._outbox.published
-                self._own_due = None  # this read reads what was notified so far
+                self._notified.own_due = None  # this read reads what was notified so far
                 rows = await self._read(
                     conn, ack if ack > cursor.acknowledged else None, cursor.position
                 )
@@ -333,30 +346,31 @@ class PostgresTransport:
         until = current_time() + min(self._poll, self._lease / 3, self._housekeeping)
         while True:
             now = current_time()
-            due = until if self._own_due is None else min(until, self._own_due)
+            own_due = self._notified.own_due
+            due = until if own_due is None else min(until, own_due)
             ack_at = max(now, self._acked_at + ACK_INTERVAL)
             if cursor.settle(host) > cursor.acknowledged:
                 due = min(due, ack_at)  # handled: acknowledge when the interval allows
             elif cursor.pending:
                 due = min(due, max(ack_at, now + ACK_CHECK))  # look again whether handled
+            notified: tuple[list[bytes], int] | None = None
             with move_on_after(max(0.0, due - now)):
                 try:
                     conn = await listener()
                     if self._relisten:
                         self._relisten = False
                         return  # read at once: notifications may have been missed
-                    others, _ = await conn.wait_notifies(own=self._own_wake)
+                    notified = await conn.wait_notifies(own=self._own_wake)
                 except TransportError as exc:
                     logger.debug("%r: listening failed: %s", self, exc)
                     await sleep(0.05)
                     return
-                if others:
-                    return
-                if self._own_due is None:  # only this bus's own: read past them soon
-                    self._own_due = current_time() + OWN_READ_DELAY
+            if notified is not None:
+                if not await self._notified.handle(host, *notified):
+                    return  # read what it did not carry
                 continue
             now = current_time()
-            if now >= until or (self._own_due is not None and now >= self._own_due):
+            if now >= until or self._notified.read_own(now):
                 return
             if now >= self._acked_at + ACK_INTERVAL and cursor.settle(host) > cursor.acknowledged:
                 return
@@ -374,6 +388,7 @@ class PostgresTransport:
         """The last step of the ordered stop: acknowledge exactly what was handled, and give
         the lease up so that the next run of this name may start at once."""
         cursor = self._cursor
+        self._notified.pass_own()
         ack = cursor.settle(host)
         if left := cursor.end():
             logger.info(
@@ -387,7 +402,7 @@ class PostgresTransport:
             return
         if ack == cursor.position and self._outbox.published > self._published_read:
             try:
-                ack = await self._past_own(conn, ack)
+                ack = await self._notified.past_own(partial(self._read, conn, None), ack)
             except TransportError as exc:
                 logger.debug("%r: reading past its own messages failed: %s", self, exc)
         try:
@@ -396,19 +411,6 @@ class PostgresTransport:
             logger.debug("%r: the last acknowledgement failed: %s", self, exc)
             return
         cursor.acknowledged_up_to(ack)
-
-    async def _past_own(self, conn: PgConnection, position: int) -> int:
-        """The position after the rows of this bus that follow ``position`` without a hole
-        (its own notifications did not wake the reader for them): they need no delivery, so
-        the next run of the name need not read them."""
-        while True:
-            rows = await self._read(conn, None, position)
-            for entry_id, sender, _ in rows:
-                if sender != self._instance or entry_id != position + 1:
-                    return position
-                position = entry_id
-            if len(rows) < self._read_batch:
-                return position
 
     def __str__(self) -> str:
         return f"{self._instance!r} on channel {self._channel!r} at {self._where}"

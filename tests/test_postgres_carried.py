@@ -1,0 +1,215 @@
+"""PostgresBus's notifications carry small messages: a reader takes them without reading the
+table, passes its own bus's ids as the writer learned them, and reads the table for
+everything else (too large to carry, not the next id, hostile)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+
+from anybus import BusDataMessage, BusMessage
+from anybus.postgres import PostgresBus
+from anybus.postgres._client import PgConnection
+from anybus.postgres._schema import CARRY_BYTES
+from anybus.postgres._transport import PostgresTransport
+from anybus.testing import RecordingSubscriber
+
+from .postgres_support import unique_channel
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 20
+
+
+class Reads:
+    """Counts the reads of the table for messages (not those sent to acknowledge), per
+    transport."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: dict[int, int] = {}
+        original = PostgresTransport._read
+
+        async def read(
+            transport: PostgresTransport, conn: PgConnection, ack: int | None, after: int
+        ) -> list[Any]:
+            if ack is None:  # not an acknowledgement (which reads what follows as well)
+                self.counts[id(transport)] = self.counts.get(id(transport), 0) + 1
+            return await original(transport, conn, ack, after)
+
+        monkeypatch.setattr(PostgresTransport, "_read", read)
+
+    def of(self, bus: PostgresBus) -> int:
+        return self.counts.get(id(bus._transport), 0)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
+    return Reads(monkeypatch)
+
+
+@contextlib.asynccontextmanager
+async def pair(
+    dsn: str,
+) -> AsyncIterator[tuple[str, PostgresBus, PostgresBus, RecordingSubscriber]]:
+    """A new channel, a sender and a receiver bus on it (the receiver with a recording
+    subscriber), and one message delivered: both readers are past their first read."""
+    channel = unique_channel()
+    seen = RecordingSubscriber("seen")
+    async with (
+        PostgresBus(dsn, channel=channel, name="receiver") as receiver,
+        PostgresBus(dsn, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(seen)
+        first = BusDataMessage(source="first")
+        await sender.send(first)
+        with anyio.fail_after(TIMEOUT):
+            await seen.wait_for(lambda messages: first in messages)
+        yield channel, sender, receiver, seen
+
+
+def contains(message: BusMessage, messages: Sequence[BusMessage]) -> bool:
+    return message in messages
+
+
+def notify(dsn: str, channel: str, payloads: Sequence[str]) -> None:
+    """Send ``payloads`` on the channel's notifications, as any role of the database may."""
+    name = f"anybus_{hashlib.md5(channel.encode()).hexdigest()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for payload in payloads:
+            conn.execute("SELECT pg_notify(%s, %s)", [name, payload])
+
+
+async def test_small_messages_arrive_in_their_notifications_without_a_read(
+    postgres_dsn: str, reads: Reads
+) -> None:
+    async with pair(postgres_dsn) as (_, sender, receiver, seen):
+        before = (reads.of(sender), reads.of(receiver))
+        sent = [BusDataMessage(source=f"m{i}") for i in range(20)]
+        for message in sent:  # one at a time, as a ping-pong does
+            await sender.send(message)
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, message))
+        assert (reads.of(sender), reads.of(receiver)) == before
+        stats = receiver.transport_statistics()
+        assert seen.messages[1:] == sent
+        assert stats.received == 21
+        assert stats.position == 21  # ids have no holes: 21 messages, 21 ids
+        assert (stats.gaps, stats.missed, stats.rejected) == (0, 0, {})
+
+
+async def test_a_bus_passes_its_own_ids_as_its_writer_learned_them(
+    postgres_dsn: str, reads: Reads
+) -> None:
+    async with pair(postgres_dsn) as (_, sender, receiver, _):
+        back = RecordingSubscriber("back")
+        await sender.subscribe(back)
+        before = reads.of(sender)
+        for i in range(5):
+            await sender.send(BusDataMessage(source=f"own{i}"))
+        # The reply is id 7: carried, it is the next id only once the sender's reader
+        # passed its own 2 to 6, which it did not read.
+        await receiver.send(reply := BusDataMessage(source="reply"))
+        with anyio.fail_after(TIMEOUT):
+            await back.wait_for(lambda messages: reply in messages)
+        assert back.messages[-1] == reply  # after its own five, delivered locally
+        assert sender.transport_statistics().position == 7
+        assert reads.of(sender) == before
+
+
+async def test_a_message_too_large_to_carry_is_read_from_the_table(
+    postgres_dsn: str, reads: Reads
+) -> None:
+    async with pair(postgres_dsn) as (channel, sender, _, seen):
+        listener = await PgConnection.open(
+            postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
+        )
+        try:
+            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+            large = BusDataMessage(source="x" * CARRY_BYTES)
+            small = BusDataMessage(source="small")
+            await sender.send(large)
+            await sender.send(small)
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(lambda messages: small in messages)
+                payloads: list[bytes] = []
+                while len(payloads) < 2:
+                    payloads += (await listener.wait_notifies())[0]
+        finally:
+            await listener.close()
+        assert seen.messages[1:] == [large, small]
+        sender_hash = hashlib.md5(sender.instance.encode()).hexdigest().encode()
+        assert payloads[0] == sender_hash  # a wake-up only: the receiver read the table
+        hash_, first, body = payloads[1].split(b" ")
+        assert (hash_, first) == (sender_hash, b"3")
+        assert small.source.encode() in bytes.fromhex(body.decode())
+
+
+async def test_hostile_notifications_are_counted_and_dropped(
+    postgres_dsn: str, reads: Reads
+) -> None:
+    async with pair(postgres_dsn) as (channel, sender, receiver, seen):
+        next_id = receiver.transport_statistics().position + 1
+        await anyio.to_thread.run_sync(
+            notify,
+            postgres_dsn,
+            channel,
+            [
+                "0123",  # a wake-up, carrying nothing: it reads the table (nothing new)
+                f"0123 {next_id} zz",  # not hex: malformed
+                "0123 -5 00",  # no such id: malformed
+                f"0123 {next_id + 1000} 00",  # not the next id: it reads the table
+                f"0123 {next_id} {b'not an envelope'.hex()}",  # a lie about the next id
+            ],
+        )
+        real = BusDataMessage(source="real")
+        await sender.send(real)  # stored as next_id: its row says what the lie did not
+        with anyio.fail_after(TIMEOUT):
+            await seen.wait_for(lambda messages: real in messages)
+        assert seen.messages[1:] == [real]
+        stats = receiver.transport_statistics()
+        assert stats.rejected == {"malformed": 3}
+        assert (stats.position, stats.gaps, stats.missed) == (next_id, 0, 0)
+        assert reads.of(receiver) >= 1
+
+
+def rows(dsn: str, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def test_ids_continue_after_housekeeping_deleted_every_row(postgres_dsn: str) -> None:
+    channel = unique_channel()
+    seen = RecordingSubscriber("seen")
+    async with (
+        PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver,
+        PostgresBus(postgres_dsn, channel=channel, name="sender") as sender,
+    ):
+        await receiver.subscribe(seen)
+        for i in range(3):
+            await sender.send(BusDataMessage(source=f"m{i}"))
+        with anyio.fail_after(TIMEOUT):
+            await seen.wait_for(lambda messages: len(messages) == 3)
+    # Both consumers acknowledged id 3 as they stopped: housekeeping deletes every row.
+    deleted = await anyio.to_thread.run_sync(
+        rows, postgres_dsn, "SELECT * FROM anybus.housekeep(%s, '1 day', 100000)", [channel]
+    )
+    assert deleted == [(3, 0)]
+    again = RecordingSubscriber("again")
+    async with (
+        PostgresBus(postgres_dsn, channel=channel, name="receiver") as receiver,
+        PostgresBus(postgres_dsn, channel=channel, name="newcomer") as newcomer,
+    ):
+        await receiver.subscribe(again)
+        later = BusDataMessage(source="later")
+        await newcomer.send(later)
+        with anyio.fail_after(TIMEOUT):
+            await again.wait_for(lambda messages: later in messages)
+        assert receiver.transport_statistics().position == 4  # not 1: no id is given out twice
+        assert (receiver.transport_statistics().missed, again.messages) == (0, [later])
