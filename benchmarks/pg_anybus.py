@@ -55,8 +55,19 @@ def _noop() -> None:
     pass
 
 
+#: ``--carry-messages``: small messages travel in their notification.
+CARRY = False
+
+
 def make_bus(dsn: str, schema: str, name: str, durability: Durability = "stored") -> PostgresBus:
-    return PostgresBus(dsn, channel=CHANNEL, name=name, schema=schema, durability=durability)
+    return PostgresBus(
+        dsn,
+        channel=CHANNEL,
+        name=name,
+        schema=schema,
+        durability=durability,
+        carry_messages=CARRY,
+    )
 
 
 async def wait_done(done: anyio.Event, tally: Tally, receiver: PostgresBus) -> None:
@@ -212,6 +223,7 @@ async def pinger(dsn: str, schema: str, backend: str, round_trips: int, warmup: 
     samples: list[float] = []
     command = [sys.executable, __file__, "--workload=W8-latency", "--role=ponger"]
     command += [f"--backend={pong_backend}", f"--schema={schema}", f"--dsn={dsn}"]
+    command += ["--carry-messages"] if CARRY else []
     async with make_bus(dsn, schema, "w8-pinger") as bus:
         await bus.subscribe(catcher)
         async with await anyio.open_process(
@@ -271,6 +283,8 @@ async def ponger(dsn: str, schema: str, backend: str) -> Result:
 def main() -> None:
     """Run the measurement the command line asks for and print its result line."""
     args = worker_args(__doc__ or "", ("asyncio", "trio", *PAIRS))
+    global CARRY
+    CARRY = args.carry_messages
     if args.role == "ponger":
         run = partial(ponger, args.dsn, args.schema, args.backend)
         emit(anyio.run(run, backend=args.backend))

@@ -114,6 +114,9 @@ def worker_args(description: str, backends: Sequence[str]) -> argparse.Namespace
     parser.add_argument(
         "--durability", default="stored", choices=["stored", "queued"], help="anybus's sends"
     )
+    parser.add_argument(
+        "--carry-messages", action="store_true", help="anybus: PostgresBus(carry_messages=True)"
+    )
     args = parser.parse_args()
     if args.workload in THROUGHPUT:
         messages, subscribers = THROUGHPUT[args.workload]

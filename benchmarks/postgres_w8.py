@@ -61,11 +61,13 @@ HERE = Path(__file__).resolve().parent
 WORKERS = {
     "anybus": HERE / "pg_anybus.py",
     "anybus-queued": HERE / "pg_anybus.py",
+    "anybus-carried": HERE / "pg_anybus.py",
     "floor": HERE / "pg_floor.py",
 }
 LABELS = {
     "anybus": "anybus PostgresBus",
     "anybus-queued": "anybus PostgresBus queued",
+    "anybus-carried": "anybus PostgresBus carried",
     "floor": "bare psycopg (floor)",
 }
 #: Targets (docs/benchmarks.md): anybus's deliveries/s at least this share of the floor's,
@@ -107,6 +109,7 @@ def plan(workloads: Sequence[str], backends: Sequence[str]) -> list[Cell]:
             pairs = [p for p in PAIRS if set(p.split("+")) <= set(backends)]
             cells.append(Cell("floor", "sync+sync", workload))
             cells += [Cell("anybus", pair, workload) for pair in pairs]
+            cells += [Cell("anybus-carried", pair, workload) for pair in pairs]
         else:
             cells.append(Cell("floor", "sync", workload))
             cells += [Cell("anybus", backend, workload) for backend in backends]
@@ -121,6 +124,8 @@ def worker_command(cell: Cell, args: argparse.Namespace, schema: str) -> list[st
         command.append(f"--backend={cell.backend}")
     if cell.impl == "anybus-queued":
         command.append("--durability=queued")
+    if cell.impl == "anybus-carried":
+        command.append("--carry-messages")
     if cell.workload == "W8-latency":
         command += [f"--round-trips={args.round_trips}", f"--warmup={args.warmup}"]
     else:
@@ -218,7 +223,10 @@ def verdicts(outcomes: dict[Cell, Outcome]) -> list[Verdict]:
         ratio = _ratio(outcome.median(), floor.median())
         rounds = _per_round(outcome, floor, "value")
         if latency:
-            target = f"{cell.workload} anybus {cell.backend} p50 within {LATENCY_TARGET}x floor"
+            kind = "carried " if cell.impl == "anybus-carried" else ""
+            target = (
+                f"{cell.workload} anybus {kind}{cell.backend} p50 within {LATENCY_TARGET}x floor"
+            )
             ok = [r <= LATENCY_TARGET for r in rounds]
             met = ratio is not None and ratio <= LATENCY_TARGET
         elif cell.impl == "anybus":

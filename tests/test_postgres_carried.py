@@ -14,7 +14,8 @@ import anyio
 import psycopg
 import pytest
 
-from anybus import BusDataMessage, BusMessage
+from anybus import BusDataMessage, BusMessage, MessageRejected, WireCodec
+from anybus._sequence import SequenceTracker
 from anybus.postgres import PostgresBus
 from anybus.postgres._client import PgConnection
 from anybus.postgres._schema import CARRY_BYTES
@@ -56,15 +57,18 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Reads:
 
 @contextlib.asynccontextmanager
 async def pair(
-    dsn: str,
+    dsn: str, **options: Any
 ) -> AsyncIterator[tuple[str, PostgresBus, PostgresBus, RecordingSubscriber]]:
     """A new channel, a sender and a receiver bus on it (the receiver with a recording
-    subscriber), and one message delivered: both readers are past their first read."""
+    subscriber), carrying messages in notifications unless ``options`` say otherwise (and
+    polling rarely: any read is one the test caused), and one message delivered: both
+    readers are past their first read."""
+    options = {"carry_messages": True, "poll_interval": 60.0, "lease": 600.0, **options}
     channel = unique_channel()
     seen = RecordingSubscriber("seen")
     async with (
-        PostgresBus(dsn, channel=channel, name="receiver") as receiver,
-        PostgresBus(dsn, channel=channel, name="sender") as sender,
+        PostgresBus(dsn, channel=channel, name="receiver", **options) as receiver,
+        PostgresBus(dsn, channel=channel, name="sender", **options) as sender,
     ):
         await receiver.subscribe(seen)
         first = BusDataMessage(source="first")
@@ -152,22 +156,34 @@ async def test_a_message_too_large_to_carry_is_read_from_the_table(
 
 
 async def test_hostile_notifications_are_counted_and_dropped(
-    postgres_dsn: str, reads: Reads
+    postgres_dsn: str, reads: Reads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with pair(postgres_dsn) as (channel, sender, receiver, seen):
         next_id = receiver.transport_statistics().position + 1
+        rejections = receiver._transport._rows.rejections  # type: ignore[attr-defined]
+        parsed = anyio.Event()
+        record = rejections.record
+
+        def counted(exc: MessageRejected, *, origin: str) -> None:
+            record(exc, origin=origin)
+            if rejections.total == 2:
+                parsed.set()
+
+        monkeypatch.setattr(rejections, "record", counted)
         await anyio.to_thread.run_sync(
             notify,
             postgres_dsn,
             channel,
             [
+                f"0123 {next_id} {b'not an envelope'.hex()}",  # a lie about the next id
                 "0123",  # a wake-up, carrying nothing: it reads the table (nothing new)
+                f"0123 {next_id + 1000} 00",  # not the next id: it reads the table
                 f"0123 {next_id} zz",  # not hex: malformed
                 "0123 -5 00",  # no such id: malformed
-                f"0123 {next_id + 1000} 00",  # not the next id: it reads the table
-                f"0123 {next_id} {b'not an envelope'.hex()}",  # a lie about the next id
             ],
         )
+        with anyio.fail_after(TIMEOUT):
+            await parsed.wait()  # so the lie was heard before the real message is sent
         real = BusDataMessage(source="real")
         await sender.send(real)  # stored as next_id: its row says what the lie did not
         with anyio.fail_after(TIMEOUT):
@@ -213,3 +229,73 @@ async def test_ids_continue_after_housekeeping_deleted_every_row(postgres_dsn: s
             await again.wait_for(lambda messages: later in messages)
         assert receiver.transport_statistics().position == 4  # not 1: no id is given out twice
         assert (receiver.transport_statistics().missed, again.messages) == (0, [later])
+
+
+async def test_by_default_a_notification_carries_nothing(postgres_dsn: str, reads: Reads) -> None:
+    async with pair(postgres_dsn, carry_messages=False) as (channel, sender, _, seen):
+        listener = await PgConnection.open(
+            postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
+        )
+        try:
+            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+            await sender.send(message := BusDataMessage(source="small"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, message))
+                payloads = (await listener.wait_notifies())[0]
+        finally:
+            await listener.close()
+        # A wake-up only: the receiver read the message from the table.
+        assert payloads == [hashlib.md5(sender.instance.encode()).hexdigest().encode()]
+
+
+async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(
+    postgres_dsn: str, reads: Reads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"k1": b"a secret of the buses"}
+    channel = unique_channel()
+    seen = RecordingSubscriber("seen")
+    options: dict[str, Any] = {"carry_messages": True, "poll_interval": 60.0, "lease": 600.0}
+    listener = await PgConnection.open(
+        postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
+    )
+    async with (
+        PostgresBus(
+            postgres_dsn, channel=channel, name="r", codec=WireCodec(signing_keys=keys), **options
+        ) as receiver,
+        PostgresBus(
+            postgres_dsn, channel=channel, name="s", codec=WireCodec(signing_keys=keys), **options
+        ) as sender,
+    ):
+        try:
+            await receiver.subscribe(seen)
+            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+            await sender.send(first := BusDataMessage(source="first"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, first))
+                captured = (await listener.wait_notifies())[0][0]  # signed, carried
+        finally:
+            await listener.close()
+        refused = anyio.Event()
+        is_new = SequenceTracker.is_new
+
+        def spied(tracker: SequenceTracker, envelope: Any) -> bool:
+            new = is_new(tracker, envelope)
+            if not new:
+                refused.set()
+            return new
+
+        monkeypatch.setattr(SequenceTracker, "is_new", spied)
+        sender_hash, _, body = captured.split(b" ")
+        next_id = receiver.transport_statistics().position + 1
+        await anyio.to_thread.run_sync(
+            notify, postgres_dsn, channel, [f"{sender_hash.decode()} {next_id} {body.decode()}"]
+        )
+        with anyio.fail_after(TIMEOUT):
+            await refused.wait()  # the replay was heard, and refused
+        await sender.send(real := BusDataMessage(source="real"))
+        with anyio.fail_after(TIMEOUT):
+            await seen.wait_for(partial(contains, real))
+        assert seen.messages == [first, real]
+        stats = receiver.transport_statistics()
+        assert stats.position == next_id
+        assert stats.duplicates + stats.replayed == 1

@@ -114,6 +114,12 @@ class PostgresBus(WorkerBus):
         create_schema: create the schema on first use if it is missing.
         durability: ``"stored"`` (a send returns once stored) or ``"queued"`` (once queued).
         outbox: with ``"queued"``, how many messages may wait to be stored.
+        carry_messages: carry small messages in their notification (up to 3,000 bytes of
+            bodies a publish), and take those carried by other buses without reading the
+            table: a round trip about a third shorter. Off by default: any role of the
+            database that knows the channel can read a carried message (``LISTEN`` needs
+            no privilege) and send notifications; see the Postgres docs before turning it
+            on. Give every bus on a channel the same setting.
         max_buffer: as for :class:`~anybus.WorkerBus`.
         overflow: as for :class:`~anybus.WorkerBus`.
         exit_drain: as for :class:`~anybus.WorkerBus`.
@@ -146,6 +152,7 @@ class PostgresBus(WorkerBus):
         create_schema: bool = True,
         durability: Durability = "stored",
         outbox: int = 10_000,
+        carry_messages: bool = False,
         max_buffer: int | None = None,
         overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
         exit_drain: float | None = 5.0,
@@ -171,6 +178,7 @@ class PostgresBus(WorkerBus):
             create_schema=create_schema,
             durability=durability,
             outbox=outbox,
+            carry_messages=carry_messages,
         )
         super().__init__(
             self._postgres,

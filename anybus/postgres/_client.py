@@ -186,6 +186,8 @@ class PgConnection:
         the session's commits do not wait for the disk (``synchronous_commit=off``)."""
         where = describe(dsn)
         options = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+        # What the schema's functions assume, whatever the role's or database's default.
+        options += " -c default_transaction_isolation=read\\ committed"
         if not durable:
             options += " -c synchronous_commit=off"
 

@@ -29,9 +29,12 @@ class Notified:
     (``<sender hash> <first id> <hex body> ...``, see the schema's ``publish``) when they
     are the next ids. Anything else is left for a read of the table."""
 
-    __slots__ = ("_batch", "_channel", "_cursor", "_own", "_rows", "own_due")
+    __slots__ = ("_batch", "_carried", "_channel", "_cursor", "_own", "_rows", "own_due")
 
-    def __init__(self, *, rows: Rows, cursor: Cursor, channel: str, batch: int) -> None:
+    def __init__(
+        self, *, rows: Rows, cursor: Cursor, channel: str, batch: int, carried: bool
+    ) -> None:
+        self._carried = carried  # whether to take what notifications carry
         self._rows = rows
         self._cursor = cursor
         self._channel = channel
@@ -85,6 +88,8 @@ class Notified:
         batch too large to carry, or a bus of an older anybus), not the next ids, or one
         that does not decode. A payload that does not parse is counted as ``malformed``.
         Cancelled while the host waits for room, what was not delivered is not taken."""
+        if not self._carried:
+            return False
         parts = payload.split(b" ")
         if len(parts) < 3:
             return False

@@ -12,6 +12,7 @@ __all__ = [
     "Statements",
     "count",
     "durability",
+    "flag",
     "positive",
     "seconds",
 ]
@@ -28,6 +29,13 @@ ACK_INTERVAL = 0.05
 #: past those rows (unless another bus's message, or an acknowledgement, calls for a read
 #: first): its own rows need no delivery, so a sender reads them in batches.
 OWN_READ_DELAY = 0.05
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool, else TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def durability(value: str) -> bool:

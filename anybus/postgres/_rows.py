@@ -101,11 +101,19 @@ class Rows:
         except MessageRejected as exc:
             self._suspect = (entry_id, exc)
             return False
-        await self._deliver(host, cursor, entry_id, envelope)
+        if envelope.sender == self.instance or not self.tracker.is_new(envelope):
+            return False  # a repeat (or a replay, counted): only the row moves the cursor
+        await self._deliver(host, cursor, entry_id, envelope, new=True)
         return True
 
     async def _deliver(
-        self, host: TransportHost, cursor: Cursor, entry_id: int, envelope: Envelope | None
+        self,
+        host: TransportHost,
+        cursor: Cursor,
+        entry_id: int,
+        envelope: Envelope | None,
+        *,
+        new: bool = False,
     ) -> None:
         suspect = self._suspect
         if suspect is not None and suspect[0] <= entry_id:
@@ -116,7 +124,7 @@ class Rows:
         mark: DeliveryMark | None = None
         if envelope is not None:
             self.received += 1
-            if envelope.sender != self.instance and self.tracker.is_new(envelope):
+            if new or (envelope.sender != self.instance and self.tracker.is_new(envelope)):
                 await host.deliver(envelope.message)
                 mark = host.mark()
         # Only now: a delivery cancelled (intake stopped) leaves the position before it.

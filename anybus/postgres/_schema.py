@@ -5,12 +5,13 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
 
 * ``channels``: one row a channel, the last message id given out when housekeeping deleted
   every row that held one. Publishing takes the channel's lock (a transaction-level
-  advisory lock, held to the commit) and continues after the newest row, or after that id,
-  so ids are gapless and become visible in order; a reader that has seen id *n* knows that
+  advisory lock, held to the commit) and continues after the newest row and that id, so
+  ids are gapless and become visible in order; a reader that has seen id *n* knows that
   every id up to *n* is either visible to it or was deleted. The notification a publish
   sends carries the new messages when their bodies come to at most the ``p_carry`` bytes
-  the bus asks for (:data:`CARRY_BYTES` by default), so that a reader can take them without
-  reading the table; notifications are delivered in commit order, so in id order.
+  the bus asks for (:data:`CARRY_BYTES` with ``carry_messages=True``, else 0: none), so
+  that a reader can take them without reading the table; notifications are delivered in
+  commit order, so in id order.
 * ``messages``: one row a message: channel, id, the publishing role, the sender, the
   sender's sequence number (unique per role and sender) and the encoded envelope. A sender
   numbers what it stores in increasing order and stores it in that order, so ``publish``
@@ -57,14 +58,15 @@ unguessable names for private channels. A role that knows a channel can fill it,
 publishing (a ``publish`` left open in a transaction, or the channel's advisory lock taken
 by hand, holds the channel's lock), or keep its messages around (a consumer with a large
 ``max_len`` that never reads); storage quotas and monitoring are the DBA's. Postgres does
-not check who may ``NOTIFY``: a role that knows a channel can send a notification that looks
-like a message carried for it. A reader takes a carried message only as the next id it
-expects, decoded (and, with signing on, verified) like a row; so without signing, a role
-that knows a channel can put a message in place of another's (as it can already publish any
-message under any sender's name); with signing on it cannot: the message is rejected, the
-row read from the table, and the notification counted as rejected. Postgres shows every
-role the catalogs (table names and sizes, the functions' text) and every session's
-``application_name`` (which holds the bus's consumer name, never the channel's);
+not check who may ``LISTEN`` or ``NOTIFY``: where buses carry messages in notifications
+(``carry_messages=True``), any role of the database that knows a channel can read its small
+messages, and send a notification that looks like a message carried for it. A reader takes
+a carried message only as the next id it expects, decoded (and, with signing on, verified)
+like a row, and new (not a repeat or a replay); so without signing, a role that knows a
+channel can put a message in place of another's; with signing on it cannot: the message is
+rejected, the row read from the table, and the notification counted as rejected. Postgres
+shows every role the catalogs (table names and sizes, the functions' text) and every
+session's ``application_name`` (which holds the bus's consumer name, never the channel's);
 statements' text and parameters are shown only to their own role and to
 ``pg_read_all_stats``. The schema's *owner* reads everything: apply the schema as, or for
 (``owner=``), a role no bus logs in as, and start the buses with ``create_schema=False`` (a

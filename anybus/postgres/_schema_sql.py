@@ -128,11 +128,16 @@ BEGIN
         RAISE EXCEPTION 'publish: p_carry cannot be negative, got %', p_carry
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'publish: needs read committed (each statement sees what committed '
+            'before it), got %', current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('anybus publish {s} ' || p_channel, 0));
-    -- Ids continue after the newest row (however it was written), else after the last id
+    -- Ids continue after the newest row (however it was written) and after the last id
     -- housekeeping deleted: one snapshot, which housekeeping's deletion and its record of
     -- the last id reach together.
-    v_last := coalesce(
+    v_last := greatest(
         (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
         (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0);
     -- Under the channel's lock: no other batch of this sender is being stored meanwhile.
@@ -148,10 +153,13 @@ BEGIN
     GET DIAGNOSTICS o_stored = ROW_COUNT;
     o_last := v_last + o_stored;
     IF o_stored > 0 THEN
-        IF p_carry > 0 THEN
-            SELECT sum(octet_length(t.body)),
-                   string_agg(encode(t.body, 'hex'), ' ' ORDER BY t.ord)
-            INTO v_size, v_text
+        IF p_carry > 0 THEN  -- the text only for what it may carry
+            SELECT sum(octet_length(t.body)) INTO v_size
+            FROM unnest(p_seqs, p_bodies) AS t(seq, body)
+            WHERE v_high IS NULL OR t.seq > v_high;
+        END IF;
+        IF v_size <= p_carry THEN
+            SELECT string_agg(encode(t.body, 'hex'), ' ' ORDER BY t.ord) INTO v_text
             FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
             WHERE v_high IS NULL OR t.seq > v_high;
         END IF;
@@ -186,7 +194,7 @@ BEGIN
         RAISE EXCEPTION 'attach: p_lease must be positive, got %', p_lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    o_last := coalesce(
+    o_last := greatest(
         (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
         (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0);
     INSERT INTO {s}.consumers AS k
@@ -341,7 +349,7 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     );
     GET DIAGNOSTICS o_expired = ROW_COUNT;
-    v_last := coalesce(
+    v_last := greatest(
         (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
         (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel));
     IF v_last IS NULL THEN
@@ -349,7 +357,8 @@ BEGIN
     END IF;
     SELECT coalesce(min(greatest(k.position, v_last - k.max_len)), v_last) INTO v_upto
     FROM {s}.consumers AS k WHERE k.channel = p_channel;
-    DELETE FROM {s}.messages AS m WHERE m.channel = p_channel AND m.id <= v_upto;
+    -- Not beyond v_last: what was stored since is not in the last id recorded below.
+    DELETE FROM {s}.messages AS m WHERE m.channel = p_channel AND m.id <= least(v_upto, v_last);
     GET DIAGNOSTICS o_deleted = ROW_COUNT;
     IF o_deleted > 0 THEN  -- publishing continues after the ids deleted
         INSERT INTO {s}.channels AS c (channel, last_id) VALUES (p_channel, v_last)

@@ -1,14 +1,12 @@
 """PostgresTransport: a bus's messages kept in Postgres tables (durable, at-least-once).
 
-Three connections a bus: a *writer* stores what this bus sends, in batches, one batch at a
-time (so in order), and learns the ids its messages were given; a *listener* only
-``LISTEN``s; a *reader* takes what another bus stored: from the notification, when it
-carries the messages and they are the next ids (no statement at all), else by reading what
-follows its position; it passes this bus's own ids without reading them when it knows them
-(else within :data:`OWN_READ_DELAY`), acknowledges what was handled (its position, with a
-read at most every :data:`ACK_INTERVAL`) and does the channel's housekeeping. See
-:mod:`anybus.postgres._schema` for the tables, and :mod:`anybus.postgres._client` for how
-psycopg is driven on asyncio and trio.
+Three connections a bus: a *writer* stores what this bus sends, in batches, one at a time
+(so in order), and learns the ids its messages got; a *listener* only ``LISTEN``s; a
+*reader* takes what other buses stored, from a notification that carried it (see
+:mod:`._notified`) or by reading what follows its position, passes this bus's own ids,
+acknowledges what was handled (with a read, at most every :data:`ACK_INTERVAL`) and keeps
+house. See :mod:`anybus.postgres._schema` for the tables, and :mod:`anybus.postgres._client`
+for how psycopg is driven on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ from anyio import (
     sleep,
 )
 from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint
 
 from .._exceptions import TransportError
 from .._messages import BusMessage
@@ -87,6 +86,7 @@ class PostgresTransport:
         create_schema: bool = True,
         durability: str = "stored",
         outbox: int = 10_000,
+        carry_messages: bool = False,
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
@@ -127,8 +127,9 @@ class PostgresTransport:
             codec=self._codec, instance=self._instance, channel=channel, dedupe=dedupe, owner=self
         )
         self._cursor = Cursor()
+        carry = option.flag("carry_messages", carry_messages)
         self._notified = Notified(
-            rows=self._rows, cursor=self._cursor, channel=channel, batch=self._read_batch
+            rows=self._rows, cursor=self._cursor, channel=channel, batch=read_batch, carried=carry
         )
         self._outbox = Outbox(
             publish=self._sql.publish,
@@ -139,7 +140,7 @@ class PostgresTransport:
             batch=read_batch,
             queued=option.durability(durability),
             capacity=option.count("outbox", outbox, 1),
-            carry=CARRY_BYTES,
+            carry=CARRY_BYTES if carry else 0,
             stored=self._notified.stored,
         )
         self._seq = 0
@@ -368,7 +369,7 @@ class PostgresTransport:
             if notified is not None:
                 if not await self._notified.handle(host, *notified):
                     return  # read what it did not carry
-                continue
+                await checkpoint()  # however many notifications keep coming
             now = current_time()
             if now >= until or self._notified.read_own(now):
                 return
