@@ -86,7 +86,8 @@ class Notified:
         """Take the messages a notification carried that follow the position; return False
         if something is to be read from the table: it carried none (a plain wake-up: a
         batch too large to carry, or a bus of an older anybus), not the next ids, or one
-        that does not decode. A payload that does not parse is counted as ``malformed``.
+        that does not decode or is not new (a repeat, or a replay: counted, and only the
+        row moves the cursor). A payload that does not parse is counted as ``malformed``.
         Cancelled while the host waits for room, what was not delivered is not taken."""
         if not self._carried:
             return False
