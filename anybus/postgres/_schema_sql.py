@@ -46,8 +46,8 @@ END $lock$;
 CREATE SCHEMA IF NOT EXISTS {s}{owner_clause};
 {set_role}REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
 
--- One row a channel: the last message id given out before housekeeping deleted the rows
--- that held it (publishing continues after the newest row, or after this when none is left).
+-- One row a channel: the last message id housekeeping saw when it deleted rows (publishing
+-- continues after both the newest row and this, so no id is given out twice).
 CREATE TABLE IF NOT EXISTS {s}.channels (
     channel text PRIMARY KEY,
     last_id bigint NOT NULL DEFAULT 0
