@@ -82,12 +82,34 @@ def contains(message: BusMessage, messages: Sequence[BusMessage]) -> bool:
     return message in messages
 
 
+def notifications(channel: str) -> str:
+    """The name a channel's buses notify on (in the default schema)."""
+    return f"anybus_{hashlib.md5(channel.encode()).hexdigest()}"
+
+
+def sender_hash(bus: PostgresBus) -> bytes:
+    """What ``bus``'s notifications begin with."""
+    return hashlib.md5(bus.instance.encode()).hexdigest().encode()
+
+
+@contextlib.asynccontextmanager
+async def listening(dsn: str, channel: str) -> AsyncIterator[PgConnection]:
+    """A connection of the test's own, listening to ``channel``'s notifications."""
+    listener = await PgConnection.open(
+        dsn, application_name="test", connect_timeout=5, statement_timeout=5
+    )
+    try:
+        await listener.listen(notifications(channel))
+        yield listener
+    finally:
+        await listener.close()
+
+
 def notify(dsn: str, channel: str, payloads: Sequence[str]) -> None:
     """Send ``payloads`` on the channel's notifications, as any role of the database may."""
-    name = f"anybus_{hashlib.md5(channel.encode()).hexdigest()}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         for payload in payloads:
-            conn.execute("SELECT pg_notify(%s, %s)", [name, payload])
+            conn.execute("SELECT pg_notify(%s, %s)", [notifications(channel), payload])
 
 
 async def test_small_messages_arrive_in_their_notifications_without_a_read(
@@ -131,11 +153,7 @@ async def test_a_message_too_large_to_carry_is_read_from_the_table(
     postgres_dsn: str, reads: Reads
 ) -> None:
     async with pair(postgres_dsn) as (channel, sender, _, seen):
-        listener = await PgConnection.open(
-            postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
-        )
-        try:
-            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+        async with listening(postgres_dsn, channel) as listener:
             large = BusDataMessage(source="x" * CARRY_BYTES)
             small = BusDataMessage(source="small")
             await sender.send(large)
@@ -145,13 +163,10 @@ async def test_a_message_too_large_to_carry_is_read_from_the_table(
                 payloads: list[bytes] = []
                 while len(payloads) < 2:
                     payloads += (await listener.wait_notifies())[0]
-        finally:
-            await listener.close()
         assert seen.messages[1:] == [large, small]
-        sender_hash = hashlib.md5(sender.instance.encode()).hexdigest().encode()
-        assert payloads[0] == sender_hash  # a wake-up only: the receiver read the table
+        assert payloads[0] == sender_hash(sender)  # a wake-up only: the receiver read the table
         hash_, first, body = payloads[1].split(b" ")
-        assert (hash_, first) == (sender_hash, b"3")
+        assert (hash_, first) == (sender_hash(sender), b"3")
         assert small.source.encode() in bytes.fromhex(body.decode())
 
 
@@ -233,19 +248,13 @@ async def test_ids_continue_after_housekeeping_deleted_every_row(postgres_dsn: s
 
 async def test_by_default_a_notification_carries_nothing(postgres_dsn: str, reads: Reads) -> None:
     async with pair(postgres_dsn, carry_messages=False) as (channel, sender, _, seen):
-        listener = await PgConnection.open(
-            postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
-        )
-        try:
-            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+        async with listening(postgres_dsn, channel) as listener:
             await sender.send(message := BusDataMessage(source="small"))
             with anyio.fail_after(TIMEOUT):
                 await seen.wait_for(partial(contains, message))
                 payloads = (await listener.wait_notifies())[0]
-        finally:
-            await listener.close()
         # A wake-up only: the receiver read the message from the table.
-        assert payloads == [hashlib.md5(sender.instance.encode()).hexdigest().encode()]
+        assert payloads == [sender_hash(sender)]
 
 
 async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(
@@ -255,9 +264,6 @@ async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(
     channel = unique_channel()
     seen = RecordingSubscriber("seen")
     options: dict[str, Any] = {"carry_messages": True, "poll_interval": 60.0, "lease": 600.0}
-    listener = await PgConnection.open(
-        postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
-    )
     async with (
         PostgresBus(
             postgres_dsn, channel=channel, name="r", codec=WireCodec(signing_keys=keys), **options
@@ -266,15 +272,12 @@ async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(
             postgres_dsn, channel=channel, name="s", codec=WireCodec(signing_keys=keys), **options
         ) as sender,
     ):
-        try:
-            await receiver.subscribe(seen)
-            await listener.listen(f"anybus_{hashlib.md5(channel.encode()).hexdigest()}")
+        await receiver.subscribe(seen)
+        async with listening(postgres_dsn, channel) as listener:
             await sender.send(first := BusDataMessage(source="first"))
             with anyio.fail_after(TIMEOUT):
                 await seen.wait_for(partial(contains, first))
                 captured = (await listener.wait_notifies())[0][0]  # signed, carried
-        finally:
-            await listener.close()
         refused = anyio.Event()
         is_new = SequenceTracker.is_new
 
