@@ -175,16 +175,22 @@ def schema_sql(
     apply by hand (``anybus postgres schema | psql ...``). Applying it twice changes nothing.
 
     With ``owner``, the schema and everything in it belong to that role (the functions run
-    with its rights), and the role applying it must be a member of ``owner``; without it,
-    to the role applying it. Each role in ``grant`` is granted the use of buses in it
-    (:func:`grant_sql`), in the same transaction.
+    with its rights), and the role applying it must be a member of ``owner``. Without it, a
+    new schema belongs to the role applying it, and an existing one is updated as its
+    owner (``SET LOCAL ROLE``): the role applying it must be the owner, a member of it, or a
+    superuser, and what an update adds belongs to the owner too. Each role in ``grant`` is
+    granted the use of buses in it (:func:`grant_sql`), in the same transaction.
 
     Raises:
         ValueError: ``schema``, ``owner`` or a role is not a name anybus accepts (the
             message says why).
     """
     s = check_schema_name(schema)
-    owner_clause = set_role = ""
+    owner_clause = ""
+    # Without an owner, it runs as the schema's owner if the schema exists (a superuser or a
+    # member of the owner updating it): what it adds belongs with what is there, and the
+    # functions, which run with their owner's rights, may call each other.
+    set_role = _AS_OWNER.format(s=s)
     if owner is not None:
         quoted = f'"{check_role_name(owner, "owner")}"'
         owner_clause, set_role = f" AUTHORIZATION {quoted}", f"SET LOCAL ROLE {quoted};\n"
@@ -202,6 +208,17 @@ def schema_sql(
         max_batch=MAX_READ_BATCH,
         carry_text=CARRY_TEXT,
     )
+
+
+_AS_OWNER = """\
+DO $owner$ DECLARE v_owner name; BEGIN
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
+    FROM pg_catalog.pg_namespace AS n WHERE n.oid = '{s}'::regnamespace;
+    IF v_owner <> current_user THEN
+        EXECUTE pg_catalog.format('SET LOCAL ROLE %I', v_owner);
+    END IF;
+END $owner$;
+"""
 
 
 def grant_sql(role: str, schema: str = "anybus") -> str:
