@@ -1,6 +1,7 @@
 """Updating a schema of an older anybus in place: version 4, with its owner, its grants, its
 messages and its consumers, to this version, the two ways the docs give (a DBA applying
-``anybus postgres schema``, or a bus whose role may), while buses of the old version go on.
+``anybus postgres schema`` as the superuser, or a bus whose role may), with version 4's
+``publish`` called before and after, as its buses still running would.
 
 The starting point, ``data/schema_v4.sql``, is version 4's SQL exactly as that anybus printed
 it (made for the schema ``v4schema``, the owner ``v4owner`` and the granted role ``v4user``,
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
+from psycopg import sql
 
 from anybus import BusDataMessage
 from anybus._wire import WireCodec
@@ -95,14 +97,24 @@ async def test_a_version_4_schema_is_updated_in_place_and_nothing_stored_is_lost
     before = [old.publish_as_v4(seq) for seq in (1, 2)]
     assert [stored for _, stored in before] == [1, 1]
 
-    if how == "printed SQL":  # a DBA, as the docs say; without --grant this time
-        admin_script(schema_sql(old.schema, owner=old.owner))
+    if how == "printed SQL":  # a DBA: `anybus postgres schema | psql`, no --owner, no --grant
+        admin_script(schema_sql(old.schema))
     else:  # the superuser's bus, which may update it, on a channel of its own
         async with PostgresBus(SHARED_DSN, channel=unique_channel(), schema=old.schema):
             pass
     assert admin(f"SELECT {old.schema}.schema_version()") == [(SCHEMA_VERSION,)]
-    # The old bus goes on: its publish still stores, once, after what is there.
-    during, stored = old.publish_as_v4(3)
+    # Everything belongs to the owner still, what the update added included (the functions
+    # run with their owner's rights, and call each other).
+    owners = admin(
+        "SELECT DISTINCT pg_get_userbyid(p.proowner)::text FROM pg_proc AS p "
+        "WHERE p.pronamespace = %s::regnamespace "
+        "UNION SELECT DISTINCT pg_get_userbyid(c.relowner)::text FROM pg_class AS c "
+        "WHERE c.relnamespace = %s::regnamespace",
+        [old.schema, old.schema],
+    )
+    assert owners == [(old.owner,)]
+    # A version 4 bus still running: its publish still stores, once, after what is there.
+    updated, stored = old.publish_as_v4(3)
     assert stored == 1
     assert old.publish_as_v4(3)[1] == 0  # a retried batch stores nothing twice
 
@@ -124,7 +136,7 @@ async def test_a_version_4_schema_is_updated_in_place_and_nothing_stored_is_lost
             await recorder.wait_for_count(5)
             await bus.wait_idle()
         statistics = bus.transport_statistics()
-    expected = [m for m, _ in before] + [during, new, after]
+    expected = [m for m, _ in before] + [updated, new, after]
     assert [m.id for m in recorder.messages] == [m.id for m in expected]
     assert (statistics.gaps, statistics.missed, statistics.duplicates) == (0, 0, 0)
     # Ids went on after version 4's without a hole, whoever published.
@@ -139,3 +151,18 @@ async def test_a_version_4_schema_is_updated_in_place_and_nothing_stored_is_lost
         [old.channel, "resumer"],
     )
     assert acknowledged == [(rows[-1][0],)]
+
+
+def test_a_role_that_is_not_the_owner_cannot_update_it_and_changes_nothing(old: Old) -> None:
+    # Even one that may create schemas: the update would run as the owner, which it may not
+    # become (before, it would have added functions of its own to the owner's schema).
+    database = admin("SELECT current_database()::text")[0][0]
+    grant = sql.SQL("GRANT CREATE ON DATABASE {} TO {}")
+    admin(grant.format(sql.Identifier(database), sql.Identifier(old.user)))
+    with (
+        psycopg.connect(dsn_as(old.user), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to set role"),
+    ):
+        conn.execute(schema_sql(old.schema).encode())
+    assert admin(f"SELECT {old.schema}.schema_version()") == [(4,)]
+    assert old.publish_as_v4(1)[1] == 1

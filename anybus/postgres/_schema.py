@@ -177,8 +177,9 @@ def schema_sql(
     With ``owner``, the schema and everything in it belong to that role (the functions run
     with its rights), and the role applying it must be a member of ``owner``. Without it, a
     new schema belongs to the role applying it, and an existing one is updated as its
-    owner (``SET LOCAL ROLE``): the role applying it must be the owner, a member of it, or a
-    superuser, and what an update adds belongs to the owner too. Each role in ``grant`` is
+    owner (``SET LOCAL ROLE``), so that what an update adds belongs to the owner too: the
+    login role applying it must be the owner, a member of it, or a superuser (and, in
+    every case, may create schemas in the database). Each role in ``grant`` is
     granted the use of buses in it (:func:`grant_sql`), in the same transaction.
 
     Raises:
