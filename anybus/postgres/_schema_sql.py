@@ -1,9 +1,10 @@
 """The text of anybus's schema: the tables and the functions, as templates.
 
 :mod:`anybus.postgres._schema` fills them in (and says what they guarantee). Placeholders:
-``{s}`` the schema, ``{version}``, ``{owner_clause}`` / ``{set_role}`` (empty, or the owner
-role's), the SQLSTATE codes, ``{max_batch}``, ``{carry_text}`` (the longest text of bodies a
-notification carries), ``{grants}`` (the grants, or nothing); and ``{role}`` in the grant.
+``{s}`` the schema, ``{version}``, ``{owner_clause}`` (empty, or the named owner's) and
+``{set_role}`` (the switch to the named owner, or to the existing schema's), the SQLSTATE
+codes, ``{max_batch}``, ``{carry_text}`` (the longest text of bodies a notification
+carries), ``{grants}`` (the grants, or nothing); and ``{role}`` in the grant.
 """
 
 from __future__ import annotations
