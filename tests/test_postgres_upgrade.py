@@ -155,7 +155,7 @@ async def test_a_version_4_schema_is_updated_in_place_and_nothing_stored_is_lost
 
 def test_a_role_that_is_not_the_owner_cannot_update_it_and_changes_nothing(old: Old) -> None:
     # Even one that may create schemas: the update would run as the owner, which it may not
-    # become (before, it would have added functions of its own to the owner's schema).
+    # become. It is refused before it changes anything.
     database = admin("SELECT current_database()::text")[0][0]
     grant = sql.SQL("GRANT CREATE ON DATABASE {} TO {}")
     admin(grant.format(sql.Identifier(database), sql.Identifier(old.user)))
