@@ -160,6 +160,13 @@ def test_two_processes_over_redis(
     assert worker_lines[-1] == "worker: stopped after 4 jobs (1 cancelled)"
 
 
+def _interruptible() -> None:
+    """In the child, before it runs: Ctrl-C's default. A suite started in the background
+    by a shell without job control (``./scripts/test &`` in a script) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize(
     ("example", "ready", "interrupted"),
@@ -179,6 +186,7 @@ def test_ctrl_c_ends_the_redis_examples_with_one_line(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
     try:
         assert process.stdout is not None
