@@ -1,10 +1,9 @@
 """The text of anybus's schema: the tables and the functions, as templates.
 
 :mod:`anybus.postgres._schema` fills them in (and says what they guarantee). Placeholders:
-``{s}`` the schema, ``{version}``, ``{owner_clause}`` (empty, or the named owner's) and
-``{set_role}`` (the switch to the named owner, or to the existing schema's), the SQLSTATE
-codes, ``{max_batch}``, ``{carry_text}`` (the longest text of bodies a notification
-carries), ``{grants}`` (the grants, or nothing); and ``{role}`` in the grant.
+``{s}`` the schema, ``{version}``, ``{owner_clause}`` (the named owner's, or empty),
+``{set_role}`` (the switch to the named owner, or the existing schema's), the SQLSTATEs,
+``{max_batch}``, ``{carry_text}``, ``{grants}`` (or nothing); and ``{role}`` in the grant.
 """
 
 from __future__ import annotations
