@@ -25,7 +25,8 @@ TIMEOUT = 20
 
 
 class PublishGate:
-    """Holds every ``publish`` statement until opened; counts them and their messages."""
+    """Holds every ``publish`` statement until opened; counts them and their messages. The
+    hand-over is off meanwhile (a send to an idle writer would send its statement itself)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.open = anyio.Event()
@@ -49,6 +50,7 @@ class PublishGate:
             return await original(conn, query, params, **options)
 
         monkeypatch.setattr(PgConnection, "fetch", fetch)
+        monkeypatch.setattr(PgConnection, "start", lambda *args: False)
 
 
 def queued_bus(dsn: str, channel: str, name: str, **options: Any) -> PostgresBus:

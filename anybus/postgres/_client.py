@@ -28,19 +28,22 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar, final
 
 import psycopg
 from anyio import (
     CancelScope,
     CapacityLimiter,
+    WouldBlock,
     current_time,
     fail_after,
     move_on_after,
     to_thread,
     wait_readable,
 )
+from anyio.lowlevel import checkpoint_if_cancelled
 from psycopg import sql
 
 from .._exceptions import TransportError
@@ -148,6 +151,7 @@ class PgConnection:
         "_answer_within",
         "_conn",
         "_limiter",
+        "_started",
         "_statements",
         "_where",
         "broken",
@@ -162,6 +166,7 @@ class PgConnection:
         self._answer_within = statement_timeout + ANSWER_MARGIN
         self._limiter = CapacityLimiter(1)  # one statement at a time
         self._statements = Statements(conn)
+        self._started: object | None = None  # holds the limiter for start()'s statement
         #: Whether the connection is lost (the next call raises at once).
         self.broken = False
         #: Why it was lost.
@@ -171,6 +176,16 @@ class PgConnection:
         self.broken = True
         self.failure = error
         return error
+
+    def _failed(self, exc: psycopg.Error) -> TransportError:
+        error = _translate(exc, self._where)
+        if not isinstance(error, DatabaseError) or self._conn.closed:
+            self._break(error)
+        return error
+
+    def _unanswered(self) -> TransportError:
+        within = f"within {self._answer_within} s: the connection is given up"
+        return self._break(TransportError(f"postgres at {self._where} did not answer {within}"))
 
     @classmethod
     async def open(
@@ -240,19 +255,11 @@ class PgConnection:
                     run, self._conn, limiter=self._limiter, abandon_on_cancel=True
                 )
         except psycopg.Error as exc:
-            error = _translate(exc, self._where)
-            if not isinstance(error, DatabaseError) or self._conn.closed:
-                self._break(error)
-            raise error from exc
+            raise self._failed(exc) from exc
         except TimeoutError:
             with CancelScope(shield=True):
                 await self._wait_out(statement, started, 0.0)
-            raise self._break(
-                TransportError(
-                    f"postgres at {self._where} did not answer within {self._answer_within} s: "
-                    f"the connection is given up"
-                )
-            ) from None
+            raise self._unanswered() from None
         except BaseException:  # cancelled: the statement still runs on its thread
             with CancelScope(shield=True):
                 await self._wait_out(statement, started, CANCEL_GRACE)
@@ -293,32 +300,64 @@ class PgConnection:
         """
         if self.broken:
             raise TransportError(f"postgres at {self._where}: the connection was lost")
-        async with self._limiter:
-            try:
-                with fail_after(self._answer_within):
-                    return await self._statements.fetch(query, params)
-            except psycopg.Error as exc:
-                error = _translate(exc, self._where)
-                if not isinstance(error, DatabaseError) or self._conn.closed:
-                    self._break(error)
-                raise error from exc
-            except TimeoutError:
+        await checkpoint_if_cancelled()  # cancelled already: nothing is sent
+        borrower = object()
+        try:  # free, as it mostly is: taken without a trip through the scheduler
+            self._limiter.acquire_on_behalf_of_nowait(borrower)
+        except WouldBlock:
+            await self._limiter.acquire_on_behalf_of(borrower)
+        return await self._answer(borrower, partial(self._statements.fetch, query, params))
+
+    def start(self, query: str, params: Sequence[object]) -> bool:
+        """Send a statement prepared on this connection already, now, in the calling task;
+        its rows are :meth:`collect`'s, which another task may await. ``False``: nothing was
+        sent (the connection is lost or busy, the query is new to it, or psycopg refused it),
+        and :meth:`fetch` is the way."""
+        if self.broken or self._started is not None:
+            return False
+        borrower = object()
+        try:
+            self._limiter.acquire_on_behalf_of_nowait(borrower)
+        except WouldBlock:
+            return False
+        if not self._statements.start(query, params):
+            self._limiter.release_on_behalf_of(borrower)
+            return False
+        self._started = borrower
+        return True
+
+    async def collect(self) -> list[tuple[Any, ...]]:
+        """The rows of the statement :meth:`start` sent; as :meth:`fetch` returns, raises
+        and is cancelled."""
+        borrower, self._started = self._started, None
+        if borrower is None:
+            raise RuntimeError("collect() without a statement that start() sent")
+        return await self._answer(borrower, self._statements.collect)
+
+    async def _answer(
+        self, borrower: object, run: Callable[[], Awaitable[list[tuple[Any, ...]]]]
+    ) -> list[tuple[Any, ...]]:
+        """Await ``run()`` (the statement's rows), with ``fetch()``'s bound, errors and
+        cancellation; then give back the connection, which ``borrower`` holds."""
+        try:
+            with fail_after(self._answer_within):
+                return await run()
+        except psycopg.Error as exc:
+            raise self._failed(exc) from exc
+        except TimeoutError:
+            self._shut_down()
+            raise self._unanswered() from None
+        except BaseException:  # cancelled: the statement may still run on the server
+            with CancelScope(shield=True), move_on_after(CANCEL_GRACE) as waited:
+                try:
+                    await self._statements.finish()
+                except psycopg.Error as exc:
+                    self._break(_translate(exc, self._where))
+            if waited.cancelled_caught:
                 self._shut_down()
-                raise self._break(
-                    TransportError(
-                        f"postgres at {self._where} did not answer within "
-                        f"{self._answer_within} s: the connection is given up"
-                    )
-                ) from None
-            except BaseException:  # cancelled: the statement may still run on the server
-                with CancelScope(shield=True), move_on_after(CANCEL_GRACE) as waited:
-                    try:
-                        await self._statements.finish()
-                    except psycopg.Error as exc:
-                        self._break(_translate(exc, self._where))
-                if waited.cancelled_caught:
-                    self._shut_down()
-                raise
+            raise
+        finally:
+            self._limiter.release_on_behalf_of(borrower)
 
     async def execute_script(self, script: str) -> None:
         """Run a script of several statements (no parameters)."""
@@ -367,6 +406,10 @@ class PgConnection:
     async def close(self) -> None:
         """Close the connection (on a worker thread; never raises). Shielded: a connection
         is closed however its closer is cancelled."""
+        if self._started is not None:  # started, never collected: its result is dropped
+            self._shut_down()
+            self._limiter.release_on_behalf_of(self._started)
+            self._started = None
         try:
             with CancelScope(shield=True):
                 await to_thread.run_sync(self._conn.close, limiter=self._limiter)

@@ -107,6 +107,11 @@ class Connections:
             f"that the server runs and the dsn is right ({last})"
         ) from last
 
+    def current(self, role: str) -> PgConnection | None:
+        """``role``'s connection if it is open and not lost; ``None`` otherwise."""
+        conn = self._conns.get(role)
+        return None if conn is None or conn.broken else conn
+
     def connector(
         self, role: str, setup: Setup | None = None
     ) -> Callable[[], Awaitable[PgConnection]]:

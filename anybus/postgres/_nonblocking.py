@@ -8,6 +8,9 @@ psycopg's own asyncio connection talks to the server, with anyio's socket waits 
 asyncio's, so it serves asyncio and trio alike. The conversions are psycopg's: parameters are
 dumped by the connection's adapters, as its cursors dump them; rows are loaded by its loaders;
 a failed statement raises the psycopg error its cursor would (``errors.error_from_result``).
+A statement prepared already can also be *started* (:meth:`Statements.start`: sent at once,
+no wait) and its rows collected later, by another task of the thread
+(:meth:`Statements.collect`).
 
 Compared with running ``cursor.execute`` on a worker thread (``anyio.to_thread``), a statement
 costs no thread hand-off each way: on a busy machine that hand-off costs more than a short
@@ -63,7 +66,7 @@ class Statements:
     connection meanwhile.
     """
 
-    __slots__ = ("_conn", "_in_flight", "_loaders", "_names", "_numbered", "_prepared")
+    __slots__ = ("_conn", "_in_flight", "_loaders", "_names", "_numbered", "_prepared", "_sent")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -72,6 +75,7 @@ class Statements:
         self._names = 0  # prepared statements named so far
         self._in_flight = False  # sent, and its results not all taken yet
         self._loaders: dict[tuple[int, int], _Load] = {}
+        self._sent: tuple[bytes, tuple[int, ...]] | None = None  # the last statement sent
 
     async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Run ``query`` (``%s`` placeholders) with ``params``; return its rows (results in
@@ -85,11 +89,8 @@ class Statements:
         it to end; until then the connection cannot run another.
         """
         await self.finish()
-        conn = self._conn
-        pgconn = conn.pgconn
-        command = self._numbered.get(query)
-        if command is None:
-            command = self._numbered[query] = _numbered(query)
+        pgconn = self._conn.pgconn
+        command = self._command(query)
         values, types, formats = self._dump(params)
         key = (command, types)
         name = self._prepared.get(key)
@@ -105,15 +106,56 @@ class Statements:
             )
         else:
             pgconn.send_query_prepared(name, values, formats, result_format=pq.Format.BINARY)
+        self._sent = key
+        return await self.collect()
+
+    def start(self, query: str, params: Sequence[object]) -> bool:
+        """Send ``query`` with ``params`` now, without waiting, if it was prepared on this
+        connection already (by :meth:`fetch`) and no statement is running; its rows are
+        then :meth:`collect`'s, which any task of the thread may await. ``False``: nothing
+        was sent (a statement runs, the query is new here, or psycopg refused a parameter or
+        the connection; :meth:`fetch` meets the same refusal and raises it)."""
+        command = self._numbered.get(query)
+        if self._in_flight or command is None:
+            return False
         try:
-            result = await self._result(pgconn)
+            values, types, formats = self._dump(params)
+            key = (command, types)
+            name = self._prepared.get(key)
+            if name is None:
+                return False
+            pgconn = self._conn.pgconn
+            pgconn.send_query_prepared(name, values, formats, result_format=pq.Format.BINARY)
+        except psycopg.Error:
+            return False
+        self._sent = key
+        self._in_flight = True
+        pgconn.flush()  # what it cannot write now, collect() writes as the socket allows
+        return True
+
+    async def collect(self) -> list[tuple[Any, ...]]:
+        """The rows of the statement sent last (by :meth:`fetch` or :meth:`start`).
+
+        Raises:
+            psycopg.Error: as :meth:`fetch`.
+
+        Cancelled, as :meth:`fetch`: the statement may run; :meth:`finish` waits for it.
+        """
+        try:
+            result = await self._result(self._conn.pgconn)
         except psycopg.DatabaseError as exc:
-            if exc.sqlstate in _STALE:
-                self._prepared.pop(key, None)  # prepared again, under a new name, next time
+            if exc.sqlstate in _STALE and self._sent is not None:
+                self._prepared.pop(self._sent, None)  # prepared again, under a new name
             raise
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
         return self._load(result)
+
+    def _command(self, query: str) -> bytes:
+        command = self._numbered.get(query)
+        if command is None:
+            command = self._numbered[query] = _numbered(query)
+        return command
 
     def _dump(
         self, params: Sequence[object]

@@ -251,9 +251,9 @@ class PostgresTransport:
         await self._housekeep(read)
         async with create_task_group() as task_group:
             self._intake.start(task_group, self._read_all, host, name="anybus postgres reader")
-            task_group.start_soon(
-                self._outbox.run, conns.connector("write"), name="anybus postgres writer"
-            )
+            open_write = partial(conns.current, "write")  # for the hand-over: see _outbox
+            writer = partial(self._outbox.run, conns.connector("write"), open_write)
+            task_group.start_soon(writer, name="anybus postgres writer")
             task_status.started()
 
     async def _attach(self, conn: PgConnection, *, first_time: bool) -> None:
