@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from threading import get_ident
 from typing import Any
 
 from anyio.lowlevel import checkpoint
@@ -25,6 +26,12 @@ SEND_YIELD_MASK = SEND_YIELD_INTERVAL - 1
 _NOT_RUNNING = (
     "{bus!r} is not running: send inside 'async with bus:' or after "
     "'await task_group.start(bus.run)'"
+)
+_OTHER_THREAD = (
+    "{bus!r} runs in another thread's event loop: a bus is used from its own event loop "
+    "only; from another thread, send through 'async with open_thread_portal(bus) as portal:' "
+    "(portal.send(message)), or anyio.from_thread.run(bus.send, message) from a worker "
+    "thread of the bus's loop"
 )
 
 # How send() routes each message class, cached by class: data, system, local-only.
@@ -153,6 +160,8 @@ class WorkerBus(BusLifecycle):
             BusStateError: if the bus has no running scope (before ``async with bus:`` or
                 ``bus.run``, or after); inside it, after :meth:`stop`, sends still queue.
             BusOverflowError: if a subscriber with the ``error`` policy has a full inbox.
+            RuntimeError: if called from another thread than the bus's event loop's (use
+                :func:`~anybus.open_thread_portal`); nothing was sent.
 
         Cancellation: a cancelled ``send()`` has delivered the message to nobody (under the
         ``block`` policy it was waiting for room; at its scheduling point it checks for
@@ -164,19 +173,26 @@ class WorkerBus(BusLifecycle):
         if plain is not None and sent & SEND_YIELD_MASK and message.__class__ in _PLAIN_DATA:
             # A data message on a running memory bus whose inboxes are unbounded and
             # unfiltered: the fan-out, inlined, is the hottest loop of the library (a call
-            # costs W2 about 7 %, a check of the running state 3 %: _plain says both).
+            # costs W2 about 7 %, a check of the running state 3 %: _plain says both; the
+            # thread is checked where a worker is woken, the harm a wrong thread would do).
             self._hub.data_fanned += 1
             for sub in plain:
-                sub.push_data(message)
                 waiter = sub.data_waiter
                 if waiter is not None:
+                    if get_ident() != self._thread:
+                        raise RuntimeError(_OTHER_THREAD.format(bus=self))
                     sub.data_waiter = None
+                    sub.push_data(message)
                     waiter.set()
+                else:
+                    sub.push_data(message)
             self._sent = sent
             return
         kind = _KINDS.get(message.__class__)
         if kind is None:
             kind = _kind_of(message)
+        if self._host is not None and get_ident() != self._thread:
+            raise RuntimeError(_OTHER_THREAD.format(bus=self))  # before it touches anything
         if not sent & SEND_YIELD_MASK:
             # Once every 128 sends: a scheduling point, before the message goes anywhere, so
             # that a cancellation met there has delivered nothing. One checkpoint, not a

@@ -1,16 +1,36 @@
-"""Reading a job's answers as they come: its updates, or the chunks of its streamed answer."""
+"""A job's answers: its updates, or the chunks of its streamed answer, read as they come; and
+its result."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, final
 
 from anyio.lowlevel import checkpoint
 
 from ._exceptions import JobError
+from ._messages import JobStatus
 
-__all__ = ["Answers"]
+__all__ = ["Answers", "JobResult"]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a worker answered when a job completed.
+
+    Attributes:
+        job_id: the job's id.
+        worker: the name of the worker that ran it.
+        status: always :attr:`JobStatus.COMPLETED` (other endings raise :class:`JobError`).
+        response: the response dict the worker sent (``{}`` if none).
+    """
+
+    job_id: str
+    worker: str
+    status: JobStatus
+    response: dict[str, Any] = field(default_factory=dict)
 
 
 @final

@@ -37,6 +37,7 @@ from ._messages import (
     JobStatus,
 )
 from ._presence import Announcer, announcing, check_presence
+from ._registry import is_async_callable
 from ._subscriber import BusLike, BusSubscriber
 
 __all__ = ["JobWorker"]
@@ -121,8 +122,9 @@ class JobWorker(BusSubscriber):
             for attribute, value in vars(klass).items():
                 if hasattr(value, JOB_NAME_ATTRIBUTE):
                     job_name: str | None = getattr(value, JOB_NAME_ATTRIBUTE)
-                    self._handlers[job_name] = getattr(self, attribute)
-        self._handlers.update(handlers or {})
+                    self._handlers[job_name] = _checked(job_name, getattr(self, attribute))
+        for job_name, handler in (handlers or {}).items():
+            self._handlers[job_name] = _checked(job_name, handler)
         self._queue: deque[BusJobRequestMessage] = deque()
         self._cancelled_queued: deque[tuple[BusJobRequestMessage, str]] = deque()
         self._cancelled_early: OrderedDict[str, str] = OrderedDict()
@@ -137,7 +139,7 @@ class JobWorker(BusSubscriber):
         """Register the decorated ``async def handler(job)`` for jobs named ``name``."""
 
         def register(handler: JobHandler) -> JobHandler:
-            self._handlers[name] = handler
+            self._handlers[name] = _checked(name, handler)
             return handler
 
         return register
@@ -404,3 +406,14 @@ class JobWorker(BusSubscriber):
             f"<{type(self).__name__} {self.name!r}: {len(self._running)} running, "
             f"{len(self._queue)} queued>"
         )
+
+
+def _checked(name: str | None, handler: JobHandler) -> JobHandler:
+    """``handler``, if the worker can await it; refused at once otherwise."""
+    if not is_async_callable(handler):
+        raise TypeError(
+            f"the handler {getattr(handler, '__qualname__', None) or handler!r} for jobs named "
+            f"{name!r} is not a coroutine function: "
+            f"job handlers must be 'async def handler(job)' (the worker awaits them)"
+        )
+    return handler

@@ -14,15 +14,21 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from anyio import CancelScope, Event, current_time, get_cancelled_exc_class
 
-from ._exceptions import JobCancelled, JobError, JobFailed, SerializationError, WorkerUnavailable
+from ._exceptions import (
+    BusStateError,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    SerializationError,
+    WorkerUnavailable,
+)
 from ._hooks import CallerJobTrace, state
-from ._job_answers import Answers
+from ._job_answers import Answers, JobResult
 from ._job_client import JobClient, job_client
 from ._messages import (
     BusJobCancelMessage,
@@ -57,23 +63,6 @@ logger = logging.getLogger("anybus.jobs")
 CANCEL_TIMEOUT: Final = 5.0
 
 _Response = BusJobResponseMessage | BusJobResponseUrgentMessage
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """What a worker answered when a job completed.
-
-    Attributes:
-        job_id: the job's id.
-        worker: the name of the worker that ran it.
-        status: always :attr:`JobStatus.COMPLETED` (other endings raise :class:`JobError`).
-        response: the response dict the worker sent (``{}`` if none).
-    """
-
-    job_id: str
-    worker: str
-    status: JobStatus
-    response: dict[str, Any] = field(default_factory=dict)
 
 
 class Job:
@@ -157,6 +146,8 @@ class Job:
             raise
 
     async def _enter(self) -> Self:
+        if not self._bus.running:
+            raise BusStateError(f"{self._bus!r} is not running: run jobs in 'async with bus:'")
         if self._presence != "off":
             # Before anything is registered or sent: a cancelled wait did nothing.
             self._looking = True  # (left true if the wait fails: the failure is its)
@@ -321,6 +312,8 @@ class Job:
         )
 
     async def _changed(self) -> None:
+        if self._client is None:
+            raise RuntimeError(f"{self!r} was never sent: use 'async with open_job(...) as job:'")
         event = self._event
         if event is None:
             event = self._event = Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextvars import copy_context
+from threading import get_ident
 from types import TracebackType
 from typing import Final, Self
 
@@ -69,6 +70,7 @@ class BusLifecycle(SubscriptionRegistry):
         self._transport = transport
         self._exit_drain = exit_drain
         self._host: TaskGroup | None = None
+        self._thread = 0  # the thread of the event loop the bus runs in
         self._hosted_by_run = False
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
@@ -77,6 +79,8 @@ class BusLifecycle(SubscriptionRegistry):
 
     def _refresh_plain(self) -> None:
         self._plain = self._plain_targets if self._host is not None else None
+        if self._host is not None:
+            self._thread = get_ident()  # the event loop's: send() is refused elsewhere
 
     @property
     def transport(self) -> Transport:
@@ -318,7 +322,16 @@ class BusLifecycle(SubscriptionRegistry):
         :class:`~anybus.JobWorker` with jobs running or queued). A stopped bus with queued
         messages becomes idle only once it runs again; bound the wait with
         ``anyio.fail_after``. Cancelling the wait changes nothing.
+
+        Raises:
+            RuntimeError: if called from a handler of this bus (it would wait for itself).
         """
+        if handling.get() is self:
+            raise RuntimeError(
+                f"wait_idle() called from a handler of {self!r}: it would wait for that "
+                f"handler to end; wait from outside the bus's handlers (e.g. the task that "
+                f"opened the bus)"
+            )
         while True:
             dispatching = self._dispatching()
             if all(sub.is_idle(dispatching) for sub in self._targets):

@@ -42,11 +42,17 @@ class BusPortal:
     @classmethod
     @asynccontextmanager
     async def _open(cls, bus: WorkerBus) -> AsyncIterator[BusPortal]:
-        async with BlockingPortal() as portal:
-            try:
-                yield cls(bus, portal)
-            finally:
-                await portal.stop(cancel_remaining=True)
+        try:
+            async with BlockingPortal() as portal:
+                try:
+                    yield cls(bus, portal)
+                finally:
+                    await portal.stop(cancel_remaining=True)
+        except BaseExceptionGroup as group:
+            # The portal's task group wraps what the block raised: raise that, as it is.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     def send(self, message: BusMessage) -> None:
         """Send ``message`` on the bus (as :meth:`WorkerBus.send`), from a thread."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from anyio import CancelScope, Event, current_time, move_on_after
 
 from ._directory import LIVENESS_BEATS, WorkerChange, WorkerDirectory, WorkerInfo
+from ._exceptions import BusStateError
 from ._messages import (
     BusMessage,
     BusWorkerGoodbyeMessage,
@@ -317,7 +318,10 @@ async def wait_for_worker(
 
     Raises:
         WorkerUnavailable: none became live within ``timeout`` seconds.
+        BusStateError: the bus is not running.
     """
+    if not bus.running:  # nothing would ever announce itself
+        raise BusStateError(f"{bus!r} is not running: wait for workers in 'async with bus:'")
     directory = await worker_directory(bus)
     return await directory.wait_for(name, timeout=timeout)
 

@@ -82,14 +82,16 @@ def _check_handler(subscriber: object) -> None:
             )
         handler = subscriber
         what = f"the handler {subscriber!r}"
-    if not _is_async(handler):
+    if not is_async_callable(handler):
         raise TypeError(
             f"{what} is not a coroutine function: handlers must be 'async def' "
             f"(the bus awaits them)"
         )
 
 
-def _is_async(handler: object) -> bool:
+def is_async_callable(handler: object) -> bool:
+    """Whether calling ``handler`` gives something to await (an ``async def``, a callable with
+    an ``async def __call__``, or a ``functools.partial`` of one)."""
     if inspect.iscoroutinefunction(handler):
         return True
     call = getattr(handler, "__call__", None)  # noqa: B004 - an async __call__ counts
@@ -168,10 +170,19 @@ class SubscriptionRegistry(ABC):
             )
         bound = self._max_buffer if max_buffer is DEFAULT else max_buffer
         _check_buffer(bound)
-        if types is not None:
-            for kind in types:
-                if not (isinstance(kind, type) and issubclass(kind, BusMessage)):
-                    raise TypeError(f"types must hold message classes, got {kind!r}")
+        if isinstance(types, type):
+            raise TypeError(
+                f"types takes a list of message classes: write types=[{types.__name__}]"
+            )
+        for kind in types or ():
+            if not (isinstance(kind, type) and issubclass(kind, BusMessage)):
+                raise TypeError(f"types must hold message classes, got {kind!r}")
+        if is_async_callable(type(subscriber).accepts_bus_message):
+            raise TypeError(
+                f"{type(subscriber).__name__}.accepts_bus_message is a coroutine function: the "
+                f"filter runs as messages are fanned out, so it must be a plain 'def' (return "
+                f"a bool)"
+            )
         sub = Subscription(
             subscriber,
             name,

@@ -91,6 +91,12 @@ class Connections:
                     )
                 except TransportError as exc:
                     self.connected = False
+                    refusal = _refusal(exc)
+                    if refusal is not None:  # no use trying again
+                        raise TransportError(
+                            f"postgres at {self.where} refused the connection: {refusal}; "
+                            f"check the dsn's user, password and database"
+                        ) from exc
                     last = exc
                     await sleep(delay)
                     delay = min(delay * 2, MAX_RETRY_DELAY)
@@ -106,11 +112,6 @@ class Connections:
             f"postgres at {self.where} is unreachable after {self._connect_timeout} s: check "
             f"that the server runs and the dsn is right ({last})"
         ) from last
-
-    def current(self, role: str) -> PgConnection | None:
-        """``role``'s connection if it is open and not lost; ``None`` otherwise."""
-        conn = self._conns.get(role)
-        return None if conn is None or conn.broken else conn
 
     def connector(
         self, role: str, setup: Setup | None = None
@@ -146,3 +147,23 @@ class Connections:
         conns, self._conns = self._conns, {}
         for conn in conns.values():
             await conn.close()
+
+
+#: What libpq says when the server refuses a connection for good (a wrong role, password or
+#: database, or no pg_hba.conf entry), as opposed to a server that is away or starting up.
+_REFUSALS = (
+    "does not exist",
+    "authentication failed",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied for database",
+)
+
+
+def _refusal(error: TransportError) -> str | None:
+    """libpq's reason, if ``error`` (from opening a connection) is a refusal for good."""
+    cause = str(error.__cause__ or "")
+    for line in cause.splitlines():
+        if any(phrase in line for phrase in _REFUSALS):
+            return line.split("FATAL:", 1)[-1].strip()
+    return None

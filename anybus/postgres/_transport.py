@@ -117,7 +117,7 @@ class PostgresTransport:
         self._retention = option.positive("retention", retention)
         self._housekeeping = option.positive("housekeeping_interval", housekeeping_interval)
         self._poll = option.positive("poll_interval", poll_interval)
-        self._create_schema = bool(create_schema)
+        self._create_schema = option.flag("create_schema", create_schema)
         self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
         # What this bus's own publishes notify: its reader passes those rows (they need no
         # delivery) and, stopping, acknowledges past them.
@@ -251,7 +251,7 @@ class PostgresTransport:
         await self._housekeep(read)
         async with create_task_group() as task_group:
             self._intake.start(task_group, self._read_all, host, name="anybus postgres reader")
-            open_write = partial(conns.current, "write")  # for the hand-over: see _outbox
+            open_write = partial(conns.get, "write")  # for the hand-over: see _outbox
             writer = partial(self._outbox.run, conns.connector("write"), open_write)
             task_group.start_soon(writer, name="anybus postgres writer")
             task_status.started()

@@ -185,8 +185,10 @@ class RedisTransport(ABC):
         return self._instance
 
     def _encode(self, message: BusMessage) -> bytes:
+        # Numbered once encoded: a message that cannot be encoded leaves no gap.
+        payload = self._codec.encode(message, sender=self._instance, seq=self._seq + 1)
         self._seq += 1
-        return self._codec.encode(message, sender=self._instance, seq=self._seq)
+        return payload
 
     def _decode(self, payload: bytes, origin: str) -> Envelope | None:
         """Decode what came from Redis; count and drop what is refused."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -29,6 +30,10 @@ logger = logging.getLogger("anybus.redis")
 CONNECTIONS_POLL = 0.02
 #: Seconds a check woken by a dropped connection may take before the outage is declared.
 QUICK_CHECK = 0.25
+
+
+#: What the server says to a client whose credentials it refuses.
+_AUTH_REFUSED = re.compile(r"(WRONGPASS|NOAUTH)[^\n]*")
 
 
 class UnreachableError(TransportError):
@@ -157,6 +162,13 @@ class Health:
             except NoDatabaseError:
                 raise
             except TransportError as exc:
+                refused = _AUTH_REFUSED.search(str(exc))
+                if refused is not None:  # it will not change by trying again
+                    raise TransportError(
+                        f"redis at {self._settings.address} refused this client "
+                        f"({refused.group().strip().rstrip('.')}): check the url's user and "
+                        f"password (redis://user:password@host:port)"
+                    ) from exc
                 if not errors:
                     logger.info("waiting for redis at %s: %s", self._settings.address, exc)
                 errors.append(exc)

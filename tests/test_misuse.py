@@ -1,0 +1,269 @@
+"""The mistakes of a first hour, refused at once with a message that says what to do, and
+leaving the bus as it was: a bus called from another thread, jobs on a bus that is not
+running, sync job handlers and filters, waiting for idle from a handler, a wrong password.
+On both backends; the network cases against the shared servers or a private one."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+from anybus import (
+    BusDataMessage,
+    BusMessage,
+    BusStateError,
+    BusSubscriber,
+    JobContext,
+    JobWorker,
+    MemoryBus,
+    SerializationError,
+    TransportError,
+    job_handler,
+    open_job,
+    open_thread_portal,
+    register_message,
+    request,
+    wait_for_worker,
+)
+from anybus.redis import RedisBus
+from anybus.testing import RecordingSubscriber
+
+from .redis_support import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 10
+
+
+# --- a bus used from another thread -------------------------------------------------------
+
+
+@pytest.mark.parametrize("bounded", [False, True], ids=["fast-path", "bounded"])
+async def test_a_send_from_another_thread_is_refused_and_the_bus_goes_on(bounded: bool) -> None:
+    seen = RecordingSubscriber("seen")
+    async with MemoryBus(max_buffer=10 if bounded else None) as bus:
+        await bus.subscribe(seen)
+        await bus.send(first := BusDataMessage(source="main"))
+        await bus.wait_idle()  # the worker waits for the next message: a send must wake it
+
+        def in_its_own_loop() -> BaseException | None:
+            try:
+                asyncio.run(bus.send(BusDataMessage(source="thread")))
+            except BaseException as exc:
+                return exc
+            return None
+
+        error = await anyio.to_thread.run_sync(in_its_own_loop)
+        with anyio.fail_after(TIMEOUT):
+            await bus.send(last := BusDataMessage(source="main"))
+            await bus.wait_idle()
+    assert isinstance(error, RuntimeError)
+    assert "runs in another thread's event loop" in str(error)
+    assert "open_thread_portal(bus)" in str(error)
+    assert seen.messages == [first, last]  # the bus delivers as before
+
+
+async def test_the_thread_portal_raises_what_its_block_raises() -> None:
+    async with MemoryBus() as bus:
+        with pytest.raises(ValueError, match="the block's own"):
+            async with open_thread_portal(bus):
+                raise ValueError("the block's own")
+        with pytest.raises(RuntimeError):  # called from the event loop's thread
+            async with open_thread_portal(bus) as portal:
+                portal.send(BusDataMessage(source="t"))
+
+
+# --- jobs on a bus that is not running ----------------------------------------------------
+
+
+def worker_with_a_job() -> JobWorker:
+    worker = JobWorker("w")
+
+    @worker.job("ok")
+    async def ok(job: JobContext) -> dict[str, Any]:
+        return {}
+
+    return worker
+
+
+async def test_jobs_and_waits_on_a_bus_not_running_are_refused_at_once() -> None:
+    bus = MemoryBus()  # never entered
+    await bus.subscribe(worker_with_a_job())
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(BusStateError, match="is not running: run jobs in 'async with bus:'"):
+            await request(bus, "w", job_name="ok")
+        with pytest.raises(BusStateError, match="is not running: run jobs"):
+            async with open_job(bus, "w", job_name="ok"):
+                pass
+        with pytest.raises(BusStateError, match="is not running: wait for workers"):
+            await wait_for_worker(bus, "w")
+
+
+async def test_a_job_that_was_never_entered_says_so() -> None:
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker_with_a_job())
+        job = open_job(bus, "w", job_name="ok")  # no 'async with': never sent
+        with anyio.fail_after(TIMEOUT), pytest.raises(RuntimeError, match="was never sent"):
+            await job.result()
+        with anyio.fail_after(TIMEOUT):
+            assert (await request(bus, "w", job_name="ok")).response == {}
+
+
+# --- handlers and filters that are not coroutine functions, and the like -------------------
+
+
+def test_sync_job_handlers_are_refused_when_registered() -> None:
+    worker = JobWorker("w")
+
+    def sync(job: JobContext) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(TypeError, match="for jobs named 'sync' is not a coroutine function"):
+        worker.job("sync")(sync)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="job handlers must be 'async def handler\\(job\\)'"):
+        JobWorker("w", handlers={"s": lambda job: {}})  # type: ignore[dict-item]
+
+    class Worker(JobWorker):
+        @job_handler("m")
+        def m(self, job: JobContext) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="for jobs named 'm' is not a coroutine function"):
+        Worker("w")
+
+
+async def test_an_async_filter_and_a_lone_type_are_refused_when_subscribed() -> None:
+    class Filtering(BusSubscriber):
+        name = "f"
+
+        async def accepts_bus_message(self, message: BusMessage) -> bool:  # type: ignore[override]
+            return False
+
+        async def on_bus_message(self, message: BusMessage) -> None:
+            pass
+
+    async with MemoryBus() as bus:
+        with pytest.raises(TypeError, match="accepts_bus_message is a coroutine function"):
+            await bus.subscribe(Filtering())
+        with pytest.raises(TypeError, match="write types=\\[BusDataMessage\\]"):
+            await bus.subscribe(RecordingSubscriber("r"), types=BusDataMessage)  # type: ignore[call-overload]
+        assert bus.subscribers == []
+
+
+async def test_wait_idle_from_a_handler_is_refused() -> None:
+    raised: list[BaseException] = []
+    async with MemoryBus() as bus:
+
+        async def handler(message: BusMessage) -> None:
+            try:
+                await bus.wait_idle()
+            except RuntimeError as exc:
+                raised.append(exc)
+
+        await bus.subscribe(handler, name="h")
+        await bus.send(BusDataMessage(source="t"))
+        with anyio.fail_after(TIMEOUT):
+            await bus.wait_idle()
+    assert len(raised) == 1
+    assert "wait_idle() called from a handler of" in str(raised[0])
+
+
+def test_create_schema_must_be_a_bool() -> None:
+    from anybus.postgres import PostgresBus
+
+    with pytest.raises(TypeError, match="create_schema must be True or False, got 'false'"):
+        PostgresBus("postgresql://127.0.0.1/test", channel="c", create_schema="false")  # type: ignore[arg-type]
+
+
+# --- a message that cannot be encoded leaves no gap ----------------------------------------
+
+
+@register_message(name="tests.misuse.Carrying")
+@dataclass(kw_only=True)
+class Carrying(BusDataMessage):
+    value: object = None
+
+
+async def test_a_send_that_cannot_be_encoded_leaves_no_gap_at_the_receivers(
+    redis_url: str,
+) -> None:
+    channel = f"misuse-{socket.gethostname()}-{id(object())}"
+    far = RecordingSubscriber("far")
+    refused: list[BaseException] = []
+    async with (
+        RedisBus(redis_url, channel=channel, name="sender") as sender,
+        RedisBus(redis_url, channel=channel, name="receiver") as receiver,
+    ):
+        await receiver.subscribe(far)
+
+        async def handler(message: BusMessage) -> None:
+            if message.source == "trigger":
+                try:
+                    await sender.send(Carrying(source="handler", value=object()))
+                except SerializationError as exc:
+                    refused.append(exc)
+                await sender.send(Carrying(source="handler", value=1))
+
+        await sender.subscribe(handler, name="h", types=[Carrying])
+        await sender.send(Carrying(source="trigger"))
+        with anyio.fail_after(TIMEOUT):
+            await far.wait_for_count(2)
+            await receiver.wait_idle()
+        stats = receiver.transport_statistics()
+    assert len(refused) == 1
+    assert (stats.gaps, stats.missed) == (0, 0)
+
+
+# --- credentials the server refuses -------------------------------------------------------
+
+
+@pytest.fixture
+def guarded_redis() -> Iterator[RedisServer]:
+    """A private redis-server that asks for the password ``s3cret``."""
+    server = RedisServer()
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(b"CONFIG SET requirepass s3cret\r\n")
+            assert conn.recv(100).startswith(b"+OK")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("credentials", [":wrong@", "", "bob:s3cret@"])
+async def test_a_refused_password_fails_at_once_and_says_so(
+    guarded_redis: RedisServer, credentials: str
+) -> None:
+    url = f"redis://{credentials}127.0.0.1:{guarded_redis.port}"
+    with anyio.fail_after(TIMEOUT), pytest.raises(TransportError) as raised:
+        async with RedisBus(url, connect_timeout=None):  # it would wait forever before
+            pass
+    assert f"redis at 127.0.0.1:{guarded_redis.port} refused this client (" in str(raised.value)
+    assert "check the url's user and password" in str(raised.value)
+    async with RedisBus(f"redis://:s3cret@127.0.0.1:{guarded_redis.port}") as bus:
+        assert bus.transport_statistics().connected
+
+
+@pytest.mark.parametrize(
+    ("dsn_part", "reason"),
+    [
+        ("nosuchrole@127.0.0.1:5432/test", 'role "nosuchrole" does not exist'),
+        ("postgres@127.0.0.1:5432/nosuchdb", 'database "nosuchdb" does not exist'),
+    ],
+)
+async def test_a_role_or_database_the_server_refuses_fails_at_once(
+    postgres_dsn: str, dsn_part: str, reason: str
+) -> None:
+    from anybus.postgres import PostgresBus
+
+    with anyio.fail_after(TIMEOUT), pytest.raises(TransportError) as raised:
+        async with PostgresBus(f"postgresql://{dsn_part}", channel="c", connect_timeout=60):
+            pass
+    assert f"refused the connection: {reason}; check the dsn's user, password" in str(raised.value)
