@@ -6,13 +6,15 @@ pipecat's wire format. Both have this shape, and the Redis buses take either.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ._messages import BusMessage
     from ._wire import Envelope
 
-__all__ = ["Codec"]
+__all__ = ["Codec", "check_codec"]
 
 
 class Codec(Protocol):
@@ -38,3 +40,24 @@ class Codec(Protocol):
             MessageRejected: ``data`` is refused, with the reason.
         """
         ...
+
+
+def check_codec(value: object) -> Codec | None:
+    """``value``: None, or a codec (``encode(message, *, sender, seq)``, ``decode(data)``)."""
+    if value is None:
+        return None
+    encode: Callable[..., Any] | None = getattr(value, "encode", None)
+    takes = set(_parameters(encode)) if callable(encode) else set()
+    if not {"sender", "seq"} <= takes or not callable(getattr(value, "decode", None)):
+        raise TypeError(
+            f"codec must be a codec such as WireCodec() or PipecatWireCodec(), got {value!r}; "
+            f"a serializer goes inside one: codec=WireCodec(serializer={value!r})"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return []

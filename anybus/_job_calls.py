@@ -13,6 +13,7 @@ from typing import Any
 from anyio import move_on_after
 
 from ._bus import WorkerBus
+from ._checks import check_seconds
 from ._exceptions import JobTimeout, WorkerUnavailable
 from ._jobs import CANCEL_TIMEOUT, Job, JobResult, Presence
 
@@ -52,6 +53,12 @@ def open_job(
     cancellation, for at most ``cancel_timeout`` seconds. So does leaving it after this side
     gave up on the job (say, the worker announced an error) without the worker's answer.
     """
+    if not isinstance(worker, str) or not worker:
+        raise ValueError(f"worker must name a worker or pool (a non-empty string), got {worker!r}")
+    if payload is not None and not isinstance(payload, Mapping):
+        raise TypeError(
+            f"payload must be a mapping (a dict of the job's arguments) or None, got {payload!r}"
+        )
     return Job(
         bus,
         worker,
@@ -91,6 +98,7 @@ async def request(
         JobError: if the worker answered ``error``, or announced an error of its own
             (``BusWorkerErrorMessage``) while the job was outstanding.
     """
+    check_seconds("timeout", timeout, none=True)
     job = open_job(bus, worker, payload, job_name=job_name, source=source, presence=presence)
     # No cancel scope at all without a timeout: one less per request.
     with move_on_after(timeout) if timeout is not None else nullcontext():

@@ -20,9 +20,17 @@ from ._messages import (
     BusJobUpdateUrgentMessage,
     JobStatus,
 )
+from ._registry import is_async_callable
 from ._subscriber import BusLike, BusSubscriber
 
-__all__ = ["JOB_NAME_ATTRIBUTE", "JobContext", "JobHandler", "job_handler", "send_response"]
+__all__ = [
+    "JOB_NAME_ATTRIBUTE",
+    "JobContext",
+    "JobHandler",
+    "checked_handler",
+    "job_handler",
+    "send_response",
+]
 
 logger = logging.getLogger("anybus.jobs")
 
@@ -54,6 +62,7 @@ def job_handler(name: str | None = None) -> Callable[[_F], _F]:
     """
 
     def mark(method: _F) -> _F:
+        checked_handler(name, method)
         setattr(method, JOB_NAME_ATTRIBUTE, name)
         return method
 
@@ -183,3 +192,14 @@ async def send_response(
         logger.error(
             "%r: could not answer job %s (%s)", worker, request.job_id, status, exc_info=exc
         )
+
+
+def checked_handler(name: str | None, handler: JobHandler) -> JobHandler:
+    """``handler``, if the worker can await it; refused at once otherwise."""
+    if not is_async_callable(handler):
+        raise TypeError(
+            f"the handler {getattr(handler, '__qualname__', None) or handler!r} for jobs named "
+            f"{name!r} is not a coroutine function: "
+            f"job handlers must be 'async def handler(job)' (the worker awaits them)"
+        )
+    return handler

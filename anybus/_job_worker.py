@@ -24,7 +24,13 @@ from ._bus import current_bus
 from ._exceptions import JobFailed
 from ._hooks import WorkerJobTrace, state
 from ._job_client import JOB_ANSWER_TYPES
-from ._job_context import JOB_NAME_ATTRIBUTE, JobContext, JobHandler, send_response
+from ._job_context import (
+    JOB_NAME_ATTRIBUTE,
+    JobContext,
+    JobHandler,
+    checked_handler,
+    send_response,
+)
 from ._messages import (
     BusJobCancelMessage,
     BusJobRequestMessage,
@@ -37,7 +43,6 @@ from ._messages import (
     JobStatus,
 )
 from ._presence import Announcer, announcing, check_presence
-from ._registry import is_async_callable
 from ._subscriber import BusLike, BusSubscriber
 
 __all__ = ["JobWorker"]
@@ -122,9 +127,9 @@ class JobWorker(BusSubscriber):
             for attribute, value in vars(klass).items():
                 if hasattr(value, JOB_NAME_ATTRIBUTE):
                     job_name: str | None = getattr(value, JOB_NAME_ATTRIBUTE)
-                    self._handlers[job_name] = _checked(job_name, getattr(self, attribute))
+                    self._handlers[job_name] = checked_handler(job_name, getattr(self, attribute))
         for job_name, handler in (handlers or {}).items():
-            self._handlers[job_name] = _checked(job_name, handler)
+            self._handlers[job_name] = checked_handler(job_name, handler)
         self._queue: deque[BusJobRequestMessage] = deque()
         self._cancelled_queued: deque[tuple[BusJobRequestMessage, str]] = deque()
         self._cancelled_early: OrderedDict[str, str] = OrderedDict()
@@ -139,7 +144,7 @@ class JobWorker(BusSubscriber):
         """Register the decorated ``async def handler(job)`` for jobs named ``name``."""
 
         def register(handler: JobHandler) -> JobHandler:
-            self._handlers[name] = _checked(name, handler)
+            self._handlers[name] = checked_handler(name, handler)
             return handler
 
         return register
@@ -371,6 +376,11 @@ class JobWorker(BusSubscriber):
         with job.cancel_scope:
             try:
                 result = await handler(job)
+                if result is not None and not isinstance(result, Mapping):
+                    raise TypeError(
+                        f"the handler returned {result!r}: a job handler returns a dict (its "
+                        f"response) or None"
+                    )
                 response = dict(result) if result is not None else None
             except JobFailed as exc:
                 status, response = JobStatus.FAILED, {**exc.response, "error": str(exc)}
@@ -406,14 +416,3 @@ class JobWorker(BusSubscriber):
             f"<{type(self).__name__} {self.name!r}: {len(self._running)} running, "
             f"{len(self._queue)} queued>"
         )
-
-
-def _checked(name: str | None, handler: JobHandler) -> JobHandler:
-    """``handler``, if the worker can await it; refused at once otherwise."""
-    if not is_async_callable(handler):
-        raise TypeError(
-            f"the handler {getattr(handler, '__qualname__', None) or handler!r} for jobs named "
-            f"{name!r} is not a coroutine function: "
-            f"job handlers must be 'async def handler(job)' (the worker awaits them)"
-        )
-    return handler

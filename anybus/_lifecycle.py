@@ -20,6 +20,7 @@ from anyio import (
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
+from ._checks import check_seconds
 from ._dispatch import ErrorHook, Subscription, handling
 from ._exceptions import BusStateError
 from ._hooks import register_bus
@@ -68,7 +69,7 @@ class BusLifecycle(SubscriptionRegistry):
             max_buffer=max_buffer, overflow=overflow, on_handler_error=on_handler_error
         )
         self._transport = transport
-        self._exit_drain = exit_drain
+        self._exit_drain = check_seconds("exit_drain", exit_drain, none=True, zero=True)
         self._host: TaskGroup | None = None
         self._thread = 0  # the thread of the event loop the bus runs in
         self._hosted_by_run = False

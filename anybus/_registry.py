@@ -114,6 +114,11 @@ class SubscriptionRegistry(ABC):
         _check_buffer(max_buffer)
         self._max_buffer = max_buffer
         self._overflow = overflow_policy(overflow)
+        if on_handler_error is not None and not is_async_callable(on_handler_error):
+            raise TypeError(
+                f"on_handler_error must be an 'async def hook(subscriber_name, message, "
+                f"error)' (or None), got {on_handler_error!r}"
+            )
         self._on_handler_error = on_handler_error
         self._subscriptions: dict[str, Subscription] = {}
         # A tuple snapshot of the subscriptions, rebuilt on (un)subscribe: the send path only

@@ -6,8 +6,9 @@ On both backends; the network cases against the shared servers or a private one.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,13 @@ from anybus import (
     BusStateError,
     BusSubscriber,
     JobContext,
+    JobError,
     JobWorker,
+    JSONSerializer,
     MemoryBus,
     SerializationError,
     TransportError,
+    WireCodec,
     job_handler,
     open_job,
     open_thread_portal,
@@ -129,13 +133,12 @@ def test_sync_job_handlers_are_refused_when_registered() -> None:
     with pytest.raises(TypeError, match="job handlers must be 'async def handler\\(job\\)'"):
         JobWorker("w", handlers={"s": lambda job: {}})  # type: ignore[dict-item]
 
-    class Worker(JobWorker):
-        @job_handler("m")
-        def m(self, job: JobContext) -> None:
-            pass
-
     with pytest.raises(TypeError, match="for jobs named 'm' is not a coroutine function"):
-        Worker("w")
+
+        class Worker(JobWorker):
+            @job_handler("m")
+            def m(self, job: JobContext) -> None:
+                pass
 
 
 async def test_an_async_filter_and_a_lone_type_are_refused_when_subscribed() -> None:
@@ -266,4 +269,109 @@ async def test_a_role_or_database_the_server_refuses_fails_at_once(
     with anyio.fail_after(TIMEOUT), pytest.raises(TransportError) as raised:
         async with PostgresBus(f"postgresql://{dsn_part}", channel="c", connect_timeout=60):
             pass
-    assert f"refused the connection: {reason}; check the dsn's user, password" in str(raised.value)
+    assert f"refused the connection: {reason}; check the dsn (its user, password" in str(
+        raised.value
+    )
+
+
+# --- options refused when the bus is made ---------------------------------------------------
+
+
+async def sync_hook(name: str, message: BusMessage, error: Exception) -> None:
+    pass
+
+
+def bad(value: object) -> Any:
+    """``value``, typed as anything: what a caller without a type checker may pass."""
+    return value
+
+
+def _postgres_bus(**options: Any) -> Any:
+    from anybus.postgres import PostgresBus
+
+    return PostgresBus("postgresql://127.0.0.1/test", channel="c", **options)
+
+
+def _stream_bus(**options: Any) -> Any:
+    from anybus.redis import RedisStreamBus
+
+    return RedisStreamBus(**options)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "says"),
+    [
+        (lambda: RedisBus(connect_timeout=0), ValueError, "connect_timeout must be a number of"),
+        (lambda: RedisBus(connect_timeout=-1), ValueError, "(or None: no limit); got -1"),
+        (
+            lambda: RedisBus(connect_timeout=bad("5")),
+            ValueError,
+            "connect_timeout must be a number",
+        ),
+        (lambda: RedisBus(request_timeout=-1), ValueError, "request_timeout must be a number"),
+        (
+            lambda: RedisBus(channel=bad(5)),
+            ValueError,
+            "channel must be a non-empty string, got 5",
+        ),
+        (lambda: RedisBus(channel=""), ValueError, "channel must be a non-empty string"),
+        (
+            lambda: RedisBus(bad(6379)),
+            TypeError,
+            "url must be a redis:// url (str) or RedisSettings",
+        ),
+        (lambda: RedisBus(codec=bad(JSONSerializer())), TypeError, "codec=WireCodec(serializer="),
+        (lambda: _stream_bus(send_deadline=0), ValueError, "send_deadline must be a number"),
+        (lambda: _stream_bus(stream=""), ValueError, "stream must be a non-empty string"),
+        (lambda: MemoryBus(exit_drain=math.nan), ValueError, "exit_drain must be a number of"),
+        (
+            lambda: MemoryBus(on_handler_error=bad(5)),
+            TypeError,
+            "on_handler_error must be an 'async",
+        ),
+        (
+            lambda: MemoryBus(on_handler_error=bad(lambda name, message, error: None)),
+            TypeError,
+            "on_handler_error must be an 'async def hook(subscriber_name, message, error)'",
+        ),
+        (lambda: _postgres_bus(codec=JSONSerializer()), TypeError, "codec must be a WireCodec"),
+    ],
+)
+def test_bad_options_are_refused_when_the_bus_is_made(
+    make: Callable[[], object], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as raised:
+        make()
+    assert says in str(raised.value)
+
+
+def test_good_options_are_taken() -> None:
+    MemoryBus(exit_drain=0, on_handler_error=sync_hook)
+    RedisBus(connect_timeout=None, codec=WireCodec())
+    _postgres_bus(codec=WireCodec())
+
+
+async def test_bad_job_arguments_are_refused_at_once() -> None:
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker_with_a_job())
+        with anyio.fail_after(TIMEOUT):
+            with pytest.raises(TypeError, match="payload must be a mapping"):
+                await request(bus, "w", [1, 2], job_name="ok")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+                await request(bus, "w", job_name="ok", timeout=-1)
+            with pytest.raises(ValueError, match="worker must name a worker or pool"):
+                await request(bus, 5, job_name="ok")  # type: ignore[arg-type]
+
+
+async def test_a_handler_that_returns_no_dict_is_told_what_to_return() -> None:
+    worker = JobWorker("w")
+
+    @worker.job("list")
+    async def returns_a_list(job: JobContext) -> Any:
+        return [1, 2]
+
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker)
+        with anyio.fail_after(TIMEOUT), pytest.raises(JobError) as raised:
+            await request(bus, "w", job_name="list")
+    assert "a job handler returns a dict (its response) or None" in str(raised.value)

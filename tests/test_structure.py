@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "anybus"
 #: The core: messages, subscriber, the bus, dispatch, the memory transport, errors.
 CORE = {
     "anybus._bus",
+    "anybus._checks",
     "anybus._dispatch",
     "anybus._exceptions",
     "anybus._fan_out",

@@ -95,7 +95,7 @@ class Connections:
                     if refusal is not None:  # no use trying again
                         raise TransportError(
                             f"postgres at {self.where} refused the connection: {refusal}; "
-                            f"check the dsn's user, password and database"
+                            f"check the dsn (its user, password, database and options)"
                         ) from exc
                     last = exc
                     await sleep(delay)
@@ -157,6 +157,7 @@ _REFUSALS = (
     "no password supplied",
     "no pg_hba.conf entry",
     "permission denied for database",
+    "for connection option",  # a dsn whose value libpq cannot take (a port that is no number)
 )
 
 

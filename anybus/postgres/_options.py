@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import final
 
+from .._wire import WireCodec
+
 __all__ = [
     "ACK_CHECK",
     "ACK_INTERVAL",
@@ -85,3 +87,15 @@ class Statements:
             f"SELECT o_stored, o_last FROM {s}.publish("
             f"%s, %s, %s::bigint[], %s::bytea[], %s::integer)"
         )
+
+
+def wire_codec(value: object) -> WireCodec:
+    """``value``: a :class:`WireCodec`, or None for the default one."""
+    if value is None:
+        return WireCodec()
+    if not isinstance(value, WireCodec):
+        raise TypeError(
+            f"codec must be a WireCodec, got {value!r}; a serializer goes inside one: "
+            f"codec=WireCodec(serializer={value!r})"
+        )
+    return value

@@ -32,6 +32,7 @@ from anyio import (
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
+from .._checks import check_name
 from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import Intake, TransportHost
@@ -91,17 +92,15 @@ class PostgresTransport:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
         check_dsn(dsn)
-        if not isinstance(channel, str) or not channel:
-            raise ValueError(f"channel must be a non-empty string, got {channel!r}")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ValueError(f"name must be a non-empty string or None, got {name!r}")
-        self._channel = channel
+        self._channel = check_name("channel", channel)
+        if name is not None:
+            check_name("name", name)
         self._schema = check_schema_name(schema)
         # The default is unique to this instance, so it cannot resume after a restart.
         self._name = name or f"{socket.gethostname()}-{os.getpid()}-{next(_default_names)}"
         # The sender id (and lease holder) tells two runs of one name apart.
         self._instance = f"{self._name}/{secrets.token_hex(4)}"
-        self._codec = codec if codec is not None else WireCodec()
+        self._codec = option.wire_codec(codec)
         self._conns = Connections(
             dsn,
             owner=self._instance,

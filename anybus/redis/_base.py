@@ -19,7 +19,8 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from .._bus import WorkerBus
-from .._codec import Codec
+from .._checks import check_seconds
+from .._codec import Codec, check_codec
 from .._dispatch import ErrorHook
 from .._exceptions import BusOverflowError, MessageRejected
 from .._messages import BusMessage
@@ -152,13 +153,17 @@ class RedisTransport(ABC):
         health_interval: float,
         dedupe: int,
     ) -> None:
+        check_seconds("request_timeout", request_timeout)
+        check_seconds("health_interval", health_interval)
         if isinstance(url, RedisSettings):
             self._settings = url
-        else:
+        elif isinstance(url, str):
             self._settings = RedisSettings.from_url(url, request_timeout=request_timeout)
+        else:
+            raise TypeError(f"url must be a redis:// url (str) or RedisSettings, got {url!r}")
         self._instance = instance
-        self._codec = codec if codec is not None else WireCodec()
-        self._connect_timeout = connect_timeout
+        self._codec = check_codec(codec) or WireCodec()
+        self._connect_timeout = check_seconds("connect_timeout", connect_timeout, none=True)
         self._health = Health(self._settings, health_interval)
         self._rejections = RejectionCounter(logger=logger)
         self._seq = 0

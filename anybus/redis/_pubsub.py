@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from .._bus import WorkerBus
+from .._checks import check_name
 from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
@@ -77,7 +78,7 @@ class PubSubTransport(RedisTransport):
             raise ValueError(f"inbound_buffer must be at least 1, got {inbound_buffer!r}")
         if outbox < 1:
             raise ValueError(f"outbox must be at least 1, got {outbox!r}")
-        self._channel = channel
+        self._channel = check_name("channel", channel)
         self._inbound_buffer = inbound_buffer
         self._outbox_size = outbox
         # Payloads queued by send() for the writer task; None while not publishing.

@@ -23,6 +23,7 @@ from anyio import (
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
+from .._checks import check_name, check_seconds
 from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage
@@ -87,15 +88,14 @@ class StreamTransport(RedisTransport):
         )
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len!r}")
-        if send_deadline < 0:
-            raise ValueError(f"send_deadline cannot be negative, got {send_deadline!r}")
+        check_seconds("send_deadline", send_deadline)
         if read_batch < 1:
             raise ValueError(f"read_batch must be at least 1, got {read_batch!r}")
         if durability not in ("stored", "queued"):
             raise ValueError(f"durability must be 'stored' or 'queued', got {durability!r}")
         if outbox < 1:
             raise ValueError(f"outbox must be at least 1, got {outbox!r}")
-        self._stream = stream
+        self._stream = check_name("stream", stream)
         self._group = group
         self._max_len = max_len
         self._send_deadline = send_deadline

@@ -1,0 +1,29 @@
+"""Checks of the options buses and transports take: a bad value is refused when the object is
+made, with a message that names the option, the value and what to give instead (a codec is
+checked by :func:`anybus._codec.check_codec`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["check_name", "check_seconds"]
+
+
+def check_seconds(name: str, value: object, *, none: bool = False, zero: bool = False) -> Any:
+    """``value``: a finite number of seconds above 0 (``zero``: 0 too; ``none``: or None)."""
+    if value is None and none:
+        return None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # type: ignore[operator, arg-type]
+        least = "0 or more" if zero else "more than 0"
+        also = " (or None: no limit)" if none else ""
+        raise ValueError(f"{name} must be a number of seconds, {least}{also}; got {value!r}")
+    return value
+
+
+def check_name(name: str, value: object) -> str:
+    """``value``: a non-empty str (a channel, a stream)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
