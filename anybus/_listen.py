@@ -80,7 +80,10 @@ class MessageStream(ObjectReceiveStream[BusMessage]):
             ClosedResourceError: if the stream was closed.
         """
         if self._closed:
-            raise ClosedResourceError
+            raise ClosedResourceError(
+                f"the listener {self._sub.name!r} was closed (its 'async with bus.listen()' "
+                f"block ended): receive inside the block"
+            )
         return self._sub.take_nowait()
 
     async def receive(self) -> BusMessage:

@@ -16,7 +16,14 @@ import sys
 
 import anyio
 
-from anybus import WorkerBus, WorkerUnavailable, open_job, request, worker_directory
+from anybus import (
+    JobCancelled,
+    WorkerBus,
+    WorkerUnavailable,
+    open_job,
+    request,
+    worker_directory,
+)
 from anybus.redis import RedisBus
 
 
@@ -39,10 +46,14 @@ async def find_worker(bus: WorkerBus) -> None:
 
 
 async def resize(bus: WorkerBus, image: str) -> None:
-    async with open_job(bus, "resizer", {"image": image}, job_name="resize") as job:
-        async for update in job.updates():
-            print(f"runner: {image} step {update['step']}/{update['of']}")
-        result = await job.result()
+    try:
+        async with open_job(bus, "resizer", {"image": image}, job_name="resize") as job:
+            async for update in job.updates():
+                print(f"runner: {image} step {update['step']}/{update['of']}")
+            result = await job.result()
+    except (JobCancelled, WorkerUnavailable) as exc:  # the worker stopped, or went away
+        print(f"runner: {image} not resized: {exc}")
+        return
     print(
         f"runner: {image} -> {result.response['size']} (resized on {result.response['backend']})"
     )

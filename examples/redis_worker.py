@@ -35,7 +35,9 @@ async def main(backend: str, url: str, channel: str) -> None:
                 await anyio.sleep(0.05)  # the work
                 await job.update({"image": image, "step": step, "of": steps})
         except anyio.get_cancelled_exc_class():
-            print(f"worker: {image} cancelled by the runner")
+            # A cancel message from the runner gives a reason; Ctrl-C here gives none.
+            by = "by the runner" if job.cancel_reason else "(the worker is stopping)"
+            print(f"worker: {image} cancelled {by}")
             raise
         print(f"worker: {image} done")
         return {"image": image, "size": "640x480", "backend": backend}

@@ -663,3 +663,18 @@ def test_the_console_script_runs_the_group(capsys: pytest.CaptureFixture[str]) -
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("anybus ")
+
+
+def test_ctrl_c_ends_a_command_with_the_shells_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anybus._cli import main
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(anyio, "run", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        main(["demo"])
+    assert exited.value.code == 130  # click's own would be 1, after "Aborted!"
+    assert capsys.readouterr().err == "\ninterrupted\n"

@@ -224,3 +224,11 @@ def test_a_grant_that_fails_leaves_no_schema_behind() -> None:
             f"exist: nothing was changed\n"
         )
         assert admin("SELECT to_regnamespace(%s)", [schema]) == [(None,)]
+
+
+def test_apply_with_a_dsn_libpq_cannot_parse_is_a_usage_error() -> None:
+    result = invoke("postgres", "schema", "--apply", "not a dsn")
+    assert result.exit_code == 2, result.output
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: Invalid value for --apply: dsn is not a libpq connection")
+    assert "write it as 'postgresql://user@host:5432/dbname'" in error

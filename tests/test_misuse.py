@@ -375,3 +375,21 @@ async def test_a_handler_that_returns_no_dict_is_told_what_to_return() -> None:
         with anyio.fail_after(TIMEOUT), pytest.raises(JobError) as raised:
             await request(bus, "w", job_name="list")
     assert "a job handler returns a dict (its response) or None" in str(raised.value)
+
+
+def test_a_job_name_registered_twice_is_refused() -> None:
+    worker = worker_with_a_job()
+
+    async def again(job: JobContext) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="'w' has a handler for jobs named 'ok' already"):
+        worker.job("ok")(again)
+
+
+async def test_receiving_from_a_closed_listener_says_why() -> None:
+    async with MemoryBus() as bus:
+        async with bus.listen(name="late") as messages:
+            pass
+        with pytest.raises(anyio.ClosedResourceError, match="the listener 'late' was closed"):
+            await messages.receive()

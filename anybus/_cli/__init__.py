@@ -3,7 +3,8 @@
 Subcommands: ``demo``, ``bench``, ``pub``, ``sub``, ``inspect``, ``workers`` and ``postgres
 schema``, one module each; the group and its global options (``--backend``, ``--log-level``,
 ``--version``) are in ``_group.py``. Exit codes: 0 success, 1 a runtime failure (Redis or Postgres
-unreachable, a refused command, a failed measurement, a closed stdout), 2 bad usage. Expected
+unreachable, a refused command, a failed measurement, a closed stdout), 2 bad usage, 130 a
+Ctrl-C (but for ``sub`` and ``workers``, which end there with 0). Expected
 failures print one line saying what to check, never a traceback; a closed stdout (``anybus
 sub ... | head``) ends the command quietly.
 

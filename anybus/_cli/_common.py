@@ -96,12 +96,14 @@ def run(ctx: click.Context, function: Callable[[], Awaitable[object]]) -> Any:
 
     A closed stdout (``anybus ... | head``) is re-raised as the bare :class:`BrokenPipeError`,
     which click turns into a quiet exit 1 (or as the ``SystemExit(1)`` rich raises for it); a
-    Ctrl-C, as :class:`KeyboardInterrupt`.
+    Ctrl-C ends it with "interrupted" and the shell's status 130 (128 + SIGINT).
     """
     backend: str = ctx.obj["backend"]
     require_backends([backend])
     try:
         return anyio.run(function, backend=backend)
+    except KeyboardInterrupt:
+        raise _interrupted() from None
     except (AnybusError, OSError, BaseExceptionGroup) as exc:
         errors = list(flatten(exc))
         for inner in errors:
@@ -109,7 +111,7 @@ def run(ctx: click.Context, function: Callable[[], Awaitable[object]]) -> Any:
                 raise inner from None
         for inner in errors:
             if isinstance(inner, KeyboardInterrupt):
-                raise KeyboardInterrupt from None
+                raise _interrupted() from None
         for inner in errors:
             if isinstance(inner, click.ClickException):
                 raise inner from None
@@ -117,6 +119,11 @@ def run(ctx: click.Context, function: Callable[[], Awaitable[object]]) -> Any:
             if isinstance(inner, (AnybusError, OSError)):
                 raise Failure(describe(inner)) from None
         raise
+
+
+def _interrupted() -> SystemExit:
+    click.echo("\ninterrupted", err=True)  # the blank line closes the terminal's ^C
+    return SystemExit(130)
 
 
 def describe(error: BaseException) -> str:

@@ -109,10 +109,14 @@ def schema(
     if dsn is None:
         click.echo(script, nl=False)
         return
+    from ..postgres._client import PgConnection, check_dsn
+
+    try:
+        check_dsn(dsn)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--apply") from None
 
     async def apply() -> str:
-        from ..postgres._client import PgConnection
-
         conn = await PgConnection.open(
             dsn,
             application_name="anybus-cli-schema",
