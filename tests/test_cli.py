@@ -678,3 +678,19 @@ def test_ctrl_c_ends_a_command_with_the_shells_status_130(
         main(["demo"])
     assert exited.value.code == 130  # click's own would be 1, after "Aborted!"
     assert capsys.readouterr().err == "\ninterrupted\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pub", "redis://127.0.0.1:1", "BusDataMessage", "source=x", "--channel", ""],
+        ["pub", "redis://127.0.0.1:1", "BusDataMessage", "source=x", "--stream", ""],
+        ["sub", "redis://127.0.0.1:1", "--channel", ""],
+        ["inspect", "redis://127.0.0.1:1", "--stream", ""],
+        ["workers", "redis://127.0.0.1:1", "--channel", ""],
+    ],
+)
+def test_an_empty_channel_or_stream_is_a_usage_error(args: list[str]) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1].endswith("cannot be empty: give it a name")

@@ -121,6 +121,13 @@ def run(ctx: click.Context, function: Callable[[], Awaitable[object]]) -> Any:
         raise
 
 
+def non_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option's callback: refuse an empty name (a channel, a stream)."""
+    if value is not None and not value:
+        raise click.BadParameter("cannot be empty: give it a name", ctx=ctx, param=param)
+    return value
+
+
 def _interrupted() -> SystemExit:
     click.echo("\ninterrupted", err=True)  # the blank line closes the terminal's ^C
     return SystemExit(130)

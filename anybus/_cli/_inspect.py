@@ -12,6 +12,7 @@ from rich.table import Table
 from ._common import (
     Failure,
     connect_timeout_option,
+    non_empty,
     open_client,
     redis_module,
     run,
@@ -36,9 +37,19 @@ def _as_dict(reply: Any) -> dict[str, Any]:
 
 @click.command()
 @click.argument("url")
-@click.option("--channel", metavar="NAME", default=None, help="a pub/sub channel: its subscribers")
 @click.option(
-    "--stream", metavar="NAME", default=None, help="a stream: length, groups, pending and lag"
+    "--channel",
+    callback=non_empty,
+    metavar="NAME",
+    default=None,
+    help="a pub/sub channel: its subscribers",
+)
+@click.option(
+    "--stream",
+    callback=non_empty,
+    metavar="NAME",
+    default=None,
+    help="a stream: length, groups, pending and lag",
 )
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @connect_timeout_option()

@@ -28,6 +28,7 @@ from ._common import (
     BadInput,
     Failure,
     connect_timeout_option,
+    non_empty,
     open_client,
     redis_module,
     run,
@@ -135,10 +136,15 @@ def _read_fields(assignments: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("type_name", metavar="TYPE")
 @click.argument("fields", nargs=-1, metavar="[FIELD=VALUE ...|-]")
 @click.option(
-    "--channel", metavar="NAME", default=None, help="publish on this pub/sub channel (RedisBus)"
+    "--channel",
+    callback=non_empty,
+    metavar="NAME",
+    default=None,
+    help="publish on this pub/sub channel (RedisBus)",
 )
 @click.option(
     "--stream",
+    callback=non_empty,
     metavar="NAME",
     default=None,
     is_flag=False,
@@ -250,7 +256,13 @@ def _fields_of(message: BusMessage) -> dict[str, Any]:
 
 @click.command()
 @click.argument("url")
-@click.option("--channel", metavar="NAME", required=True, help="the pub/sub channel to listen on")
+@click.option(
+    "--channel",
+    callback=non_empty,
+    metavar="NAME",
+    required=True,
+    help="the pub/sub channel to listen on",
+)
 @click.option("--types", default=None, help="comma-separated type names to show (default: all)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per line")
 @click.option(

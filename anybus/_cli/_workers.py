@@ -21,7 +21,7 @@ from rich.text import Text
 
 from .._directory import WorkerChange, WorkerDirectory, WorkerEvent, WorkerInfo
 from .._presence import worker_directory
-from ._common import BadInput, BusTarget, bus_target, open_bus, run, stdout_console
+from ._common import BadInput, BusTarget, bus_target, non_empty, open_bus, run, stdout_console
 
 __all__ = ["workers"]
 
@@ -173,12 +173,17 @@ class _Watch:
 @click.argument("url")
 @click.option(
     "--channel",
+    callback=non_empty,
     metavar="NAME",
     default=None,
     help="the channel the workers' buses are on (default: anybus, the buses' default)",
 )
 @click.option(
-    "--stream", metavar="NAME", default=None, help="a redis stream instead (RedisStreamBus)"
+    "--stream",
+    callback=non_empty,
+    metavar="NAME",
+    default=None,
+    help="a redis stream instead (RedisStreamBus)",
 )
 @click.option(
     "--json",
