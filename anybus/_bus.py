@@ -161,7 +161,11 @@ class WorkerBus(BusLifecycle):
                 ``bus.run``, or after); inside it, after :meth:`stop`, sends still queue.
             BusOverflowError: if a subscriber with the ``error`` policy has a full inbox.
             RuntimeError: if called from another thread than the bus's event loop's (use
-                :func:`~anybus.open_thread_portal`); nothing was sent.
+                :func:`~anybus.open_thread_portal`); nothing was sent. On a memory bus's fast
+                path (unbounded, unfiltered inboxes) the thread is checked only where a
+                waiting worker would be woken, to keep that path cheap: there, subscribers
+                already busy may have the message, and a send that wakes nobody is not
+                refused. Never rely on either.
 
         Cancellation: a cancelled ``send()`` has delivered the message to nobody (under the
         ``block`` policy it was waiting for room; at its scheduling point it checks for

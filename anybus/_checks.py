@@ -11,11 +11,12 @@ __all__ = ["check_name", "check_seconds"]
 
 
 def check_seconds(name: str, value: object, *, none: bool = False, zero: bool = False) -> Any:
-    """``value``: a finite number of seconds above 0 (``zero``: 0 too; ``none``: or None)."""
+    """``value``: a number of seconds above 0, ``math.inf`` for no limit (``zero``: 0 too;
+    ``none``: or None)."""
     if value is None and none:
         return None
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0 or (value == 0 and not zero):  # type: ignore[operator, arg-type]
+    if not number or math.isnan(value) or value < 0 or (value == 0 and not zero):  # type: ignore[operator, arg-type]
         least = "0 or more" if zero else "more than 0"
         also = " (or None: no limit)" if none else ""
         raise ValueError(f"{name} must be a number of seconds, {least}{also}; got {value!r}")

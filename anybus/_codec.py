@@ -47,17 +47,21 @@ def check_codec(value: object) -> Codec | None:
     if value is None:
         return None
     encode: Callable[..., Any] | None = getattr(value, "encode", None)
-    takes = set(_parameters(encode)) if callable(encode) else set()
-    if not {"sender", "seq"} <= takes or not callable(getattr(value, "decode", None)):
+    if not (callable(encode) and _takes_sender_and_seq(encode)) or not callable(
+        getattr(value, "decode", None)
+    ):
         raise TypeError(
-            f"codec must be a codec such as WireCodec() or PipecatWireCodec(), got {value!r}; "
-            f"a serializer goes inside one: codec=WireCodec(serializer={value!r})"
+            f"codec must be a codec (WireCodec(), PipecatWireCodec(), or an object with "
+            f"encode(message, *, sender, seq) and decode(data)), got {value!r}; to use a "
+            f"serializer, wrap it: codec=WireCodec(serializer=...)"
         )
     return value  # type: ignore[return-value]
 
 
-def _parameters(function: Callable[..., Any]) -> list[str]:
+def _takes_sender_and_seq(function: Callable[..., Any]) -> bool:
     try:
-        return list(inspect.signature(function).parameters)
-    except (TypeError, ValueError):  # a builtin without a signature
-        return []
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: assume it does
+        return True
+    names = {p.name for p in parameters}
+    return {"sender", "seq"} <= names or any(p.kind is p.VAR_KEYWORD for p in parameters)

@@ -98,7 +98,7 @@ async def request(
         JobError: if the worker answered ``error``, or announced an error of its own
             (``BusWorkerErrorMessage``) while the job was outstanding.
     """
-    check_seconds("timeout", timeout, none=True)
+    check_seconds("timeout", timeout, none=True, zero=True)
     job = open_job(bus, worker, payload, job_name=job_name, source=source, presence=presence)
     # No cancel scope at all without a timeout: one less per request.
     with move_on_after(timeout) if timeout is not None else nullcontext():

@@ -144,8 +144,6 @@ class JobWorker(BusSubscriber):
         """Register the decorated ``async def handler(job)`` for jobs named ``name``."""
 
         def register(handler: JobHandler) -> JobHandler:
-            if name in self._handlers:
-                raise ValueError(f"{self.name!r} has a handler for jobs named {name!r} already")
             self._handlers[name] = checked_handler(name, handler)
             return handler
 

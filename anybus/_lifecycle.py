@@ -80,8 +80,6 @@ class BusLifecycle(SubscriptionRegistry):
 
     def _refresh_plain(self) -> None:
         self._plain = self._plain_targets if self._host is not None else None
-        if self._host is not None:
-            self._thread = get_ident()  # the event loop's: send() is refused elsewhere
 
     @property
     def transport(self) -> Transport:
@@ -104,6 +102,7 @@ class BusLifecycle(SubscriptionRegistry):
         task_group = create_task_group()
         await task_group.__aenter__()
         self._host = task_group
+        self._thread = get_ident()  # the event loop's: send() refuses others
         self._refresh_plain()
         self._hosted_by_run = False
         try:
@@ -163,6 +162,7 @@ class BusLifecycle(SubscriptionRegistry):
         try:
             async with task_group:
                 self._host = task_group
+                self._thread = get_ident()  # the event loop's: send() refuses others
                 self._refresh_plain()
                 self._hosted_by_run = True
                 await self._open(task_group)

@@ -51,7 +51,8 @@ class BusPortal:
         except BaseExceptionGroup as group:
             # The portal's task group wraps what the block raised: raise that, as it is.
             if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
+                error = group.exceptions[0]
+                raise error from error.__cause__  # its own cause, not the group
             raise
 
     def send(self, message: BusMessage) -> None:

@@ -92,7 +92,9 @@ def _check_handler(subscriber: object) -> None:
 def is_async_callable(handler: object) -> bool:
     """Whether calling ``handler`` gives something to await (an ``async def``, a callable with
     an ``async def __call__``, or a ``functools.partial`` of one)."""
-    if inspect.iscoroutinefunction(handler):
+    if inspect.iscoroutinefunction(handler) or (
+        callable(handler) and inspect.iscoroutinefunction(inspect.unwrap(handler))
+    ):  # an async def, or a wrapper of one (functools.wraps)
         return True
     call = getattr(handler, "__call__", None)  # noqa: B004 - an async __call__ counts
     func = getattr(handler, "func", None)  # functools.partial

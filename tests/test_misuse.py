@@ -6,9 +6,10 @@ On both backends; the network cases against the shared servers or a private one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from anybus import (
     JobWorker,
     JSONSerializer,
     MemoryBus,
+    PipecatWireCodec,
     SerializationError,
     TransportError,
     WireCodec,
@@ -73,11 +75,28 @@ async def test_a_send_from_another_thread_is_refused_and_the_bus_goes_on(bounded
     assert seen.messages == [first, last]  # the bus delivers as before
 
 
+async def test_a_call_from_another_thread_does_not_move_the_bus_to_it() -> None:
+    seen = RecordingSubscriber("seen")
+    async with MemoryBus() as bus:
+        await bus.subscribe(seen)
+        await bus.subscribe(RecordingSubscriber("other"))
+
+        def in_its_own_loop() -> None:
+            asyncio.run(bus.unsubscribe("other"))  # not checked, but it must not re-home send
+
+        await anyio.to_thread.run_sync(in_its_own_loop)
+        with anyio.fail_after(TIMEOUT):
+            await bus.send(message := BusDataMessage(source="main"))
+            await bus.wait_idle()
+    assert seen.messages == [message]
+
+
 async def test_the_thread_portal_raises_what_its_block_raises() -> None:
     async with MemoryBus() as bus:
-        with pytest.raises(ValueError, match="the block's own"):
+        with pytest.raises(ValueError, match="the block's own") as raised:
             async with open_thread_portal(bus):
-                raise ValueError("the block's own")
+                raise ValueError("the block's own") from KeyError("its cause")
+        assert isinstance(raised.value.__cause__, KeyError)
         with pytest.raises(RuntimeError):  # called from the event loop's thread
             async with open_thread_portal(bus) as portal:
                 portal.send(BusDataMessage(source="t"))
@@ -346,9 +365,27 @@ def test_bad_options_are_refused_when_the_bus_is_made(
 
 
 def test_good_options_are_taken() -> None:
+    @functools.wraps(sync_hook)
+    def wrapped(name: str, message: BusMessage, error: Exception) -> Awaitable[None]:
+        return sync_hook(name, message, error)
+
     MemoryBus(exit_drain=0, on_handler_error=sync_hook)
+    MemoryBus(exit_drain=math.inf, on_handler_error=wrapped)  # a wrapper of an async def
     RedisBus(connect_timeout=None, codec=WireCodec())
+    RedisBus(connect_timeout=math.inf, codec=PipecatWireCodec())
     _postgres_bus(codec=WireCodec())
+
+    class Delegating:  # a codec that passes its keyword arguments on
+        def __init__(self) -> None:
+            self.inner = WireCodec()
+
+        def encode(self, message: BusMessage, **options: Any) -> bytes:
+            return self.inner.encode(message, **options)
+
+        def decode(self, data: bytes) -> Any:
+            return self.inner.decode(data)
+
+    RedisBus(codec=bad(Delegating()))
 
 
 async def test_bad_job_arguments_are_refused_at_once() -> None:
@@ -359,6 +396,8 @@ async def test_bad_job_arguments_are_refused_at_once() -> None:
                 await request(bus, "w", [1, 2], job_name="ok")  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="timeout must be a number of seconds"):
                 await request(bus, "w", job_name="ok", timeout=-1)
+            with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+                await request(bus, "w", job_name="ok", timeout=math.nan)
             with pytest.raises(ValueError, match="worker must name a worker or pool"):
                 await request(bus, 5, job_name="ok")  # type: ignore[arg-type]
 
@@ -375,16 +414,6 @@ async def test_a_handler_that_returns_no_dict_is_told_what_to_return() -> None:
         with anyio.fail_after(TIMEOUT), pytest.raises(JobError) as raised:
             await request(bus, "w", job_name="list")
     assert "a job handler returns a dict (its response) or None" in str(raised.value)
-
-
-def test_a_job_name_registered_twice_is_refused() -> None:
-    worker = worker_with_a_job()
-
-    async def again(job: JobContext) -> None:
-        pass
-
-    with pytest.raises(ValueError, match="'w' has a handler for jobs named 'ok' already"):
-        worker.job("ok")(again)
 
 
 async def test_receiving_from_a_closed_listener_says_why() -> None:

@@ -91,8 +91,10 @@ class Connections:
                     )
                 except TransportError as exc:
                     self.connected = False
-                    refusal = _refusal(exc)
-                    if refusal is not None:  # no use trying again
+                    # At start, a refusal for good is said at once; a running bus reconnecting
+                    # keeps trying (a role renamed back, a password rotated, CONNECT granted).
+                    refusal = None if patient else _refusal(exc)
+                    if refusal is not None:
                         raise TransportError(
                             f"postgres at {self.where} refused the connection: {refusal}; "
                             f"check the dsn (its user, password, database and options)"

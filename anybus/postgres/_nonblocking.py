@@ -21,6 +21,7 @@ prepares those it sees repeatedly.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, final
@@ -130,7 +131,10 @@ class Statements:
             return False
         self._sent = key
         self._in_flight = True
-        pgconn.flush()  # what it cannot write now, collect() writes as the socket allows
+        # What it cannot write now, collect() writes as the socket allows (and a failure
+        # here, collect() meets again and raises).
+        with contextlib.suppress(psycopg.Error):
+            pgconn.flush()
         return True
 
     async def collect(self) -> list[tuple[Any, ...]]:

@@ -95,7 +95,7 @@ def wire_codec(value: object) -> WireCodec:
         return WireCodec()
     if not isinstance(value, WireCodec):
         raise TypeError(
-            f"codec must be a WireCodec, got {value!r}; a serializer goes inside one: "
-            f"codec=WireCodec(serializer={value!r})"
+            f"codec must be a WireCodec (PostgresBus speaks anybus's wire format), got "
+            f"{value!r}; to use a serializer, wrap it: codec=WireCodec(serializer=...)"
         )
     return value

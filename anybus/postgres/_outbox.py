@@ -169,6 +169,11 @@ class Outbox:
         except BaseException:  # cancelled: the sender hears nothing, so the log says it
             if not item.done.is_set():
                 self._abandon(item, cancelled=True)
+            elif item.state is _State.STORED:  # stored before the cancellation came through
+                logger.info(
+                    "a send to postgres at %s was cancelled after its message was stored",
+                    self._where,
+                )
             raise
         if not item.done.is_set():
             self._abandon(item, cancelled=False)
