@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import final
 
+from .._checks import check_seconds
 from .._wire import WireCodec
 
 __all__ = [
@@ -49,16 +50,12 @@ def durability(value: str) -> bool:
 
 def positive(name: str, value: float) -> float:
     """``value``, a positive number of seconds (the option ``name``), as a float."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return float(check_seconds(name, value))
 
 
 def seconds(name: str, value: float) -> float:
     """``value``, a number of seconds of at least 0 (the option ``name``), as a float."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} cannot be negative, got {value!r}")
-    return float(value)
+    return float(check_seconds(name, value, zero=True))
 
 
 def count(name: str, value: int, minimum: int) -> int:
