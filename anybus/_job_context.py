@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from anyio import CancelScope
+from anyio import CancelScope, ClosedResourceError
 
 from ._exceptions import SerializationError
 from ._messages import (
@@ -81,6 +81,11 @@ class JobContext:
         cancel_scope: the job's own cancel scope; a :class:`~anybus.BusJobCancelMessage`
             for this job cancels it.
         last_update: the last update sent (``None`` before the first).
+
+    It answers only while its handler runs: once the handler has returned (or raised, or was
+    cancelled), :meth:`update` and the ``stream_*`` methods raise
+    :exc:`anyio.ClosedResourceError` and send nothing, as a task the handler started and left
+    running would otherwise answer a job its caller has already seen end.
     """
 
     def __init__(self, worker: BusSubscriber, bus: BusLike, request: BusJobRequestMessage) -> None:
@@ -94,6 +99,22 @@ class JobContext:
         self.cancel_reason: str | None = None
         self._worker = worker
         self._bus = bus
+        self._ended = False
+
+    def _end(self) -> None:
+        """Mark the job ended (its handler is done): from now on it answers nothing.
+
+        Called by the worker when the handler is done; idempotent.
+        """
+        self._ended = True
+
+    def _check_running(self, what: str) -> None:
+        if self._ended:
+            raise ClosedResourceError(
+                f"job {self.id} ({self.name!r}) has ended, so its {what} was not sent: a "
+                f"JobContext answers only while its handler runs (await the tasks the handler "
+                f"starts before it returns)"
+            )
 
     async def update(
         self, update: Mapping[str, Any] | None = None, *, urgent: bool = False
@@ -102,8 +123,10 @@ class JobContext:
 
         It is also what the worker answers an update request with, until the next one.
         Sending can block only as :meth:`WorkerBus.send <anybus.WorkerBus.send>` does; when
-        the job is cancelled meanwhile, the update may or may not have gone out.
+        the job is cancelled meanwhile, the update may or may not have gone out. After the
+        handler has returned it raises :exc:`anyio.ClosedResourceError` and sends nothing.
         """
+        self._check_running("update")
         data = dict(update or {})
         self.last_update = data
         kind = BusJobUpdateUrgentMessage if urgent else BusJobUpdateMessage
@@ -140,6 +163,7 @@ class JobContext:
         kind: type[BusJobStreamStartMessage | BusJobStreamDataMessage | BusJobStreamEndMessage],
         data: Mapping[str, Any] | None,
     ) -> None:
+        self._check_running(f"{kind.__name__} message")
         await self._bus.send(
             kind(
                 source=self._worker.name,

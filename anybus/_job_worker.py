@@ -387,6 +387,8 @@ class JobWorker(BusSubscriber):
             except Exception as exc:
                 logger.error("%r: job %s (%r) raised", self.name, job.id, job.name, exc_info=exc)
                 status, response = JobStatus.ERROR, {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                job._end()
         if job.cancel_scope.cancelled_caught:
             status, response = JobStatus.CANCELLED, {"reason": job.cancel_reason or "cancelled"}
         self._running.pop(job.id, None)

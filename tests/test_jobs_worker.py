@@ -100,6 +100,44 @@ async def test_update_requests_are_answered_while_the_job_runs() -> None:
     assert unknown.messages[0].update == {"state": "unknown"}  # type: ignore[attr-defined]
 
 
+async def test_a_job_context_answers_nothing_once_its_handler_is_done() -> None:
+    kept: list[JobContext] = []
+    blocker = Blocker()
+
+    async def done_at_once(job: JobContext) -> dict[str, Any]:
+        kept.append(job)
+        return {"ok": True}
+
+    async def blocked(job: JobContext) -> None:
+        kept.append(job)
+        await blocker(job)
+
+    worker = JobWorker("w", handlers={"quick": done_at_once, "slow": blocked})
+    seen = RecordingSubscriber("caller", accepts=lambda m: m.target == "caller")
+    async with MemoryBus() as bus:
+        await bus.subscribe(worker)
+        await bus.subscribe(seen)
+        with fail_after(5):
+            assert (await request(bus, "w", job_name="quick")).response == {"ok": True}
+            async with open_job(bus, "w", job_name="slow") as job:
+                await blocker.started.wait()
+                await job.cancel("enough")
+                with pytest.raises(JobError):
+                    await job.result()
+            await bus.wait_idle()
+            quick, slow = kept
+            for ended in (quick, slow):
+                with pytest.raises(anyio.ClosedResourceError, match=rf"job {ended.id} .* ended"):
+                    await ended.update({"late": True})
+                with pytest.raises(anyio.ClosedResourceError, match="not sent"):
+                    await ended.stream_data({"late": True})
+                ended.requester = "caller"  # had it been sent, `seen` would have it
+                with pytest.raises(anyio.ClosedResourceError):
+                    await ended.stream_end()
+            await bus.wait_idle()
+    assert seen.messages == []
+
+
 def test_concurrency_must_be_positive() -> None:
     with pytest.raises(ValueError, match="concurrency must be at least 1, got 0"):
         JobWorker("w", concurrency=0)
