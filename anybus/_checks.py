@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_name", "check_seconds"]
+__all__ = ["check_count", "check_name", "check_optional_name", "check_seconds"]
 
 
 def check_seconds(name: str, value: object, *, none: bool = False, zero: bool = False) -> Any:
@@ -27,4 +27,20 @@ def check_name(name: str, value: object) -> str:
     """``value``: a non-empty str (a channel, a stream)."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_optional_name(name: str, value: object) -> str | None:
+    """``value``: a non-empty str, or None for the default (a bus instance's name)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(
+            f"{name} must be a non-empty string (or None for the default), got {value!r}"
+        )
+    return value
+
+
+def check_count(name: str, value: object, minimum: int) -> int:
+    """``value``: an int of at least ``minimum`` (not a bool, a float or a str)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
     return value

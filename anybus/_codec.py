@@ -46,6 +46,11 @@ def check_codec(value: object) -> Codec | None:
     """``value``: None, or a codec (``encode(message, *, sender, seq)``, ``decode(data)``)."""
     if value is None:
         return None
+    if isinstance(value, type):
+        raise TypeError(
+            f"codec takes a codec object, got the class {value.__name__}: write "
+            f"codec={value.__name__}()"
+        )
     encode: Callable[..., Any] | None = getattr(value, "encode", None)
     if not (callable(encode) and _takes_sender_and_seq(encode)) or not callable(
         getattr(value, "decode", None)

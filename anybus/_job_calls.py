@@ -104,10 +104,17 @@ async def request(
     with move_on_after(timeout) if timeout is not None else nullcontext():
         async with job:
             return await job.result()
-    if not job.sent:
+    if not job.sent and job._looking:  # still waiting for the worker: nothing was sent
         raise WorkerUnavailable(
             f"no worker or pool named {worker!r} became present within {timeout} s; the "
             f"request was not sent",
+            job_id=job.id,
+            worker=worker,
+        )
+    if not job.sent:  # the deadline came as the request was being sent
+        raise JobTimeout(
+            f"job {job.id} at {worker!r}: the request was still being sent when {timeout} s "
+            f"had passed; it may have gone out, and a cancel was sent after it",
             job_id=job.id,
             worker=worker,
         )

@@ -27,7 +27,10 @@ __all__ = [
     "JOB_NAME_ATTRIBUTE",
     "JobContext",
     "JobHandler",
+    "check_job_name",
     "checked_handler",
+    "checked_handlers",
+    "declared_handlers",
     "job_handler",
     "send_response",
 ]
@@ -60,6 +63,8 @@ def job_handler(name: str | None = None) -> Callable[[_F], _F]:
             async def transcribe(self, job: JobContext) -> dict[str, Any]:
                 ...
     """
+
+    check_job_name(name)
 
     def mark(method: _F) -> _F:
         checked_handler(name, method)
@@ -127,6 +132,7 @@ class JobContext:
         handler has returned it raises :exc:`anyio.ClosedResourceError` and sends nothing.
         """
         self._check_running("update")
+        _check_mapping("update", update)
         data = dict(update or {})
         self.last_update = data
         kind = BusJobUpdateUrgentMessage if urgent else BusJobUpdateMessage
@@ -164,6 +170,7 @@ class JobContext:
         data: Mapping[str, Any] | None,
     ) -> None:
         self._check_running(f"{kind.__name__} message")
+        _check_mapping("chunk" if kind is BusJobStreamDataMessage else "metadata", data)
         await self._bus.send(
             kind(
                 source=self._worker.name,
@@ -176,6 +183,11 @@ class JobContext:
     def __repr__(self) -> str:
         name = f" {self.name!r}" if self.name else ""
         return f"<JobContext {self.id}{name} for {self.requester!r}>"
+
+
+def _check_mapping(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping (a dict) or None, got {value!r}")
 
 
 async def send_response(
@@ -218,8 +230,45 @@ async def send_response(
         )
 
 
+def check_job_name(name: object) -> None:
+    """Refuse a job name that is not a str or None (a decorator used without its call, say)."""
+    if callable(name):
+        raise TypeError(
+            f"a job name must be a str or None, got the function {name!r}: the decorator "
+            f"takes the name, so write @job_handler() (or @worker.job()) for requests that "
+            f"name no job, or @job_handler('name')"
+        )
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"a job name must be a str or None, got {name!r}")
+
+
+def declared_handlers(worker: object) -> dict[str | None, JobHandler]:
+    """The handlers ``worker``'s class declares with :func:`job_handler`, bound to it (a
+    subclass's method in place of its base's for one name)."""
+    found: dict[str | None, JobHandler] = {}
+    for klass in reversed(type(worker).__mro__):
+        for attribute, value in vars(klass).items():
+            if hasattr(value, JOB_NAME_ATTRIBUTE):
+                name: str | None = getattr(value, JOB_NAME_ATTRIBUTE)
+                found[name] = checked_handler(name, getattr(worker, attribute))
+    return found
+
+
+def checked_handlers(handlers: object) -> dict[str | None, JobHandler]:
+    """``handlers`` (JobWorker's option: job name to handler, or None), each checked."""
+    if handlers is None:
+        return {}
+    if not isinstance(handlers, Mapping):
+        raise TypeError(
+            f"handlers takes a mapping of job name to handler, as handlers={{'name': handler}} "
+            f"(None: requests that name no job), got {handlers!r}"
+        )
+    return {name: checked_handler(name, handler) for name, handler in handlers.items()}
+
+
 def checked_handler(name: str | None, handler: JobHandler) -> JobHandler:
     """``handler``, if the worker can await it; refused at once otherwise."""
+    check_job_name(name)
     if not is_async_callable(handler):
         raise TypeError(
             f"the handler {getattr(handler, '__qualname__', None) or handler!r} for jobs named "

@@ -25,10 +25,12 @@ from ._exceptions import JobFailed
 from ._hooks import WorkerJobTrace, state
 from ._job_client import JOB_ANSWER_TYPES
 from ._job_context import (
-    JOB_NAME_ATTRIBUTE,
     JobContext,
     JobHandler,
+    check_job_name,
     checked_handler,
+    checked_handlers,
+    declared_handlers,
     send_response,
 )
 from ._messages import (
@@ -115,21 +117,15 @@ class JobWorker(BusSubscriber):
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency!r}")
-        check_presence(pool=pool, heartbeat=heartbeat)
+        check_presence(pool=pool, heartbeat=heartbeat, presence=presence)
         self.name = name
         self.concurrency = concurrency
         self.pool = pool
         self.presence = presence
         self.heartbeat = float(heartbeat)
         self.incarnation = secrets.token_hex(6)  # tells it from another of its name
-        self._handlers: dict[str | None, JobHandler] = {}
-        for klass in reversed(type(self).__mro__):
-            for attribute, value in vars(klass).items():
-                if hasattr(value, JOB_NAME_ATTRIBUTE):
-                    job_name: str | None = getattr(value, JOB_NAME_ATTRIBUTE)
-                    self._handlers[job_name] = checked_handler(job_name, getattr(self, attribute))
-        for job_name, handler in (handlers or {}).items():
-            self._handlers[job_name] = checked_handler(job_name, handler)
+        self._handlers = declared_handlers(self)
+        self._handlers.update(checked_handlers(handlers))
         self._queue: deque[BusJobRequestMessage] = deque()
         self._cancelled_queued: deque[tuple[BusJobRequestMessage, str]] = deque()
         self._cancelled_early: OrderedDict[str, str] = OrderedDict()
@@ -142,6 +138,8 @@ class JobWorker(BusSubscriber):
 
     def job(self, name: str | None = None) -> Callable[[JobHandler], JobHandler]:
         """Register the decorated ``async def handler(job)`` for jobs named ``name``."""
+
+        check_job_name(name)
 
         def register(handler: JobHandler) -> JobHandler:
             self._handlers[name] = checked_handler(name, handler)

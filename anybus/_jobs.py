@@ -11,6 +11,7 @@ exception — sends a :class:`~anybus.BusJobCancelMessage` to the worker.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from anyio import CancelScope, Event, current_time, get_cancelled_exc_class
 
+from ._checks import check_seconds
 from ._exceptions import (
     BusStateError,
     JobCancelled,
@@ -95,6 +97,10 @@ class Job:
                 f"presence must be one of {', '.join(map(repr, _PRESENCE_MODES))}, got "
                 f"{presence!r}"
             )
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise ValueError(
+                f"job_id must be a non-empty string (or None: a random one), got {job_id!r}"
+            )
         self.id = job_id or secrets.token_hex(8)
         #: The worker the job goes to (for a pool: the member chosen, once entered).
         self.worker = worker
@@ -108,7 +114,10 @@ class Job:
         self.source = source or ""
         self._bus = bus
         self._client: JobClient | None = None
-        self._cancel_timeout = cancel_timeout
+        # A shielded wait, so it must end: a finite number (0: send without waiting).
+        self._cancel_timeout = check_seconds("cancel_timeout", cancel_timeout, zero=True)
+        if self._cancel_timeout == math.inf:
+            raise ValueError("cancel_timeout must be finite: the cancel is sent shielded, got inf")
         self._updates: deque[dict[str, Any]] = deque()
         self._chunks: deque[dict[str, Any]] = deque()
         self._stream_ended = False

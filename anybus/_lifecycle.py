@@ -251,6 +251,7 @@ class BusLifecycle(SubscriptionRegistry):
         ``stop()`` is cancelled (say, by a timeout), dispatch still shuts down and nothing is
         taken out of the inboxes; a later ``stop()`` or ``start()`` waits for the rest.
         """
+        check_seconds("drain", drain, none=True, zero=True)
         undelivered: list[Undelivered] = []
         if self._dispatch is not None:
             ending = self._hosted_by_run and self._host is not None

@@ -24,6 +24,7 @@ round trip rather than one heartbeat.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -77,10 +78,14 @@ CLOCK_SKEW: Final = 30.0
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def check_presence(*, pool: str | None, heartbeat: float) -> None:
+def check_presence(*, pool: str | None, heartbeat: float, presence: bool = True) -> None:
     """Refuse presence options that cannot work (ValueError, naming the option)."""
-    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float) or heartbeat <= 0:
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, int | float):
         raise ValueError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
+    if not 0 < heartbeat < math.inf:  # NaN too
+        raise ValueError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
+    if not isinstance(presence, bool):
+        raise ValueError(f"presence must be True or False, got {presence!r}")
     if pool is not None and (not isinstance(pool, str) or not pool):
         raise ValueError(f"pool must be a non-empty string or None, got {pool!r}")
 

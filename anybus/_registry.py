@@ -13,6 +13,7 @@ from typing import Literal, TypeVar, overload
 
 from anyio.lowlevel import checkpoint
 
+from ._checks import check_optional_name
 from ._dispatch import ErrorHook, Hub, Subscription
 from ._fan_out import make_fan_out
 from ._listen import FunctionSubscriber, Handler, MessageStream, _Listener
@@ -63,6 +64,8 @@ def _check_targets(targets: Iterable[str] | str | None) -> frozenset[str] | None
             f"targets takes a collection of names, got the string {targets!r}: "
             f"write targets=[{targets!r}]"
         )
+    if not isinstance(targets, Iterable):
+        raise TypeError(f"targets takes a collection of names (str), got {targets!r}")
     names = frozenset(targets)
     for name in names:
         if not isinstance(name, str):
@@ -86,6 +89,21 @@ def _check_handler(subscriber: object) -> None:
         raise TypeError(
             f"{what} is not a coroutine function: handlers must be 'async def' "
             f"(the bus awaits them)"
+        )
+
+
+def _check_hooks(subscriber: BusSubscriber) -> None:
+    """Refuse a subscriber whose ``is_busy`` is async or whose ``run_in_bus`` is not."""
+    kind = type(subscriber)
+    if is_async_callable(kind.is_busy):
+        raise TypeError(
+            f"{kind.__name__}.is_busy is a coroutine function: the bus asks it as it looks "
+            f"for idleness, so it must be a plain 'def' (return a bool)"
+        )
+    if not is_async_callable(kind.run_in_bus):
+        raise TypeError(
+            f"{kind.__name__}.run_in_bus is not a coroutine function: the bus runs it as a "
+            f"task, so it must be 'async def run_in_bus(self, bus)'"
         )
 
 
@@ -181,6 +199,8 @@ class SubscriptionRegistry(ABC):
             raise TypeError(
                 f"types takes a list of message classes: write types=[{types.__name__}]"
             )
+        if types is not None and not isinstance(types, Iterable):
+            raise TypeError(f"types takes a list of message classes, got {types!r}")
         for kind in types or ():
             if not (isinstance(kind, type) and issubclass(kind, BusMessage)):
                 raise TypeError(f"types must hold message classes, got {kind!r}")
@@ -190,6 +210,7 @@ class SubscriptionRegistry(ABC):
                 f"filter runs as messages are fanned out, so it must be a plain 'def' (return "
                 f"a bool)"
             )
+        _check_hooks(subscriber)
         sub = Subscription(
             subscriber,
             name,
@@ -287,6 +308,7 @@ class SubscriptionRegistry(ABC):
                 ``overflow`` names no policy.
         """
         _check_handler(subscriber)
+        check_optional_name("name", name)
         if not isinstance(subscriber, BusSubscriber):
             handler = subscriber
             default_name = getattr(handler, "__name__", repr(handler))
@@ -306,6 +328,10 @@ class SubscriptionRegistry(ABC):
         Only this subscriber's workers are cancelled. A no-op if it is not subscribed. If the
         wait is cancelled, the workers still end and the inbox is still discarded.
         """
+        if not isinstance(subscriber, str | BusSubscriber):
+            raise TypeError(
+                f"unsubscribe() takes a subscriber or its name (str), got {subscriber!r}"
+            )
         name = subscriber if isinstance(subscriber, str) else subscriber.name
         sub = self._subscriptions.pop(name, None)
         if sub is None:
@@ -352,7 +378,9 @@ class SubscriptionRegistry(ABC):
         Raises:
             ValueError: if the name is already taken, or ``max_buffer`` is below 1.
         """
-        listener = _Listener(name or f"listener-{next(_listener_names)}")
+        listener = _Listener(
+            check_optional_name("name", name) or f"listener-{next(_listener_names)}"
+        )
         sub = self._add(
             listener, types=types, max_buffer=max_buffer, overflow=overflow, passive=True
         )

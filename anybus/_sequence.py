@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
+from ._checks import check_count
 from ._hints import short
 from ._rejections import RejectionCounter
 from ._wire import Envelope
@@ -110,9 +111,7 @@ class SequenceTracker:
         replay_window: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if dedupe < 0:
-            raise ValueError(f"dedupe cannot be negative, got {dedupe!r}")
-        self._dedupe = dedupe
+        self._dedupe = check_count("dedupe", dedupe, 0)
         self._logger = logger
         self._owner = owner
         self._count_gaps = count_gaps

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,19 +52,13 @@ from ._messages import BusMessage
 from ._plain import scalar_hook
 from ._rejections import RejectionCounter
 from ._serializers import JSON_ENCODER, JSONSerializer, MsgpackSerializer, Serializer, dumps_json
+from ._wire_options import check_label, check_wire_options
 
 __all__ = ["Envelope", "RejectionCounter", "WireCodec"]
 
 MAGIC: Final = b"AB"
 FORMAT_VERSION: Final = 1
 MAC_SIZE: Final = 32
-
-
-def _check_label(label: object, what: str) -> bytes:
-    """A serializer name or key id as it appears in the header: 1 to 255 printable ASCII bytes."""
-    if isinstance(label, str) and label.isascii() and label.isprintable() and 0 < len(label) < 256:
-        return label.encode("ascii")
-    raise ValueError(f"{what} must be 1 to 255 printable ASCII characters, got {label!r}")
 
 
 @final
@@ -131,14 +124,15 @@ class WireCodec:
         replay_window: float | None = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 64:
-            raise ValueError(f"max_size must be an int of at least 64 bytes, got {max_size!r}")
-        window = replay_window
-        if window is not None and (type(window) not in (int, float) or not 0 < window < math.inf):
-            raise ValueError(
-                f"replay_window must be a positive number of seconds or None, got {window!r}"
-            )
-        self._replay_window = None if window is None else float(window)
+        self._replay_window, self._keys, signing_key_id = check_wire_options(
+            serializer=serializer,
+            registry=registry,
+            max_size=max_size,
+            replay_window=replay_window,
+            clock=clock,
+            signing_keys=signing_keys,
+            signing_key_id=signing_key_id,
+        )
         self._clock = clock
         self._serializer: Serializer = JSONSerializer() if serializer is None else serializer
         self._registry = registry
@@ -146,24 +140,7 @@ class WireCodec:
         self._binary = bool(getattr(self._serializer, "binary", False))
         # anybus's own serializers: the whole body in one msgspec call (see the module's doc).
         self._native = type(self._serializer) in (JSONSerializer, MsgpackSerializer)
-        serializer_name = _check_label(self._serializer.name, "serializer name")
-        self._keys: dict[str, bytes] = {}
-        for key_id, secret in (signing_keys or {}).items():
-            _check_label(key_id, "signing key id")
-            if not isinstance(secret, bytes):
-                raise TypeError(f"signing key {key_id!r} must be bytes, got {type(secret)!r}")
-            if not secret:
-                raise ValueError(f"signing key {key_id!r} must not be empty")
-            self._keys[key_id] = secret
-        if signing_key_id is None and len(self._keys) == 1:
-            signing_key_id = next(iter(self._keys))
-        if self._keys and signing_key_id not in self._keys:
-            raise ValueError(
-                f"signing_key_id must name one of the signing_keys {sorted(self._keys)!r}, "
-                f"got {signing_key_id!r}"
-            )
-        if not self._keys and signing_key_id is not None:
-            raise ValueError(f"signing_key_id {signing_key_id!r} given without signing_keys")
+        serializer_name = check_label(self._serializer.name, "serializer name")
         self._signing_key_id = signing_key_id
         key_bytes = b"" if signing_key_id is None else signing_key_id.encode("ascii")
         self._header_start = MAGIC + bytes([FORMAT_VERSION, len(serializer_name)])

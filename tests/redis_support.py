@@ -263,9 +263,10 @@ def network_bus(kind: str, url: str, channel: str, name: str | None = None) -> R
 
 async def kill_clients(url: str, instance: str) -> int:
     """CLIENT KILL every connection of the bus ``instance``; return how many were killed."""
+    from anybus.redis._base import client_name
     from anybus.redis._client import RedisClient, RedisSettings
 
-    suffix = instance.replace("/", "-")
+    suffix = client_name("", instance).removeprefix("anybus--")
     admin = await RedisClient.create(RedisSettings.from_url(url), name="anybus-test-admin")
     try:
         listing = await admin.command("CLIENT", "LIST")

@@ -15,14 +15,17 @@ from anyio import fail_after
 
 from anybus import (
     BusDataMessage,
+    BusJobRequestMessage,
     BusJobResponseMessage,
     BusWorkerErrorMessage,
     JobContext,
     JobError,
     JobFailed,
     JobStatus,
+    JobTimeout,
     JobWorker,
     MemoryBus,
+    WorkerUnavailable,
     open_job,
     open_thread_portal,
     request,
@@ -188,3 +191,28 @@ async def test_the_portal_runs_any_coroutine_function_in_the_loop() -> None:
         with fail_after(5):
             assert await anyio.to_thread.run_sync(from_thread) == 1
         assert "BusPortal for <MemoryBus running" in repr(portal)
+
+
+async def test_a_timeout_while_the_request_is_being_sent_is_not_called_unavailable() -> None:
+    # A slow subscriber of requests with a full, blocking inbox holds every request's send:
+    # the request is still being sent when the timeout comes. Nothing said the worker was
+    # missing (presence is off), so that is a timeout that may have sent the request, not
+    # WorkerUnavailable. (The cancel that follows is a system message, which it does not take.)
+    gate = anyio.Event()
+
+    async def slow(message: Any) -> None:
+        await gate.wait()
+
+    async with MemoryBus(max_buffer=1, overflow="block") as bus:
+        await bus.subscribe(JobWorker("w", handlers={None: Blocker()}))
+        await bus.subscribe(
+            RecordingSubscriber("slow", handler=slow), types=[BusJobRequestMessage]
+        )
+        with fail_after(5):
+            for _ in range(2):  # one taken by the slow handler, one filling its inbox
+                await bus.send(BusJobRequestMessage(source="t", target="nobody", job_id="x"))
+                await anyio.wait_all_tasks_blocked()
+            with pytest.raises(JobTimeout, match="still being sent") as raised:
+                await request(bus, "w", timeout=0.05, presence="off")
+            gate.set()
+    assert not isinstance(raised.value, WorkerUnavailable)

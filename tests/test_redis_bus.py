@@ -474,3 +474,43 @@ async def test_a_hand_over_that_fails_leaves_the_writer_to_publish(
         "handing PUBLISH to glide's core failed (TypeError('a changed glide internal')): "
         "this glide's internals differ; the writer publishes every message from now on"
     ]
+
+
+async def test_a_send_cancelled_at_a_full_local_inbox_says_it_was_published(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Queued for Redis before the local delivery (so that payloads go out in sequence order):
+    # a send cancelled while it waits for room in a local inbox is on its way all the same,
+    # and a line says so.
+    channel, gate = unique_name(), anyio.Event()
+
+    async def slow(message: BusMessage) -> None:
+        await gate.wait()
+
+    remote, local = RecordingSubscriber("remote"), RecordingSubscriber("local", handler=slow)
+    caplog.set_level(logging.INFO, "anybus.redis")
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            RedisBus(redis_url, channel=channel) as rx,
+            RedisBus(redis_url, channel=channel, max_buffer=1) as tx,
+        ):
+            await rx.subscribe(remote)
+            await tx.subscribe(local)
+            for source in ("taken", "waiting"):
+                await tx.send(BusDataMessage(source=source))
+                await anyio.wait_all_tasks_blocked()
+            async with anyio.create_task_group() as task_group:
+                scope = anyio.CancelScope()
+
+                async def blocked_send() -> None:
+                    with scope:
+                        await tx.send(BusDataMessage(source="cancelled"))
+
+                task_group.start_soon(blocked_send)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+            gate.set()
+            await remote.wait_for(lambda seen: any(m.source == "cancelled" for m in seen))
+            await tx.wait_idle()
+    assert [m.source for m in local.messages] == ["taken", "waiting"]
+    assert "a send cancelled as it waited for room in a local inbox" in caplog.text

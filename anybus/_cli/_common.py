@@ -4,6 +4,7 @@ the bus a URL names."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..redis._client import RedisClient, RedisSettings
 
 __all__ = [
+    "Seconds",
     "BACKENDS",
     "LOG_LEVELS",
     "BadInput",
@@ -193,11 +195,27 @@ def stdout_console() -> Console:
     return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
+class Seconds(click.FloatRange):
+    """A number of seconds of at least 0 (``positive``: above 0); refuses nan, which
+    :class:`click.FloatRange` lets through (every comparison with it is false)."""
+
+    name = "seconds"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        super().__init__(min=0.0, min_open=positive)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 def connect_timeout_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The ``--connect-timeout`` option of the commands that talk to Redis."""
     return click.option(
         "--connect-timeout",
-        type=click.FloatRange(min=0.0, min_open=True),
+        type=Seconds(positive=True),
         default=5.0,
         show_default=True,
         help="seconds to wait for redis to answer",

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .._exceptions import TransportError
-from ._common import Failure, run
+from ._common import Failure, Seconds, run
 
 __all__ = ["postgres"]
 
@@ -74,7 +74,7 @@ def postgres() -> None:
 )
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Seconds(positive=True),
     metavar="SECONDS",
     default=5.0,
     show_default=True,

@@ -21,7 +21,16 @@ from rich.text import Text
 
 from .._directory import WorkerChange, WorkerDirectory, WorkerEvent, WorkerInfo
 from .._presence import worker_directory
-from ._common import BadInput, BusTarget, bus_target, non_empty, open_bus, run, stdout_console
+from ._common import (
+    BadInput,
+    BusTarget,
+    Seconds,
+    bus_target,
+    non_empty,
+    open_bus,
+    run,
+    stdout_console,
+)
 
 __all__ = ["workers"]
 
@@ -193,14 +202,14 @@ class _Watch:
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0.0),
+    type=Seconds(),
     metavar="SECONDS",
     default=None,
     help=f"with --json: seconds to collect the workers' announcements [default: {DEFAULT_WAIT:g}]",
 )
 @click.option(
     "--connect-timeout",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Seconds(positive=True),
     metavar="SECONDS",
     default=5.0,
     show_default=True,

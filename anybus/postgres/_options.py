@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import final
 
-from .._checks import check_seconds
+from .._checks import check_count, check_seconds
 from .._wire import WireCodec
 
 __all__ = [
@@ -60,9 +60,7 @@ def seconds(name: str, value: float) -> float:
 
 def count(name: str, value: int, minimum: int) -> int:
     """``value``, an integer of at least ``minimum`` (the option ``name``)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return value
+    return check_count(name, value, minimum)
 
 
 @final

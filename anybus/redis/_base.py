@@ -19,7 +19,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from .._bus import WorkerBus
-from .._checks import check_seconds
+from .._checks import check_optional_name, check_seconds
 from .._codec import Codec, check_codec
 from .._dispatch import ErrorHook
 from .._exceptions import BusOverflowError, MessageRejected
@@ -121,8 +121,16 @@ class RecentPayloads:
 def instance_id(name: str | None, *, incarnation: bool) -> str:
     """This bus's identity: its name (default: host and pid), and optionally a token that
     tells two runs of the same name apart."""
-    base = name or f"{socket.gethostname()}-{os.getpid()}"
+    base = check_optional_name("name", name) or f"{socket.gethostname()}-{os.getpid()}"
     return f"{base}/{secrets.token_hex(4)}" if incarnation else base
+
+
+def client_name(role: str, instance: str) -> str:
+    """The name Redis shows (``CLIENT LIST``) for one of an instance's connections: Redis
+    refuses a client name with a space, a control or a non-ASCII character, so each becomes
+    ``_`` (the instance's name itself may hold any)."""
+    shown = "".join(c if "!" <= c <= "~" else "_" for c in instance.replace("/", "-"))
+    return f"anybus-{role}-{shown}"
 
 
 class RedisTransport(ABC):
@@ -201,6 +209,10 @@ class RedisTransport(ABC):
             envelope = self._codec.decode(payload)
         except MessageRejected as exc:
             self._rejections.record(exc, origin=origin)
+            return None
+        except Exception as exc:  # a codec of one's own, which should raise MessageRejected
+            detail = f"the codec's decode raised {exc!r} (a codec raises MessageRejected)"
+            self._rejections.record("malformed", origin=origin, detail=detail)
             return None
         self._received += 1
         return envelope

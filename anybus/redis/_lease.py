@@ -17,6 +17,7 @@ from typing import final
 
 from anyio import Event, current_time, sleep
 
+from .._checks import check_seconds
 from .._exceptions import TransportError
 from ._client import RedisClient
 
@@ -68,8 +69,9 @@ class Lease:
     """The lease of one running instance on its name (see the module docs)."""
 
     def __init__(self, *, key: str, name: str, instance: str, seconds: float, what: str) -> None:
-        if not (seconds > 0 and math.isfinite(seconds)):
-            raise ValueError(f"lease must be a positive number of seconds, got {seconds!r}")
+        check_seconds("lease", seconds)
+        if not math.isfinite(seconds):
+            raise ValueError(f"lease must be a finite number of seconds, got {seconds!r}")
         self._key = key
         self._name = name
         self._prefix = f"{instance} "

@@ -85,6 +85,8 @@ def failure(
     else:
         if item.state is State.SENDING:
             fate = "it was being stored when the deadline passed, so it may be"
+        elif cause is not None:
+            fate = f"storing it failed ({cause}), so it may have been"
         else:
             fate = "the connection broke while it was being stored, so it may have been"
         error = TransportError(

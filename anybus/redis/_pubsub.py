@@ -16,6 +16,7 @@ from anyio import (
     create_task_group,
     current_time,
     fail_after,
+    get_cancelled_exc_class,
     move_on_after,
     sleep,
     sleep_forever,
@@ -24,12 +25,12 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from .._bus import WorkerBus
-from .._checks import check_name
+from .._checks import check_count, check_name
 from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage, BusSystemMessage
 from .._transport import Intake, TransportHost
-from ._base import RecentPayloads, RedisTransport, instance_id
+from ._base import RecentPayloads, RedisTransport, client_name, instance_id
 from ._client import RedisClient, RedisSettings, StartedPublish
 
 __all__ = ["PubSubTransport"]
@@ -74,10 +75,8 @@ class PubSubTransport(RedisTransport):
             health_interval=health_interval,
             dedupe=dedupe,
         )
-        if inbound_buffer < 1:
-            raise ValueError(f"inbound_buffer must be at least 1, got {inbound_buffer!r}")
-        if outbox < 1:
-            raise ValueError(f"outbox must be at least 1, got {outbox!r}")
+        check_count("inbound_buffer", inbound_buffer, 1)
+        check_count("outbox", outbox, 1)
         self._channel = check_name("channel", channel)
         self._inbound_buffer = inbound_buffer
         self._outbox_size = outbox
@@ -104,8 +103,9 @@ class PubSubTransport(RedisTransport):
         """Deliver ``message`` to this bus's subscribers, then queue it for publishing.
 
         Waits only when the outbox (or a bounded inbox) is full. A send cancelled while it
-        waits for room in the outbox has gone nowhere; one cancelled later is on its way to
-        Redis but may not have reached the local subscribers.
+        waits for room in the outbox has gone nowhere; one cancelled later (waiting for room
+        in a local inbox) is on its way to Redis but may not have reached every local
+        subscriber, and a line is logged saying so.
 
         Raises:
             SerializationError: if the message cannot be encoded (nothing was delivered).
@@ -122,12 +122,9 @@ class PubSubTransport(RedisTransport):
             raise TransportError(f"{self!r} {state}: delivered to local subscribers only")
         payload = self._encode(message)
         while len(outbox) >= self._outbox_size and self._outbox is outbox:
-            room = self._outbox_room
-            if room is None:
-                room = self._outbox_room = Event()
+            room = self._outbox_room = self._outbox_room or Event()
             await room.wait()  # cancelled here: queued nowhere
-        if self._outbox is not outbox:
-            # The bus stopped while this send waited for room in the outbox.
+        if self._outbox is not outbox:  # the bus stopped as this send waited for room
             await self._deliver_local(message)
             self._publish_failures += 1
             raise TransportError(
@@ -151,7 +148,15 @@ class PubSubTransport(RedisTransport):
                 writer.set()
         self._own.add(payload)
         self._health.sent()  # returned before Redis had it: at risk if an outage is found
-        await self._deliver_local(message)
+        try:
+            await self._deliver_local(message)
+        except get_cancelled_exc_class():
+            logger.info(
+                "%r: a send cancelled as it waited for room in a local inbox: it is "
+                "published all the same, but some local subscribers lack it",
+                self,
+            )
+            raise
 
     async def _write(self, publisher: RedisClient, outbox: deque[bytes | StartedPublish]) -> None:
         """Publish what queues up in the outbox, a pipelined batch at a time, until the
@@ -285,11 +290,12 @@ class PubSubTransport(RedisTransport):
                 self._reader_waiter = None
                 reader.set()
 
-        name = self._instance.replace("/", "-")
-        publisher = await RedisClient.create(self._settings, name=f"anybus-pub-{name}")
+        publisher = await RedisClient.create(
+            self._settings, name=client_name("pub", self._instance)
+        )
         subscriber = await RedisClient.create(
             self._settings,
-            name=f"anybus-sub-{name}",
+            name=client_name("sub", self._instance),
             channels=[self._channel],
             on_message=on_message,
         )

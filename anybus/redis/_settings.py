@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .._checks import check_count, check_name, check_seconds
 
 __all__ = ["RedisSettings"]
 
@@ -83,6 +86,30 @@ class RedisSettings:
     reconnect_jitter: int = 20
     #: How often glide re-checks its pub/sub subscriptions after a reconnect, in seconds.
     resubscribe_interval: float = 0.25
+
+    def __post_init__(self) -> None:
+        """Refuse a value glide could not use, naming the field (rather than failing later,
+        inside the client, as the bus starts)."""
+        check_name("host", self.host)
+        if not (isinstance(self.port, int) and not isinstance(self.port, bool)) or not (
+            0 < self.port < 65536
+        ):
+            raise ValueError(f"port must be an integer from 1 to 65535, got {self.port!r}")
+        check_count("database", self.database, 0)
+        for option in ("username", "password"):
+            value = getattr(self, option)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{option} must be a string or None, got {type(value).__name__}")
+        for option in ("tls", "cluster"):
+            if not isinstance(getattr(self, option), bool):
+                raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
+        for option in ("request_timeout", "reconnect_first_delay", "resubscribe_interval"):
+            check_seconds(option, getattr(self, option))
+            if getattr(self, option) == math.inf:
+                raise ValueError(f"{option} must be a finite number of seconds, got inf")
+        check_count("reconnect_growth", self.reconnect_growth, 1)
+        check_count("reconnect_steps", self.reconnect_steps, 0)
+        check_count("reconnect_jitter", self.reconnect_jitter, 0)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSettings:

@@ -139,6 +139,8 @@ class StreamWriter:
         except BaseException:  # cancelled: the sender hears nothing, so the log says it
             if not item.finished:
                 self._abandon(item, cancelled=True)
+                if item.state is not State.WAITING:  # on its way: it may be stored
+                    self.failures += 1
             raise
         if not item.finished:
             self._abandon(item, cancelled=False)
@@ -286,9 +288,13 @@ class StreamWriter:
                         stored, last = await self._fence.store(
                             client, unsure[0].seq, [item.payload for item in unsure]
                         )
+                        if delay > 0.05:
+                            logger.info("storing in redis at %s works again", self._where)
                         delay = 0.05
                     except TransportError as exc:  # ask the fence what the try did
-                        logger.debug("storing %d message(s) failed: %s", len(unsure), exc)
+                        # Said once a streak (a server refusing every try says why).
+                        log = logger.warning if delay == 0.05 else logger.debug
+                        log("storing in redis at %s failed, trying again: %s", self._where, exc)
                         for item in unsure:
                             item.state = State.UNCERTAIN
                         stored, last = await self._fence.check(client)

@@ -23,12 +23,12 @@ from anyio import (
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
-from .._checks import check_name, check_seconds
+from .._checks import check_count, check_name, check_optional_name, check_seconds
 from .._codec import Codec
 from .._exceptions import TransportError
 from .._messages import BusMessage
 from .._transport import DeliveryMark, Intake, TransportHost
-from ._base import RecentPayloads, RedisStatistics, RedisTransport, instance_id
+from ._base import RecentPayloads, RedisStatistics, RedisTransport, client_name, instance_id
 from ._client import NoGroupError, RedisClient, RedisSettings
 from ._fence import same_slot_key
 from ._lease import Lease
@@ -74,7 +74,8 @@ class StreamTransport(RedisTransport):
     ) -> None:
         # The default is unique to this instance (so two buses of one process do not share a
         # group, and so each get every message), and so it cannot resume after a restart.
-        group = name or f"{socket.gethostname()}-{os.getpid()}-{next(_default_names)}"
+        given = check_optional_name("name", name)
+        group = given or f"{socket.gethostname()}-{os.getpid()}-{next(_default_names)}"
         super().__init__(
             url,
             # The sender id carries an incarnation token, so a restarted instance's sequence
@@ -86,15 +87,12 @@ class StreamTransport(RedisTransport):
             health_interval=health_interval,
             dedupe=dedupe,
         )
-        if max_len < 1:
-            raise ValueError(f"max_len must be at least 1, got {max_len!r}")
+        check_count("max_len", max_len, 1)
         check_seconds("send_deadline", send_deadline)
-        if read_batch < 1:
-            raise ValueError(f"read_batch must be at least 1, got {read_batch!r}")
+        check_count("read_batch", read_batch, 1)
         if durability not in ("stored", "queued"):
             raise ValueError(f"durability must be 'stored' or 'queued', got {durability!r}")
-        if outbox < 1:
-            raise ValueError(f"outbox must be at least 1, got {outbox!r}")
+        check_count("outbox", outbox, 1)
         self._stream = check_name("stream", stream)
         self._group = group
         self._max_len = max_len
@@ -203,10 +201,10 @@ class StreamTransport(RedisTransport):
                 self._host = None
 
     async def _serve(self, host: TransportHost, task_status: TaskStatus[None]) -> None:
-        name = self._instance.replace("/", "-")
-        writer = await RedisClient.create(self._settings, name=f"anybus-write-{name}")
+        settings, instance = self._settings, self._instance
+        writer = await RedisClient.create(settings, name=client_name("write", instance))
         # A blocking XREADGROUP holds its connection: the reader has a client of its own.
-        reader = await RedisClient.create(self._settings, name=f"anybus-read-{name}")
+        reader = await RedisClient.create(settings, name=client_name("read", instance))
         acks = StreamAcks(self._stream, self._group, repr(self))
         leased = False
         writing = CancelScope(shield=True)
