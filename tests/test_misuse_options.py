@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -282,3 +283,54 @@ async def test_a_store_the_server_refuses_says_why(caplog: pytest.LogCaptureFixt
     warnings = [r for r in caplog.records if "failed, trying again" in r.getMessage()]
     assert len(warnings) == 1
     assert "the key holds another type of value" in warnings[0].getMessage()
+
+
+# --- Postgres ----------------------------------------------------------------------------
+
+
+def _postgres_bus(**options: Any) -> Any:
+    from anybus.postgres import PostgresBus
+
+    return PostgresBus("postgresql://127.0.0.1/test", channel="c", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"statement_timeout": math.inf}, "statement_timeout must be at most 2.14748e+06"),
+        ({"statement_timeout": 30 * 86_400}, "statement_timeout must be at most"),
+        ({"connect_timeout": math.inf}, "connect_timeout must be at most 86400 seconds"),
+        ({"lease": math.inf}, "lease must be at most"),
+        ({"retention": 1e12}, "retention must be at most"),
+        ({"send_deadline": 0}, "send_deadline must be a number of seconds, more than 0"),
+        ({"max_len": 2**70}, "max_len must be at most 2**63 - 1 (a bigint)"),
+        ({"read_batch": 1.5}, "read_batch must be an integer"),
+    ],
+)
+def test_bad_postgres_options_are_refused_naming_them(options: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        _postgres_bus(**options)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        # The dsn's own options reach the server (they were dropped for the bus's own).
+        ("options=-c%20work_mem%3Dlots", 'invalid value for parameter "work_mem"'),
+        ("sslmode=bogus", "invalid sslmode value"),
+    ],
+)
+async def test_a_dsn_the_server_or_libpq_refuses_fails_at_once(
+    postgres_dsn: str, query: str, says: str
+) -> None:
+    from anybus.postgres import PostgresBus
+
+    separator = "&" if "?" in postgres_dsn else "?"
+    bus = PostgresBus(
+        f"{postgres_dsn}{separator}{query}", channel="c", schema="anybus_misuse", connect_timeout=5
+    )
+    with anyio.fail_after(3), pytest.raises(TransportError) as raised:  # not after 5 s
+        async with bus:
+            pass
+    assert "refused the connection" in str(raised.value)
+    assert says in str(raised.value)

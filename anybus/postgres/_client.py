@@ -48,6 +48,7 @@ from psycopg import sql
 
 from .._exceptions import TransportError
 from ._nonblocking import Statements
+from ._options import session_options
 
 __all__ = ["DatabaseError", "PgConnection", "check_dsn", "describe"]
 
@@ -103,6 +104,8 @@ def describe(dsn: str) -> str:
 def _translate(exc: psycopg.Error, where: str) -> TransportError:
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, psycopg.errors.QueryCanceled):  # the statement_timeout, say
+            return TransportError(f"postgres at {where} did not finish a statement: {detail}")
         return TransportError(f"postgres at {where} is unreachable: {detail}")
     diag = exc.diag
     text = diag.message_primary or str(exc)
@@ -200,11 +203,7 @@ class PgConnection:
         """Connect (on a worker thread, bounded by ``connect_timeout``). Not ``durable``:
         the session's commits do not wait for the disk (``synchronous_commit=off``)."""
         where = describe(dsn)
-        options = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
-        # What the schema's functions assume, whatever the role's or database's default.
-        options += " -c default_transaction_isolation=read\\ committed"
-        if not durable:
-            options += " -c synchronous_commit=off"
+        options = session_options(dsn, statement_timeout=statement_timeout, durable=durable)
 
         def connect() -> psycopg.Connection[Any]:
             return psycopg.connect(

@@ -160,6 +160,14 @@ _REFUSALS = (
     "no pg_hba.conf entry",
     "permission denied for database",
     "for connection option",  # a dsn whose value libpq cannot take (a port that is no number)
+    "invalid sslmode value",
+    "does not support SSL",  # sslmode=require against a server without it
+    "invalid value for parameter",  # a setting the server refuses (the dsn's options)
+    "unrecognized configuration parameter",
+    "server is in hot standby mode",  # target_session_attrs the server does not meet
+    "session is read-only",
+    "server is not in hot standby mode",
+    "session is not read-only",
 )
 
 

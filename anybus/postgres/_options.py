@@ -3,7 +3,12 @@ timings, and the statements it runs (on the functions of :mod:`anybus.postgres._
 
 from __future__ import annotations
 
+import math
+import os
 from typing import final
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from .._checks import check_count, check_seconds
 from .._wire import WireCodec
@@ -17,7 +22,7 @@ __all__ = [
     "durability",
     "flag",
     "positive",
-    "seconds",
+    "session_options",
 ]
 
 #: How often a reader with messages in flight looks whether it can acknowledge them.
@@ -48,19 +53,44 @@ def durability(value: str) -> bool:
     return value == "queued"
 
 
-def positive(name: str, value: float) -> float:
-    """``value``, a positive number of seconds (the option ``name``), as a float."""
-    return float(check_seconds(name, value))
+def positive(name: str, value: float, most: float = math.inf) -> float:
+    """``value``, a positive number of seconds (the option ``name``) of at most ``most``, as
+    a float (``most`` finite: the server or libpq takes it as a number, inf refused too)."""
+    seconds = float(check_seconds(name, value))
+    if seconds > most or seconds == math.inf != most:
+        raise ValueError(f"{name} must be at most {most:g} seconds, got {value!r}")
+    return seconds
 
 
-def seconds(name: str, value: float) -> float:
-    """``value``, a number of seconds of at least 0 (the option ``name``), as a float."""
-    return float(check_seconds(name, value, zero=True))
+def session_options(dsn: str, *, statement_timeout: float, durable: bool) -> str:
+    """libpq's ``options`` for a bus's session: the dsn's own (or ``PGOPTIONS``'s), then the
+    settings the bus needs, which win where both set one (not ``durable``: the session's
+    commits do not wait for the disk)."""
+    try:
+        given = conninfo_to_dict(dsn).get("options")
+    except psycopg.Error:  # connecting says what is wrong with it
+        given = None
+    if given is None:
+        given = os.environ.get("PGOPTIONS")
+    options = f"{given} " if given else ""
+    options += f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+    # What the schema's functions assume, whatever the role's or database's default.
+    options += " -c default_transaction_isolation=read\\ committed"
+    if not durable:
+        options += " -c synchronous_commit=off"
+    return options
+
+
+#: The largest value a bigint column or parameter holds.
+BIGINT_MAX = 2**63 - 1
 
 
 def count(name: str, value: int, minimum: int) -> int:
-    """``value``, an integer of at least ``minimum`` (the option ``name``)."""
-    return check_count(name, value, minimum)
+    """``value``, an integer of at least ``minimum`` (the option ``name``) that fits a bigint."""
+    check_count(name, value, minimum)
+    if value > BIGINT_MAX:
+        raise ValueError(f"{name} must be at most 2**63 - 1 (a bigint), got {value!r}")
+    return value
 
 
 @final

@@ -104,16 +104,17 @@ class PostgresTransport:
         self._conns = Connections(
             dsn,
             owner=self._instance,
-            connect_timeout=option.positive("connect_timeout", connect_timeout),
-            statement_timeout=option.positive("statement_timeout", statement_timeout),
+            connect_timeout=option.positive("connect_timeout", connect_timeout, 86_400),
+            # The server takes it in milliseconds, as an int (at most about 24.8 days).
+            statement_timeout=option.positive("statement_timeout", statement_timeout, 2_147_483),
         )
         self._where = self._conns.where
-        deadline = option.seconds("send_deadline", send_deadline)
+        deadline = option.positive("send_deadline", send_deadline)
         self._read_batch = option.count("read_batch", read_batch, 1)
         self._read_bytes = option.count("read_bytes", read_bytes, 1)
         self._max_len = option.count("max_len", max_len, 1)
-        self._lease = option.positive("lease", lease)
-        self._retention = option.positive("retention", retention)
+        self._lease = option.positive("lease", lease, 86_400)
+        self._retention = option.positive("retention", retention, 3_155_760_000)  # 100 years
         self._housekeeping = option.positive("housekeeping_interval", housekeeping_interval)
         self._poll = option.positive("poll_interval", poll_interval)
         self._create_schema = option.flag("create_schema", create_schema)
