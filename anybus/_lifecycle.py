@@ -6,7 +6,7 @@ import logging
 from contextvars import copy_context
 from threading import get_ident
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, cast
 
 from anyio import (
     TASK_STATUS_IGNORED,
@@ -16,6 +16,7 @@ from anyio import (
     create_task_group,
     current_time,
     move_on_after,
+    sleep_forever,
 )
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
@@ -26,7 +27,7 @@ from ._exceptions import BusStateError
 from ._hooks import register_bus
 from ._registry import SubscriptionRegistry
 from ._statistics import OverflowPolicy, Undelivered
-from ._transport import Transport
+from ._transport import Transport, TransportHost
 
 __all__ = ["BusLifecycle"]
 
@@ -53,6 +54,20 @@ class _Dispatch:
             await handle.wait()
 
 
+class _Shielding(TaskStatus[None]):
+    """The ``task_status`` a transport's ``serve()`` gets: once it has started, its scope is
+    shielded from outside cancellation (see :meth:`BusLifecycle._serve`)."""
+
+    __slots__ = ("_scope", "_status")
+
+    def __init__(self, scope: CancelScope, status: TaskStatus[None]) -> None:
+        self._scope, self._status = scope, status
+
+    def started(self, value: None = None) -> None:
+        self._scope.shield = True
+        self._status.started(value)
+
+
 class BusLifecycle(SubscriptionRegistry):
     """The part of :class:`~anybus.WorkerBus` that runs it (see there)."""
 
@@ -76,6 +91,7 @@ class BusLifecycle(SubscriptionRegistry):
         self._dispatch: _Dispatch | None = None  # dispatching now
         self._stopping: _Dispatch | None = None  # stopped, still winding down
         self._context = copy_context()
+        self._serving: CancelScope | None = None  # the scope of the transport's serve()
         register_bus(self)
 
     def _refresh_plain(self) -> None:
@@ -111,6 +127,7 @@ class BusLifecycle(SubscriptionRegistry):
             self._host = None
             self._refresh_plain()
             self._cancel_dispatch()
+            self._close_transport()
             task_group.cancel_scope.cancel(reason="anybus: the bus failed to start")
             await task_group.__aexit__(None, None, None)
             raise
@@ -135,7 +152,10 @@ class BusLifecycle(SubscriptionRegistry):
         finally:
             # The task group is the bus's own business: close it as if nothing was raised,
             # so an exception from the block propagates as it is, not in an exception group.
-            await self._end_dispatch()
+            try:
+                await self._end_dispatch()
+            finally:
+                self._close_transport()
             task_group.cancel_scope.cancel(reason="anybus: leaving 'async with bus:'")
             try:
                 await task_group.__aexit__(None, None, None)
@@ -165,8 +185,16 @@ class BusLifecycle(SubscriptionRegistry):
                 self._thread = get_ident()  # the event loop's: send() refuses others
                 self._refresh_plain()
                 self._hosted_by_run = True
-                await self._open(task_group)
-                task_status.started()
+                try:
+                    await self._open(task_group)
+                    task_status.started()
+                    await sleep_forever()  # until stop() or a cancel from outside
+                finally:
+                    if self._host is task_group and self._dispatch is not None:
+                        # Cancelled from outside, not by stop(): stop in order all the same.
+                        await self._stop_intake()
+                        await self._end_dispatch()
+                    self._close_transport()
         finally:
             # A later run() may already own the bus if stop() was called; leave it alone.
             if self._host is task_group:
@@ -176,8 +204,24 @@ class BusLifecycle(SubscriptionRegistry):
 
     async def _open(self, task_group: TaskGroup) -> None:
         self._context = copy_context()  # the workers start in it, whoever starts them
-        await task_group.start(self._transport.serve, self, name=f"anybus transport {self!r}")
+        await task_group.start(self._serve, name=f"anybus transport {self!r}")
         await self.start()
+
+    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
+        """The transport's ``serve()``, shielded from outside once it has started: a cancel
+        of the scope around the bus reaches it only through the ordered stop (intake, the
+        workers' last sends — a job's cancel, a worker's last answer — then
+        :meth:`_close_transport`), so that what the workers send as they end goes out."""
+        with CancelScope() as scope:
+            self._serving = scope
+            host = cast("TransportHost", self)  # a WorkerBus, which this class is a base of
+            await self._transport.serve(host, task_status=_Shielding(scope, task_status))
+
+    def _close_transport(self) -> None:
+        """The last step of the ordered stop: the transport acknowledges and closes."""
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.cancel(reason="anybus: the bus stopped")
 
     async def _stop_intake(self) -> None:
         # The first step of the ordered stop; shielded, as it must happen however we leave.
@@ -269,6 +313,7 @@ class BusLifecycle(SubscriptionRegistry):
                     try:
                         await self._end_dispatch()
                     finally:  # the transport goes with it, however the wait ended
+                        self._close_transport()
                         host.cancel_scope.cancel(reason="anybus: the bus was stopped")
                 else:
                     self._cancel_dispatch()

@@ -147,6 +147,12 @@ class PresenceHub(BusSubscriber):
         self._local: dict[str, Announcer] = {}
         self._due: dict[str, float] = {}  # local worker -> when its next heartbeat is due
         self._expires: dict[str, float] = {}  # known worker -> when it is declared gone
+        # Known worker -> the incarnations it replaced lately, and when; and how often one of
+        # those spoke again: a late copy of an old announcement does it once (and the one
+        # it displaced once more), two live workers of one name on every beat.
+        self._replaced: dict[str, dict[str, float]] = {}
+        self._comebacks: dict[str, int] = {}
+        self._clashes: set[str] = set()
         self._wakeup = Event()
         self._answer_query = False
         self._last_answer = -QUERY_ANSWER_INTERVAL
@@ -204,7 +210,7 @@ class PresenceHub(BusSubscriber):
         if time.time() - message.sent_at > bound + CLOCK_SKEW:
             return  # a stale announcement (replayed from a durable transport)
         if known is not None and known.incarnation != message.incarnation:
-            self._forget(known, "it restarted (a new incarnation announced itself)")
+            self._forget(known, self._replacing(known, message, bound))
             known = None
         info = WorkerInfo(
             name=message.worker,
@@ -223,6 +229,35 @@ class PresenceHub(BusSubscriber):
         self._expires[info.name] = expires
         if earliest is None or expires < earliest:
             self._wake()
+
+    def _replacing(
+        self, known: WorkerInfo, message: BusWorkerPresenceMessage, bound: float
+    ) -> str:
+        """Why ``known`` is forgotten for ``message``'s incarnation: a restart or, when that
+        incarnation was itself replaced lately, two live workers of one name (logged once)."""
+        now, name = time.time(), known.name
+        replaced = self._replaced.setdefault(name, {})
+        again = replaced.pop(message.incarnation, None)
+        replaced[known.incarnation] = now
+        while len(replaced) > 4:
+            del replaced[next(iter(replaced))]
+        if again is not None and now - again <= bound:
+            self._comebacks[name] = self._comebacks.get(name, 0) + 1
+        else:  # a new incarnation: a restart
+            self._comebacks.pop(name, None)
+        if self._comebacks.get(name, 0) < 3:
+            return "it restarted (a new incarnation announced itself)"
+        if name not in self._clashes:
+            self._clashes.add(known.name)
+            logger.warning(
+                "two live workers announce themselves as %r (processes %s and %s): each runs "
+                "every job sent to that name, and callers' jobs fail as if it restarted; give "
+                "each a name of its own, or run them as a pool (JobWorker(name, pool=...))",
+                known.name,
+                known.process,
+                message.process,
+            )
+        return f"two live workers share its name (processes {known.process} and {message.process})"
 
     def _forget(self, info: WorkerInfo, why: str, *, tell: bool = True) -> None:
         self._expires.pop(info.name, None)

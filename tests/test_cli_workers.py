@@ -68,6 +68,7 @@ def invoke(*args: str) -> Result:
         (["redis://x?db=1"], "Invalid value for URL: unknown parameter 'db'"),
         (["host=x bogus"], "Invalid value for URL: not a valid postgres dsn: 'host=x bogus'"),
         (["postgresql://x/db", "--stream", "s"], "--stream is for redis streams"),
+        (["redis://x", "--schema", "s"], "--schema is for a postgres bus"),
         (["redis://x", "--stream", "s", "--channel", "c"], "one of --channel NAME or --stream"),
         (["redis://x", "--wait", "1"], "--wait goes with --json"),
         (["redis://x", "--json", "--wait", "-1"], "--wait"),
@@ -102,6 +103,41 @@ def test_an_unreachable_server_exits_1_with_one_line(url: str, expected: str) ->
     assert result.exit_code == 1, result.output
     [line] = result.output.splitlines()
     assert line.startswith(expected.format(port=port))
+
+
+def test_a_missing_schema_is_reported_not_created(postgres_dsn: str) -> None:
+    from .postgres_roles import admin, dropped_schema
+
+    with dropped_schema() as schema:
+        result = invoke("workers", postgres_dsn, "--schema", schema, "--json", "--wait", "0")
+        made = admin("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [schema])
+    assert result.exit_code == 1, result.output
+    assert f"the anybus schema '{schema}' is missing" in result.output
+    assert made == [(0,)]  # a command that looks creates nothing
+
+
+@pytest.mark.anyio
+async def test_json_finds_the_workers_of_another_schema(postgres_dsn: str) -> None:
+    from anybus import JobWorker
+    from anybus.postgres import PostgresBus
+
+    from .postgres_roles import dropped_schema
+
+    async def echo(job: Any) -> None:
+        pass
+
+    channel = unique_name()
+    with dropped_schema() as schema:
+        bus = PostgresBus(postgres_dsn, channel=channel, schema=schema)
+        await bus.subscribe(JobWorker("elsewhere", handlers={None: echo}))
+        async with bus:
+            args = ["workers", postgres_dsn, "--channel", channel, "--schema", schema]
+            with fail_after(30):
+                result = await anyio.run_process(
+                    [sys.executable, "-m", "anybus", *args, "--json", "--wait", "1.5"], check=False
+                )
+    assert result.returncode == 0, result.stderr.decode()
+    assert [w["name"] for w in json.loads(result.stdout)["workers"]] == ["elsewhere"]
 
 
 def test_the_help_reads_as_plain_text() -> None:

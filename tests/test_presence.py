@@ -275,3 +275,28 @@ async def test_a_job_sent_to_a_pool_names_the_member_that_ran_it() -> None:
                 assert job.worker == "only"
                 assert job.requested == "p"
                 assert (await job.result()).worker == "only"
+
+
+async def test_two_live_workers_of_one_name_are_reported(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two copies of one service, each JobWorker("resizer") on a bus of its own: every job
+    # sent to the name runs on both. The caller's directory sees the name's incarnation go
+    # back and forth, says so once, and fails jobs with that reason rather than a restart.
+    from anybus.redis import RedisBus
+
+    from .redis_support import unique_name
+
+    channel = unique_name()
+    one, two, caller = (RedisBus(redis_url, channel=channel) for _ in range(3))
+    for bus in (one, two):
+        await bus.subscribe(JobWorker("resizer", handlers={None: Blocker()}, heartbeat=0.05))
+    with fail_after(10):
+        async with one, two, caller:
+            directory = await worker_directory(caller)
+            async for event in directory.changes():
+                if event.why is not None and "two live workers" in event.why:
+                    break
+    assert "share its name (processes" in (event.why or "")
+    warnings = [r for r in caplog.records if "two live workers announce" in r.getMessage()]
+    assert 1 <= len(warnings) <= 3  # once a bus that hears both (all three here), not a beat

@@ -253,6 +253,8 @@ class BusTarget:
     where: str
     #: The Redis settings of the url (``None`` for Postgres).
     settings: Any = None
+    #: The anybus schema of a Postgres bus (``None``: the default, ``anybus``).
+    schema: str | None = None
 
     def describe(self) -> str:
         """``channel 'x' at redis 127.0.0.1:6379``, and so on."""
@@ -261,7 +263,9 @@ class BusTarget:
         return f"{what} {self.channel!r} at {server} {self.where}"
 
 
-def bus_target(url: str, *, channel: str | None, stream: str | None = None) -> BusTarget:
+def bus_target(
+    url: str, *, channel: str | None, stream: str | None = None, schema: str | None = None
+) -> BusTarget:
     """The bus ``url`` names: a ``postgresql://`` (or ``postgres://``, or ``key=value``) dsn is
     a Postgres bus on ``channel``; a ``redis://`` or ``rediss://`` url, a Redis bus on
     ``channel`` or, with ``stream``, a Redis stream bus. ``channel`` ``None``: the buses'
@@ -274,7 +278,10 @@ def bus_target(url: str, *, channel: str | None, stream: str | None = None) -> B
     """
     if stream is not None and channel is not None:
         raise BadInput("give one of --channel NAME or --stream NAME, not both")
-    if url.startswith(POSTGRES_SCHEMES) or ("://" not in url and "=" in url):
+    postgres = url.startswith(POSTGRES_SCHEMES) or ("://" not in url and "=" in url)
+    if schema is not None and not postgres:
+        raise BadInput("--schema is for a postgres bus: give a postgresql:// dsn")
+    if postgres:
         if stream is not None:
             raise BadInput("--stream is for redis streams: a postgres bus takes --channel NAME")
         postgres_module()  # a failure naming the extra, if postgres support is missing
@@ -283,7 +290,7 @@ def bus_target(url: str, *, channel: str | None, stream: str | None = None) -> B
         where = describe(url)
         if where == "an invalid dsn":  # (describe's word for what libpq cannot parse)
             raise BadInput(f"Invalid value for URL: not a valid postgres dsn: {url!r}")
-        return BusTarget("postgres", url, channel or "anybus", where)
+        return BusTarget("postgres", url, channel or "anybus", where, schema=schema)
     if not url.startswith(("redis://", "rediss://")):
         if url == "memory" or url.startswith("memory:"):
             raise BadInput(
@@ -315,8 +322,14 @@ async def open_bus(
     still destroys the group (shielded)."""
     bus: Any
     if target.kind == "postgres":
+        schema = {} if target.schema is None else {"schema": target.schema}
         bus = postgres_module().PostgresBus(
-            target.url, channel=target.channel, name=name, connect_timeout=connect_timeout
+            target.url,
+            channel=target.channel,
+            name=name,
+            connect_timeout=connect_timeout,
+            create_schema=False,  # a command that looks creates nothing
+            **schema,
         )
     elif target.kind == "stream":
         bus = redis_module().RedisStreamBus(

@@ -195,6 +195,13 @@ class _Watch:
     help="a redis stream instead (RedisStreamBus)",
 )
 @click.option(
+    "--schema",
+    callback=non_empty,
+    metavar="NAME",
+    default=None,
+    help="a postgres bus's anybus schema (default: anybus, the bus's default)",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -221,6 +228,7 @@ def workers(
     url: str,
     channel: str | None,
     stream: str | None,
+    schema: str | None,
     as_json: bool,
     wait: float | None,
     connect_timeout: float,
@@ -234,7 +242,7 @@ def workers(
     """
     if wait is not None and not as_json:
         raise BadInput("--wait goes with --json: the table follows the workers until interrupted")
-    target = bus_target(url, channel=channel, stream=stream)
+    target = bus_target(url, channel=channel, stream=stream, schema=schema)
     name = f"anybus-cli-workers-{secrets.token_hex(4)}"
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
 
