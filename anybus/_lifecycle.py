@@ -54,20 +54,6 @@ class _Dispatch:
             await handle.wait()
 
 
-class _Shielding(TaskStatus[None]):
-    """The ``task_status`` a transport's ``serve()`` gets: once it has started, its scope is
-    shielded from outside cancellation (see :meth:`BusLifecycle._serve`)."""
-
-    __slots__ = ("_scope", "_status")
-
-    def __init__(self, scope: CancelScope, status: TaskStatus[None]) -> None:
-        self._scope, self._status = scope, status
-
-    def started(self, value: None = None) -> None:
-        self._scope.shield = True
-        self._status.started(value)
-
-
 class BusLifecycle(SubscriptionRegistry):
     """The part of :class:`~anybus.WorkerBus` that runs it (see there)."""
 
@@ -206,16 +192,20 @@ class BusLifecycle(SubscriptionRegistry):
         self._context = copy_context()  # the workers start in it, whoever starts them
         await task_group.start(self._serve, name=f"anybus transport {self!r}")
         await self.start()
+        # Started: from now on a cancel from outside reaches the transport only through the
+        # ordered stop (not while it starts, which a cancel must end at once).
+        if self._serving is not None:
+            self._serving.shield = True
 
     async def _serve(self, *, task_status: TaskStatus[None]) -> None:
-        """The transport's ``serve()``, shielded from outside once it has started: a cancel
-        of the scope around the bus reaches it only through the ordered stop (intake, the
-        workers' last sends — a job's cancel, a worker's last answer — then
-        :meth:`_close_transport`), so that what the workers send as they end goes out."""
+        """The transport's ``serve()``, in a scope that :meth:`_open` shields from outside
+        once the bus has started: a cancel of the scope around the bus then reaches it only
+        through the ordered stop (intake, the workers' last sends — a job's cancel, a
+        worker's last answer — then :meth:`_close_transport`), so that they go out."""
         with CancelScope() as scope:
             self._serving = scope
             host = cast("TransportHost", self)  # a WorkerBus, which this class is a base of
-            await self._transport.serve(host, task_status=_Shielding(scope, task_status))
+            await self._transport.serve(host, task_status=task_status)
 
     def _close_transport(self) -> None:
         """The last step of the ordered stop: the transport acknowledges and closes."""

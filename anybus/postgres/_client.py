@@ -1,14 +1,17 @@
-"""The adapter between anybus and psycopg 3: the only modules that import psycopg are this
-one and :mod:`._nonblocking`, which it drives.
+"""The adapter between anybus and psycopg 3: with :mod:`._nonblocking`, which it drives,
+:mod:`._connect`, which opens its connections, and :mod:`._options` (a dsn's own options),
+the only modules that import psycopg.
 
 How it drives psycopg on both backends: psycopg's async API is built on asyncio, so it cannot
 serve a trio program. Each :class:`PgConnection` holds one *sync* connection (autocommit) and
 runs the bus's statements (:meth:`PgConnection.fetch`) on the event loop, without a thread:
 :class:`~anybus.postgres._nonblocking.Statements` sends each with libpq's non-blocking calls
 and waits for the socket with ``anyio.wait_writable`` / ``anyio.wait_readable``, on asyncio
-and on trio alike; psycopg's adapters convert the parameters and the rows. What is rare (the
-connection itself, a script, ``LISTEN``, closing) runs on a worker thread through
-``anyio.to_thread.run_sync`` with psycopg's sync API. One statement at a time per connection.
+and on trio alike; psycopg's adapters convert the parameters and the rows. Connecting is
+libpq's non-blocking connect, from the event loop too (:mod:`._connect`; only the name
+resolution on a worker thread), so a cancelled connect ends at once. What is rare (a script,
+``LISTEN``, closing) runs on a worker thread through ``anyio.to_thread.run_sync`` with
+psycopg's sync API. One statement at a time per connection.
 Waiting for messages takes no thread either: :meth:`PgConnection.wait_notifies` waits for the
 connection's socket to become readable, then lets libpq read what arrived, without blocking.
 So a bus waiting for messages ends its wait as soon as it is cancelled, no thread is left
@@ -45,8 +48,10 @@ from anyio import (
 )
 from anyio.lowlevel import checkpoint_if_cancelled
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from .._exceptions import TransportError
+from ._connect import connect
 from ._nonblocking import Statements
 from ._options import session_options
 
@@ -200,22 +205,13 @@ class PgConnection:
         statement_timeout: float,
         durable: bool = True,
     ) -> PgConnection:
-        """Connect (on a worker thread, bounded by ``connect_timeout``). Not ``durable``:
-        the session's commits do not wait for the disk (``synchronous_commit=off``)."""
+        """Connect (from the event loop, bounded by ``connect_timeout``: see ``_connect``).
+        Not ``durable``: the session's commits do not wait for the disk."""
         where = describe(dsn)
         options = session_options(dsn, statement_timeout=statement_timeout, durable=durable)
-
-        def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(
-                dsn,
-                autocommit=True,
-                application_name=application_name[:63],
-                connect_timeout=max(1, round(connect_timeout)),
-                options=options,
-            )
-
         try:
-            conn = await to_thread.run_sync(connect)
+            conninfo = make_conninfo(dsn, application_name=application_name[:63], options=options)
+            conn = await connect(conninfo, within=connect_timeout)
         except psycopg.Error as exc:
             raise _translate(exc, where) from exc
         return cls(conn, where, statement_timeout=statement_timeout)
