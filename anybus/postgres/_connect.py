@@ -55,8 +55,12 @@ async def connect(conninfo: str, *, within: float) -> psycopg.Connection[Any]:
 async def _poll(pgconn: PGconn) -> None:
     """Drive ``PQconnectPoll`` until the connection is made (or raise libpq's error)."""
     while True:
+        if pgconn.status == pq.ConnStatus.BAD:  # a dsn libpq refused outright
+            message = pgconn.error_message.decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"connection is bad: {message}")
         status = pgconn.connect_poll()
         if status == pq.PollingStatus.OK:
+            pgconn.nonblocking = 1  # as psycopg's own connect leaves it, for its statements
             return
         if status == pq.PollingStatus.READING:
             await wait_readable(pgconn.socket)
