@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from anyio import Event
 
 from .._messages import BusMessage
-from .._registry import is_async_callable
 from .._subscriber import BusSubscriber
 
 __all__ = ["RecordingSubscriber"]
@@ -32,11 +31,6 @@ class RecordingSubscriber(BusSubscriber):
     ) -> None:
         self.name = name
         self.messages: list[BusMessage] = []
-        if handler is not None and not is_async_callable(handler):
-            raise TypeError(
-                f"handler must be an 'async def handler(message)' (the subscriber awaits it), "
-                f"got {handler!r}"
-            )
         self._handler = handler
         self._accepts = accepts
         self._changed: Event | None = None
