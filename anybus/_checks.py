@@ -10,9 +10,11 @@ from typing import Any
 __all__ = ["check_count", "check_name", "check_optional_name", "check_seconds"]
 
 
-def check_seconds(name: str, value: object, *, none: bool = False, zero: bool = False) -> Any:
+def check_seconds(
+    name: str, value: object, *, none: bool = False, zero: bool = False, finite: bool = False
+) -> Any:
     """``value``: a number of seconds above 0, ``math.inf`` for no limit (``zero``: 0 too;
-    ``none``: or None)."""
+    ``none``: or None; ``finite``: not inf, where there must be a limit)."""
     if value is None and none:
         return None
     number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -20,6 +22,8 @@ def check_seconds(name: str, value: object, *, none: bool = False, zero: bool = 
         least = "0 or more" if zero else "more than 0"
         also = " (or None: no limit)" if none else ""
         raise ValueError(f"{name} must be a number of seconds, {least}{also}; got {value!r}")
+    if finite and value == math.inf:
+        raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
     return value
 
 

@@ -55,9 +55,9 @@ def durability(value: str) -> bool:
 
 def positive(name: str, value: float, most: float = math.inf) -> float:
     """``value``, a positive number of seconds (the option ``name``) of at most ``most``, as
-    a float (``most`` finite: the server or libpq takes it as a number, inf refused too)."""
+    a float (``most`` finite: the server or libpq takes it as a number, so inf is refused)."""
     seconds = float(check_seconds(name, value))
-    if seconds > most or seconds == math.inf != most:
+    if seconds > most:
         raise ValueError(f"{name} must be at most {most:g} seconds, got {value!r}")
     return seconds
 

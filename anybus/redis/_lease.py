@@ -69,9 +69,7 @@ class Lease:
     """The lease of one running instance on its name (see the module docs)."""
 
     def __init__(self, *, key: str, name: str, instance: str, seconds: float, what: str) -> None:
-        check_seconds("lease", seconds)
-        if not math.isfinite(seconds):
-            raise ValueError(f"lease must be a finite number of seconds, got {seconds!r}")
+        check_seconds("lease", seconds, finite=True)
         self._key = key
         self._name = name
         self._prefix = f"{instance} "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -104,9 +103,7 @@ class RedisSettings:
             if not isinstance(getattr(self, option), bool):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
         for option in ("request_timeout", "reconnect_first_delay", "resubscribe_interval"):
-            check_seconds(option, getattr(self, option))
-            if getattr(self, option) == math.inf:
-                raise ValueError(f"{option} must be a finite number of seconds, got inf")
+            check_seconds(option, getattr(self, option), finite=True)
         check_count("reconnect_growth", self.reconnect_growth, 1)
         check_count("reconnect_steps", self.reconnect_steps, 0)
         check_count("reconnect_jitter", self.reconnect_jitter, 0)
