@@ -15,7 +15,7 @@ from ._messages import BusLocalMessage, BusMessage, BusSystemMessage
 from ._statistics import BusStatistics, OverflowPolicy
 from ._transport import DeliveryMark, MemoryTransport, Transport
 
-__all__ = ["WorkerBus", "current_bus"]
+__all__ = ["WorkerBus", "check_bus", "current_bus"]
 
 logger = logging.getLogger("anybus.bus")
 
@@ -325,3 +325,13 @@ class WorkerBus(BusLifecycle):
         return (
             f"<{type(self).__name__} {state}, {count} subscriber{plural}, {queued} queued{where}>"
         )
+
+
+def check_bus(value: object, parameter: str = "bus") -> WorkerBus:
+    """``value``, if it is a bus; else raise TypeError naming ``parameter``."""
+    if not isinstance(value, WorkerBus):
+        raise TypeError(
+            f"{parameter} must be an anybus bus (a WorkerBus: MemoryBus, RedisBus, "
+            f"RedisStreamBus, PostgresBus...), got {value!r}"
+        )
+    return value

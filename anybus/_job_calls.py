@@ -12,7 +12,7 @@ from typing import Any
 
 from anyio import move_on_after
 
-from ._bus import WorkerBus
+from ._bus import WorkerBus, check_bus
 from ._checks import check_seconds
 from ._exceptions import JobTimeout, WorkerUnavailable
 from ._jobs import CANCEL_TIMEOUT, Job, JobResult, Presence
@@ -52,7 +52,12 @@ def open_job(
     waiting — sends a :class:`~anybus.BusJobCancelMessage` to the worker, shielded from the
     cancellation, for at most ``cancel_timeout`` seconds. So does leaving it after this side
     gave up on the job (say, the worker announced an error) without the worker's answer.
+
+    Raises:
+        TypeError: ``bus`` is not a bus, or ``payload`` not a mapping.
+        ValueError: ``worker`` is not a non-empty string.
     """
+    check_bus(bus)
     if not isinstance(worker, str) or not worker:
         raise ValueError(f"worker must name a worker or pool (a non-empty string), got {worker!r}")
     if payload is not None and not isinstance(payload, Mapping):

@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import Any, TypeVar, final
 
 from anyio.from_thread import BlockingPortal
 
+from ._bus import WorkerBus, check_bus
 from ._hooks import state
 from ._job_calls import request as request_job
 from ._jobs import JobResult, Presence
 from ._messages import BusMessage
-
-if TYPE_CHECKING:
-    from ._bus import WorkerBus
 
 __all__ = ["BusPortal", "open_thread_portal"]
 
@@ -112,6 +110,10 @@ async def open_thread_portal(bus: WorkerBus) -> AsyncIterator[BusPortal]:
     returns. Leaving the block cancels calls still running (those threads get
     :class:`concurrent.futures.CancelledError`); calls made after it raise
     :class:`RuntimeError`.
+
+    Raises:
+        TypeError: ``bus`` is not a bus.
     """
+    check_bus(bus)
     async with BusPortal._open(bus) as portal:
         yield portal

@@ -31,10 +31,11 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from anyio import CancelScope, Event, current_time, move_on_after
 
+from ._bus import WorkerBus, check_bus
 from ._directory import LIVENESS_BEATS, WorkerChange, WorkerDirectory, WorkerInfo
 from ._exceptions import BusStateError
 from ._messages import (
@@ -45,9 +46,6 @@ from ._messages import (
 )
 from ._subscriber import BusLike, BusSubscriber
 from ._transport import MemoryTransport
-
-if TYPE_CHECKING:
-    from ._bus import WorkerBus
 
 __all__ = [
     "PRESENCE_NAME",
@@ -316,7 +314,7 @@ _hubs: weakref.WeakKeyDictionary[WorkerBus, PresenceHub] = weakref.WeakKeyDictio
 
 async def presence_hub(bus: WorkerBus) -> PresenceHub:
     """``bus``'s presence hub, subscribed the first time (and again after an unsubscribe)."""
-    hub = _hubs.get(bus)
+    hub = _hubs.get(check_bus(bus))
     if hub is None or PRESENCE_NAME not in {sub.name for sub in bus.subscribers}:
         hub = _hubs[bus] = PresenceHub(bus)
         await bus.subscribe(
@@ -359,8 +357,9 @@ async def wait_for_worker(
     Raises:
         WorkerUnavailable: none became live within ``timeout`` seconds.
         BusStateError: the bus is not running.
+        TypeError: ``bus`` is not a bus.
     """
-    if not bus.running:  # nothing would ever announce itself
+    if not check_bus(bus).running:  # nothing would ever announce itself
         raise BusStateError(f"{bus!r} is not running: wait for workers in 'async with bus:'")
     directory = await worker_directory(bus)
     return await directory.wait_for(name, timeout=timeout)
@@ -373,8 +372,6 @@ async def announcing(
     """Give a function that starts announcing ``announcer``'s worker on ``bus`` (if it is a
     :class:`~anybus.WorkerBus`; call it once the worker is ready); when the block is left,
     say goodbye. With ``None``, the function does nothing."""
-    from ._bus import WorkerBus
-
     if announcer is None or not isinstance(bus, WorkerBus):
         yield lambda: None
         return

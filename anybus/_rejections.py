@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import final
 
+from ._checks import check_seconds
 from ._exceptions import MessageRejected
 
 __all__ = ["RejectionCounter"]
@@ -28,7 +29,8 @@ class RejectionCounter:
             continue
 
     Raises:
-        ValueError: ``interval`` is negative.
+        ValueError: ``interval`` is not a number of seconds, 0 or more.
+        TypeError: ``logger`` is not a :class:`logging.Logger`, or ``clock`` not callable.
     """
 
     def __init__(
@@ -38,9 +40,13 @@ class RejectionCounter:
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if interval < 0:
-            raise ValueError(f"interval cannot be negative, got {interval!r}")
-        self._interval = interval
+        self._interval: float = check_seconds("interval", interval, zero=True)
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(
+                f"logger must be a logging.Logger (or None: anybus.wire's), got {logger!r}"
+            )
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning seconds, got {clock!r}")
         self._logger = logger if logger is not None else logging.getLogger("anybus.wire")
         self._clock = clock
         self._counts: dict[str, int] = {}

@@ -268,7 +268,10 @@ class WireCodec:
             MessageRejected: the bytes are refused; ``.reason`` is ``oversized`` (checked
                 before parsing), ``malformed``, ``version``, ``unsigned``, ``forged``,
                 ``unknown-type`` or ``invalid-fields``.
+            TypeError: ``data`` is not bytes (a ``bytearray`` or ``memoryview`` will do).
         """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be the bytes off the wire, got {type(data).__name__}")
         if len(data) > self._max_size:
             raise MessageRejected(
                 "oversized", f"{len(data)} bytes, over the max_size of {self._max_size} bytes"

@@ -26,6 +26,7 @@ from anybus import (
     JobWorker,
     JSONSerializer,
     MemoryBus,
+    MessageRejected,
     PipecatWireCodec,
     SerializationError,
     TransportError,
@@ -36,6 +37,7 @@ from anybus import (
     register_message,
     request,
     wait_for_worker,
+    worker_directory,
 )
 from anybus.redis import RedisBus
 from anybus.testing import RecordingSubscriber
@@ -422,3 +424,27 @@ async def test_receiving_from_a_closed_listener_says_why() -> None:
             pass
         with pytest.raises(anyio.ClosedResourceError, match="the listener 'late' was closed"):
             await messages.receive()
+
+
+async def test_what_is_not_a_bus_is_refused_where_a_bus_is_taken() -> None:
+    says = r"bus must be an anybus bus \(a WorkerBus: MemoryBus, .*\), got None"
+    with anyio.fail_after(TIMEOUT):
+        with pytest.raises(TypeError, match=says):
+            await request(None, "w", job_name="ok")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=says):
+            open_job(None, "w")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=says):
+            async with open_thread_portal(None):  # type: ignore[arg-type]
+                pass
+        with pytest.raises(TypeError, match=says):
+            await wait_for_worker(None, "w")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=says):
+            await worker_directory(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("codec", [WireCodec(), PipecatWireCodec()], ids=["anybus", "pipecat"])
+def test_a_codec_given_text_to_decode_says_it_takes_bytes(codec: Any) -> None:
+    with pytest.raises(TypeError, match="data must be the bytes off the wire, got str"):
+        codec.decode('{"__type__": "x"}')
+    with pytest.raises(MessageRejected, match="malformed"):
+        codec.decode(bytearray(b"not a message"))  # bytes-like is taken, and checked

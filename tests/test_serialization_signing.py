@@ -235,8 +235,16 @@ def test_rejection_counter_counts_every_rejection_and_logs_at_most_once_per_inte
 
 
 def test_rejection_counter_settings() -> None:
-    with pytest.raises(ValueError, match="interval cannot be negative, got -1"):
+    with pytest.raises(
+        ValueError, match="interval must be a number of seconds, 0 or more; got -1"
+    ):
         RejectionCounter(interval=-1)
+    with pytest.raises(ValueError, match=r"interval must be a number of seconds.*got '60'"):
+        RejectionCounter(interval="60")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"logger must be a logging\.Logger.*got 'anybus'"):
+        RejectionCounter(logger="anybus")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="clock must be a function returning seconds, got 5"):
+        RejectionCounter(clock=5)  # type: ignore[arg-type]
     logger = logging.getLogger("anybus.test-wire")
     counter = RejectionCounter(interval=0, logger=logger)
     counter.record(MessageRejected("unsigned", "x"))
