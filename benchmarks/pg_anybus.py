@@ -55,8 +55,8 @@ def _noop() -> None:
     pass
 
 
-#: ``--carry-messages``: small messages travel in their notification.
-CARRY = False
+#: Small messages travel in their notification (the default), but with ``--no-carry-messages``.
+CARRY = True
 
 
 def make_bus(dsn: str, schema: str, name: str, durability: Durability = "stored") -> PostgresBus:
@@ -223,7 +223,7 @@ async def pinger(dsn: str, schema: str, backend: str, round_trips: int, warmup: 
     samples: list[float] = []
     command = [sys.executable, __file__, "--workload=W8-latency", "--role=ponger"]
     command += [f"--backend={pong_backend}", f"--schema={schema}", f"--dsn={dsn}"]
-    command += ["--carry-messages"] if CARRY else []
+    command += [] if CARRY else ["--no-carry-messages"]
     async with make_bus(dsn, schema, "w8-pinger") as bus:
         await bus.subscribe(catcher)
         async with await anyio.open_process(
@@ -284,7 +284,7 @@ def main() -> None:
     """Run the measurement the command line asks for and print its result line."""
     args = worker_args(__doc__ or "", ("asyncio", "trio", *PAIRS))
     global CARRY
-    CARRY = args.carry_messages
+    CARRY = not args.no_carry_messages
     if args.role == "ponger":
         run = partial(ponger, args.dsn, args.schema, args.backend)
         emit(anyio.run(run, backend=args.backend))

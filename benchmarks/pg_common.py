@@ -115,7 +115,9 @@ def worker_args(description: str, backends: Sequence[str]) -> argparse.Namespace
         "--durability", default="stored", choices=["stored", "queued"], help="anybus's sends"
     )
     parser.add_argument(
-        "--carry-messages", action="store_true", help="anybus: PostgresBus(carry_messages=True)"
+        "--no-carry-messages",
+        action="store_true",
+        help="anybus: PostgresBus(carry_messages=False) (the default carries)",
     )
     args = parser.parse_args()
     if args.workload in THROUGHPUT:

@@ -17,7 +17,8 @@ The workloads (defined in ``docs/benchmarks.md``):
   which the throughput target is checked. Figure: deliveries per second.
 * ``W8-latency`` — W7's ping-pong between two processes (pinger+ponger backends:
   asyncio+trio, trio+asyncio, asyncio+asyncio, trio+trio) and the floor's own ping-pong (two
-  plain psycopg processes). Figure: p50 and p99 of 1,000 round trips after 100 unmeasured.
+  plain psycopg processes); anybus with its defaults (small messages carried in their
+  notifications) and with ``carry_messages=False`` (``carry off``). Figure: p50 and p99 of 1,000 round trips after 100 unmeasured.
 
 Every measurement is a fresh process (two for W8-latency) in a Postgres schema of its own
 (``w8_`` + 12 hex digits), dropped afterwards. The runs go in rounds: a round measures every
@@ -61,13 +62,13 @@ HERE = Path(__file__).resolve().parent
 WORKERS = {
     "anybus": HERE / "pg_anybus.py",
     "anybus-queued": HERE / "pg_anybus.py",
-    "anybus-carried": HERE / "pg_anybus.py",
+    "anybus-uncarried": HERE / "pg_anybus.py",
     "floor": HERE / "pg_floor.py",
 }
 LABELS = {
     "anybus": "anybus PostgresBus",
     "anybus-queued": "anybus PostgresBus queued",
-    "anybus-carried": "anybus PostgresBus carried",
+    "anybus-uncarried": "anybus PostgresBus carry off",
     "floor": "bare psycopg (floor)",
 }
 #: Targets (docs/benchmarks.md): anybus's deliveries/s at least this share of the floor's,
@@ -109,7 +110,7 @@ def plan(workloads: Sequence[str], backends: Sequence[str]) -> list[Cell]:
             pairs = [p for p in PAIRS if set(p.split("+")) <= set(backends)]
             cells.append(Cell("floor", "sync+sync", workload))
             cells += [Cell("anybus", pair, workload) for pair in pairs]
-            cells += [Cell("anybus-carried", pair, workload) for pair in pairs]
+            cells += [Cell("anybus-uncarried", pair, workload) for pair in pairs]
         else:
             cells.append(Cell("floor", "sync", workload))
             cells += [Cell("anybus", backend, workload) for backend in backends]
@@ -124,8 +125,8 @@ def worker_command(cell: Cell, args: argparse.Namespace, schema: str) -> list[st
         command.append(f"--backend={cell.backend}")
     if cell.impl == "anybus-queued":
         command.append("--durability=queued")
-    if cell.impl == "anybus-carried":
-        command.append("--carry-messages")
+    if cell.impl == "anybus-uncarried":
+        command.append("--no-carry-messages")
     if cell.workload == "W8-latency":
         command += [f"--round-trips={args.round_trips}", f"--warmup={args.warmup}"]
     else:
@@ -223,7 +224,7 @@ def verdicts(outcomes: dict[Cell, Outcome]) -> list[Verdict]:
         ratio = _ratio(outcome.median(), floor.median())
         rounds = _per_round(outcome, floor, "value")
         if latency:
-            kind = "carried " if cell.impl == "anybus-carried" else ""
+            kind = "carry off " if cell.impl == "anybus-uncarried" else ""
             target = (
                 f"{cell.workload} anybus {kind}{cell.backend} p50 within {LATENCY_TARGET}x floor"
             )

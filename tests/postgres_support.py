@@ -42,6 +42,18 @@ def unique_channel() -> str:
     return f"test-{secrets.token_hex(6)}"
 
 
+def notification_name(dsn: str, channel: str, schema: str = "anybus") -> str:
+    """The name ``channel``'s buses notify on, as the schema's ``notify_name()`` gives it to a
+    granted role (blocking: call it in a thread from async code)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(f"SELECT {schema}.notify_name(%s)", [channel]).fetchone()
+    assert row is not None
+    name: str = row[0]
+    return name
+
+
 def unique_schema() -> str:
     return f"anybus_t{secrets.token_hex(4)}"
 

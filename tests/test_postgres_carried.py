@@ -20,9 +20,10 @@ from anybus.postgres import PostgresBus
 from anybus.postgres._client import PgConnection
 from anybus.postgres._schema import CARRY_BYTES
 from anybus.postgres._transport import PostgresTransport
+from anybus.postgres._upkeep import CARRY_PAUSE
 from anybus.testing import RecordingSubscriber
 
-from .postgres_support import unique_channel
+from .postgres_support import notification_name, unique_channel
 
 pytestmark = pytest.mark.anyio
 
@@ -60,10 +61,10 @@ async def pair(
     dsn: str, **options: Any
 ) -> AsyncIterator[tuple[str, PostgresBus, PostgresBus, RecordingSubscriber]]:
     """A new channel, a sender and a receiver bus on it (the receiver with a recording
-    subscriber), carrying messages in notifications unless ``options`` say otherwise (and
-    polling rarely: any read is one the test caused), and one message delivered: both
-    readers are past their first read."""
-    options = {"carry_messages": True, "poll_interval": 60.0, "lease": 600.0, **options}
+    subscriber), carrying messages in notifications as they do by default unless
+    ``options`` say otherwise (and polling rarely: any read is one the test caused), and one
+    message delivered: both readers are past their first read."""
+    options = {"poll_interval": 60.0, "lease": 600.0, **options}
     channel = unique_channel()
     seen = RecordingSubscriber("seen")
     async with (
@@ -82,11 +83,6 @@ def contains(message: BusMessage, messages: Sequence[BusMessage]) -> bool:
     return message in messages
 
 
-def notifications(channel: str) -> str:
-    """The name a channel's buses notify on (in the default schema)."""
-    return f"anybus_{hashlib.md5(channel.encode()).hexdigest()}"
-
-
 def sender_hash(bus: PostgresBus) -> bytes:
     """What ``bus``'s notifications begin with."""
     return hashlib.md5(bus.instance.encode()).hexdigest().encode()
@@ -99,17 +95,19 @@ async def listening(dsn: str, channel: str) -> AsyncIterator[PgConnection]:
         dsn, application_name="test", connect_timeout=5, statement_timeout=5
     )
     try:
-        await listener.listen(notifications(channel))
+        await listener.listen(await anyio.to_thread.run_sync(notification_name, dsn, channel))
         yield listener
     finally:
         await listener.close()
 
 
 def notify(dsn: str, channel: str, payloads: Sequence[str]) -> None:
-    """Send ``payloads`` on the channel's notifications, as any role of the database may."""
+    """Send ``payloads`` on the channel's notifications, as a granted role that knows the
+    channel may."""
+    name = notification_name(dsn, channel)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for payload in payloads:
-            conn.execute("SELECT pg_notify(%s, %s)", [notifications(channel), payload])
+            conn.execute("SELECT pg_notify(%s, %s)", [name, payload])
 
 
 async def test_small_messages_arrive_in_their_notifications_without_a_read(
@@ -246,7 +244,9 @@ async def test_ids_continue_after_housekeeping_deleted_every_row(postgres_dsn: s
         assert (receiver.transport_statistics().missed, again.messages) == (0, [later])
 
 
-async def test_by_default_a_notification_carries_nothing(postgres_dsn: str, reads: Reads) -> None:
+async def test_with_carry_messages_off_a_notification_carries_nothing(
+    postgres_dsn: str, reads: Reads
+) -> None:
     async with pair(postgres_dsn, carry_messages=False) as (channel, sender, _, seen):
         async with listening(postgres_dsn, channel) as listener:
             await sender.send(message := BusDataMessage(source="small"))
@@ -255,6 +255,36 @@ async def test_by_default_a_notification_carries_nothing(postgres_dsn: str, read
                 payloads = (await listener.wait_notifies())[0]
         # A wake-up only: the receiver read the message from the table.
         assert payloads == [sender_hash(sender)]
+
+
+async def test_while_the_notification_queue_fills_a_bus_carries_nothing(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", "anybus.postgres")
+    async with pair(postgres_dsn) as (channel, sender, _, seen):
+        upkeep = sender._postgres._upkeep
+        async with listening(postgres_dsn, channel) as listener:
+            upkeep.watch(CARRY_PAUSE)  # how full housekeeping found the queue
+            upkeep.watch(CARRY_PAUSE * 0.6)  # (less full, not yet half)
+            assert upkeep.paused
+            await sender.send(paused := BusDataMessage(source="paused"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, paused))
+                plain = (await listener.wait_notifies())[0]
+            upkeep.watch(CARRY_PAUSE * 0.4)
+            assert not upkeep.paused
+            await sender.send(resumed := BusDataMessage(source="resumed"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, resumed))
+                carried = (await listener.wait_notifies())[0]
+    assert plain == [sender_hash(sender)]  # a wake-up only: the receiver read the table
+    assert len(carried) == 1
+    assert carried[0].startswith(sender_hash(sender) + b" ")  # the message, carried
+    said = [r.getMessage() for r in caplog.records if "notification queue" in r.getMessage()]
+    assert len(said) == 2, said  # once as it paused, once as it resumed
+    assert "queue is 5.0% full (a session that listens is not reading" in said[0]
+    assert "carrying messages in notifications is paused until it is under 2.5%" in said[0]
+    assert said[1].endswith("queue is 2.0% full: carrying messages again")
 
 
 async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(

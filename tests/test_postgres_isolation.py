@@ -195,6 +195,8 @@ async def test_a_granted_role_cannot_list_channels(world: World) -> None:
     assert "anybus-read-alice-lister" in seen  # the catalogs do show alice's sessions ...
     assert channel not in seen  # ... but neither the channel's name
     assert hashlib.md5(channel.encode()).hexdigest() not in seen  # nor its notifications'
+    name = call(world.alice, f"SELECT {world.schema}.notify_name(%s)", [channel])[0][0]
+    assert name.rpartition("_")[2] not in seen  # (by either name)
     assert "<insufficient privilege>" in seen  # (alice's statements are hidden from bob)
 
 
@@ -329,6 +331,44 @@ def test_another_role_cannot_take_your_sequence_numbers(world: World) -> None:
     assert rows == [(1, world.bob), (2, world.bob), (3, world.bob)] + [
         (i, world.alice) for i in (4, 5, 6)
     ] + [(7, world.bob)]
+
+
+def _heard_before(conn: psycopg.Connection[Any], marker: str) -> list[str]:
+    """The notifications ``conn`` receives before one on ``marker``."""
+    heard: list[str] = []
+    for notification in conn.notifies(timeout=TIMEOUT):
+        if notification.channel == marker:
+            return heard
+        heard.append(f"{notification.channel}: {notification.payload}")
+    raise AssertionError(f"no notification on {marker!r} within {TIMEOUT} s")
+
+
+@pytest.mark.anyio
+async def test_a_role_not_granted_can_neither_learn_nor_hear_a_channels_notifications(
+    world: World,
+) -> None:
+    s, channel, marker = world.schema, unique_channel(), f"marker_{secrets.token_hex(4)}"
+    seen = RecordingSubscriber("seen")
+    with new_role("anybus_dave") as dave, connect(dave) as dave_listens:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            call(dave, f"SELECT {s}.notify_name(%s)", [channel])
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            call(dave, f"SELECT value FROM {s}.secret")
+        # dave listens where version 5's buses notified (any role could compute the name).
+        for name in (f"{s}_{hashlib.md5(channel.encode()).hexdigest()}", marker):
+            dave_listens.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+        async with (
+            bus(world, world.alice, channel, "alice-carrying") as alice,
+            bus(world, world.bob, channel, "bob-hearing") as bob,
+        ):
+            await bob.subscribe(seen)
+            await alice.send(message := BusDataMessage(source="alice"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(lambda messages: message in messages)
+        # Sent after alice's publish committed: a session gets notifications in commit order.
+        admin("SELECT pg_notify(%s, 'end')", [marker])
+        heard = await anyio.to_thread.run_sync(_heard_before, dave_listens, marker)
+    assert heard == []  # alice's carried message reached bob, and nothing reached dave
 
 
 # --- roles that may not, told what to do ---------------------------------------------------

@@ -116,10 +116,9 @@ class PostgresBus(WorkerBus):
         outbox: with ``"queued"``, how many messages may wait to be stored.
         carry_messages: carry small messages in their notification (up to 3,000 bytes of
             bodies a publish), and take those carried by other buses without reading the
-            table: a round trip about a third shorter. Off by default: any role of the
-            database that knows the channel can read a carried message (``LISTEN`` needs
-            no privilege) and send notifications; see the Postgres docs before turning it
-            on. Give every bus on a channel the same setting.
+            table: a round trip about a third shorter. The notifications go out under a
+            name only the roles granted the schema's functions can learn; ``False``: every
+            reader reads the table (and notifications are about 40 bytes).
         max_buffer: as for :class:`~anybus.WorkerBus`.
         overflow: as for :class:`~anybus.WorkerBus`.
         exit_drain: as for :class:`~anybus.WorkerBus`.
@@ -152,7 +151,7 @@ class PostgresBus(WorkerBus):
         create_schema: bool = True,
         durability: Durability = "stored",
         outbox: int = 10_000,
-        carry_messages: bool = False,
+        carry_messages: bool = True,
         max_buffer: int | None = None,
         overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
         exit_drain: float | None = 5.0,

@@ -108,7 +108,8 @@ class Outbox:
         stored: Callable[[int, int], None] | None = None,
     ) -> None:
         self._queued = queued
-        self._carry = carry  # the bytes of bodies a notification may carry
+        #: The bytes of bodies a notification may carry (0: none); see ``_upkeep``.
+        self.carry = carry
         self._stored = stored  # told the ids of each batch stored (first, last)
         self._capacity = capacity
         self._room: Event | None = None  # set when the writer takes a batch (queued sends wait)
@@ -293,7 +294,7 @@ class Outbox:
 
     def _parameters(self, batch: list[Outgoing]) -> list[object]:
         seqs, payloads = [item.seq for item in batch], [item.payload for item in batch]
-        return [self._channel, self._sender, seqs, payloads, self._carry]
+        return [self._channel, self._sender, seqs, payloads, self.carry]
 
     async def drain(self, connection: Connector) -> None:
         """Store what is still queued (the bus stopped: no send is taken meanwhile); the

@@ -32,6 +32,7 @@ class Rows:
     __slots__ = (
         "_channel",
         "_codec",
+        "_refused",
         "_suspect",
         "instance",
         "received",
@@ -63,6 +64,9 @@ class Rows:
         # The id a notification carried something undecodable for, and why: a lie if the
         # row decodes (or is this bus's own).
         self._suspect: tuple[int, MessageRejected] | None = None
+        # The id and body of a carried message found not new (a repeat or a replay, counted
+        # then): its row, when it says the same, is dropped without being counted again.
+        self._refused: tuple[int, bytes] | None = None
 
     async def take(
         self, host: TransportHost, cursor: Cursor, entry_id: int, sender: str, body: bytes
@@ -72,9 +76,11 @@ class Rows:
         not read (the cursor stays before it)."""
         jump = entry_id - cursor.position - 1
         envelope = None
+        refused, self._refused = self._refused, None
         if sender != self.instance:
+            body = bytes(body)
             try:
-                envelope = self._codec.decode(bytes(body))
+                envelope = self._codec.decode(body)
             except MessageRejected as exc:
                 self.rejections.record(exc, origin=f"{self._channel!r} id {entry_id}")
                 # Rows written into the table by other means push the ids given out past
@@ -87,7 +93,9 @@ class Rows:
                 f"on {self._channel!r}: this reader fell more than max_len behind, and they "
                 f"were deleted before it read them",
             )
-        await self._deliver(host, cursor, entry_id, envelope)
+        # Said by a notification already, which was dropped (and counted) then.
+        dropped = refused == (entry_id, body)
+        await self._deliver(host, cursor, entry_id, envelope, dropped=dropped)
 
     async def take_carried(
         self, host: TransportHost, cursor: Cursor, entry_id: int, body: bytes
@@ -101,8 +109,11 @@ class Rows:
         except MessageRejected as exc:
             self._suspect = (entry_id, exc)
             return False
-        if envelope.sender == self.instance or not self.tracker.is_new(envelope):
-            return False  # a repeat (or a replay, counted): only the row moves the cursor
+        if envelope.sender == self.instance:
+            return False
+        if not self.tracker.is_new(envelope):
+            self._refused = (entry_id, body)  # a repeat or a replay, counted once: here
+            return False  # only the row moves the cursor
         await self._deliver(host, cursor, entry_id, envelope, new=True)
         return True
 
@@ -114,6 +125,7 @@ class Rows:
         envelope: Envelope | None,
         *,
         new: bool = False,
+        dropped: bool = False,
     ) -> None:
         suspect = self._suspect
         if suspect is not None and suspect[0] <= entry_id:
@@ -124,7 +136,9 @@ class Rows:
         mark: DeliveryMark | None = None
         if envelope is not None:
             self.received += 1
-            if new or (envelope.sender != self.instance and self.tracker.is_new(envelope)):
+            if new or (
+                not dropped and envelope.sender != self.instance and self.tracker.is_new(envelope)
+            ):
                 await host.deliver(envelope.message)
                 mark = host.mark()
         # Only now: a delivery cancelled (intake stopped) leaves the position before it.

@@ -9,9 +9,10 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
   ids are gapless and become visible in order; a reader that has seen id *n* knows that
   every id up to *n* is either visible to it or was deleted. The notification a publish
   sends carries the new messages when their bodies come to at most the ``p_carry`` bytes
-  the bus asks for (:data:`CARRY_BYTES` with ``carry_messages=True``, else 0: none), so
-  that a reader can take them without reading the table; notifications are delivered in
-  commit order, so in id order.
+  the bus asks for (:data:`CARRY_BYTES` with ``carry_messages=True``, the default, else 0:
+  none), so that a reader can take them without reading the table; notifications are
+  delivered in commit order, so in id order. They go out under a name of the channel's
+  that only ``notify_name(channel)`` gives: a hash of the channel and the schema's secret.
 * ``messages``: one row a message: channel, id, the publishing role, the sender, the
   sender's sequence number (unique per role and sender) and the encoded envelope. A sender
   numbers what it stores in increasing order and stores it in that order, so ``publish``
@@ -21,6 +22,8 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
   id it acknowledged, a lease (the holder's token and when it runs out), so that one name has
   one running instance, and the role's housekeeping policy (``max_len``, ``retention``).
 * ``housekeeping``: one row a channel, locked by the bus that housekeeps it.
+* ``secret``: one row, a random secret made when the schema is created (version 6), from
+  which each channel's notification name is hashed.
 
 **Isolation.** Buses never touch the tables: they call the schema's functions, which run
 with the rights of the schema's owner (``SECURITY DEFINER``, with ``search_path`` pinned to
@@ -58,13 +61,17 @@ unguessable names for private channels. A role that knows a channel can fill it,
 publishing (a ``publish`` left open in a transaction, or the channel's advisory lock taken
 by hand, holds the channel's lock), or keep its messages around (a consumer with a large
 ``max_len`` that never reads); storage quotas and monitoring are the DBA's. Postgres does
-not check who may ``LISTEN`` or ``NOTIFY``: where buses carry messages in notifications
-(``carry_messages=True``), any role of the database that knows a channel can read its small
-messages, and send a notification that looks like a message carried for it. A reader takes
-a carried message only as the next id it expects, decoded (and, with signing on, verified)
-like a row, and new (not a repeat or a replay); so without signing, a role that knows a
-channel can put a message in place of another's; with signing on it cannot: the message is
-rejected, the row read from the table, and the notification counted as rejected. Postgres
+not check who may ``LISTEN`` or ``NOTIFY``, so the name a channel's notifications go out
+under is a secret: a hash of the channel and the schema's secret, which only
+``notify_name()`` gives, to a granted role that knows the channel (before version 6 it was
+a hash of the channel alone, which any role of the database could compute, listen to and
+send look-alikes on). A granted role that knows a channel can, as well as read its
+messages, send a notification that looks like a message carried for it. A reader takes a
+carried message only as the next id it expects, decoded (and, with signing on, verified)
+like a row, and new (not a repeat or a replay); so without signing, such a role can put a
+message in place of another's (it can send any message as it is); with signing on it
+cannot: the message is rejected, the row read from the table, and the notification counted
+as rejected. Postgres
 shows every role the catalogs (table names and sizes, the functions' text) and every
 session's ``application_name`` (which holds the bus's consumer name, never the channel's);
 statements' text and parameters are shown only to their own role and to
@@ -106,7 +113,7 @@ __all__ = [
 logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change; applying the schema updates an older one.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The most bytes of bodies a bus asks a publish to carry in its notification (a
 #: notification's payload must stay under 8000 bytes, and bodies travel as hex).
@@ -125,9 +132,9 @@ NOT_OWNER = "AB003"
 FATAL_STATES = frozenset({NAME_IN_USE, LEASE_LOST, NOT_OWNER})
 
 #: The functions a bus calls (and a grant covers).
-FUNCTIONS = ("ack", "attach", "housekeep", "publish", "read", "schema_version")
+FUNCTIONS = ("ack", "attach", "housekeep", "notify_name", "publish", "read", "schema_version")
 
-# At most 30 characters: the notification channel "<schema>_<md5 of the channel>" must fit
+# At most 30 characters: a notification name "<schema>_<32 hex digits>" must fit
 # in Postgres's 63-byte identifiers.
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,29}")
 _ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")

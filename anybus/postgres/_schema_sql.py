@@ -3,10 +3,13 @@
 :mod:`anybus.postgres._schema` fills them in (and says what they guarantee). Placeholders:
 ``{s}`` the schema, ``{version}``, ``{owner_clause}`` (the named owner's, or empty),
 ``{set_role}`` (the switch to the named owner, or the existing schema's), the SQLSTATEs,
-``{max_batch}``, ``{carry_text}``, ``{grants}`` (or nothing); and ``{role}`` in the grant.
+``{max_batch}``, ``{carry_text}``, ``{grants}`` (or nothing). What it revokes and grants
+is :mod:`anybus.postgres._schema_grants`'s.
 """
 
 from __future__ import annotations
+
+from ._schema_grants import GRANT, PRIVILEGES
 
 __all__ = ["GRANT", "KEYWORDS", "SCHEMA"]
 
@@ -32,7 +35,8 @@ _KEYWORD_LIST = """
 """
 KEYWORDS = frozenset(_KEYWORD_LIST.split())
 
-SCHEMA = """\
+SCHEMA = (
+    """\
 -- anybus schema {version} in {s}: apply as a role that may create a schema in this database,
 -- and not as a role that buses log in as (the owner can read every channel). Applying it
 -- again, or over an older version, updates it in place. Buses call the functions below;
@@ -88,6 +92,16 @@ CREATE TABLE IF NOT EXISTS {s}.housekeeping (
     done_at timestamptz
 );
 
+-- One row: the schema's secret, which names each channel's notifications (from version 6),
+-- so that only a role granted the functions can listen to a channel's, or send one like them.
+CREATE TABLE IF NOT EXISTS {s}.secret (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    value text NOT NULL
+);
+INSERT INTO {s}.secret (value)
+VALUES (pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text)
+ON CONFLICT DO NOTHING;
+
 -- From version 1 (each a no-op on a new schema).
 ALTER TABLE {s}.messages ADD COLUMN IF NOT EXISTS publisher name NOT NULL DEFAULT session_user;
 ALTER TABLE {s}.consumers ADD COLUMN IF NOT EXISTS max_len bigint NOT NULL DEFAULT 100000;
@@ -98,6 +112,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_publisher_sender_seq
 
 CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
+
+-- The name of p_channel's notifications: the schema's name and a hash of its secret and the
+-- channel, which a role learns from here only (version 5's hashed the channel alone).
+CREATE OR REPLACE FUNCTION {s}.notify_name(p_channel text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT '{s}_' || left(encode(sha256(convert_to(k.value || ' ' || p_channel, 'UTF8')),
+        'hex'), 32)
+    FROM {s}.secret AS k
+$$;
 
 -- Store a batch of one sender's messages, in order: o_stored of them were new, with the ids
 -- o_last - o_stored + 1 to o_last. A sender numbers its messages in increasing order and
@@ -119,6 +142,7 @@ DECLARE
     v_high bigint;
     v_size bigint;
     v_text text;
+    v_secret text;
 BEGIN
     IF cardinality(p_seqs) IS DISTINCT FROM cardinality(p_bodies) THEN
         RAISE EXCEPTION 'publish: p_seqs and p_bodies must be arrays of one length'
@@ -137,9 +161,10 @@ BEGIN
     -- Ids continue after the newest row (however it was written) and after the last id
     -- housekeeping deleted: one snapshot, which housekeeping's deletion and its record of
     -- the last id reach together.
-    v_last := greatest(
+    SELECT greatest(
         (SELECT max(m.id) FROM {s}.messages AS m WHERE m.channel = p_channel),
-        (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0);
+        (SELECT c.last_id FROM {s}.channels AS c WHERE c.channel = p_channel), 0), k.value
+    INTO v_last, v_secret FROM {s}.secret AS k;
     -- Under the channel's lock: no other batch of this sender is being stored meanwhile.
     SELECT m.seq INTO v_high FROM {s}.messages AS m
     WHERE m.channel = p_channel AND m.publisher = session_user AND m.sender = p_sender
@@ -163,8 +188,10 @@ BEGIN
             FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
             WHERE v_high IS NULL OR t.seq > v_high;
         END IF;
-        -- A payload must stay under 8000 bytes.
-        PERFORM pg_notify('{s}_' || md5(p_channel), md5(p_sender) || CASE
+        -- On the channel's secret name (as notify_name() gives it); a payload must stay
+        -- under 8000 bytes.
+        PERFORM pg_notify('{s}_' || left(encode(sha256(convert_to(
+            v_secret || ' ' || p_channel, 'UTF8')), 'hex'), 32), md5(p_sender) || CASE
             WHEN v_size <= p_carry AND octet_length(v_text) <= {carry_text}
             THEN ' ' || (v_last + 1)::text || ' ' || v_text ELSE '' END);
     END IF;
@@ -367,54 +394,8 @@ BEGIN
 END
 $$;
 
--- The tables are the owner's alone, and held() is for read() and ack() only, whatever
--- default privileges (or version 1) granted on them.
-DO $revoke$
-DECLARE
-    g record;
-BEGIN
-    FOR g IN
-        SELECT DISTINCT 'TABLE ' || c.oid::regclass::text AS what, a.grantee
-        FROM pg_catalog.pg_class AS c, pg_catalog.aclexplode(c.relacl) AS a
-        WHERE c.relnamespace = '{s}'::regnamespace AND a.grantee <> c.relowner
-        UNION
-        SELECT DISTINCT 'FUNCTION ' || p.oid::regprocedure::text, a.grantee
-        FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
-        WHERE p.pronamespace = '{s}'::regnamespace AND p.proname = 'held'
-          AND a.grantee <> p.proowner
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.what, CASE WHEN g.grantee = 0
-            THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
-    END LOOP;
-END
-$revoke$;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
--- The roles granted version 4's publish keep publishing through version 5's.
-DO $publish$
-DECLARE
-    g record;
-BEGIN
-    FOR g IN
-        SELECT DISTINCT a.grantee FROM pg_catalog.pg_proc AS p,
-            pg_catalog.aclexplode(p.proacl) AS a
-        WHERE p.oid = '{s}.publish(text, text, bigint[], bytea[])'::regprocedure
-          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
-    LOOP
-        EXECUTE pg_catalog.format(
-            'GRANT EXECUTE ON FUNCTION {s}.publish(text, text, bigint[], bytea[], integer) '
-            'TO %s', pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)));
-    END LOOP;
-END
-$publish$;
-{grants}COMMIT;
 """
-
-GRANT = """\
-GRANT USAGE ON SCHEMA {s} TO {role};
-GRANT EXECUTE ON FUNCTION {s}.schema_version(), {s}.publish(text, text, bigint[], bytea[]),
-    {s}.publish(text, text, bigint[], bytea[], integer),
-    {s}.attach(text, text, text, interval),
-    {s}.read(text, text, text, bigint, bigint, integer, bigint),
-    {s}.ack(text, text, text, bigint, boolean), {s}.housekeep(text, interval, bigint)
-    TO {role};
+    + PRIVILEGES
+    + """{grants}COMMIT;
 """
+)

@@ -53,6 +53,7 @@ from ._schema import (
     check_schema_name,
     ensure_schema,
 )
+from ._upkeep import Upkeep
 
 __all__ = ["PostgresTransport"]
 
@@ -87,7 +88,7 @@ class PostgresTransport:
         create_schema: bool = True,
         durability: str = "stored",
         outbox: int = 10_000,
-        carry_messages: bool = False,
+        carry_messages: bool = True,
     ) -> None:
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
@@ -118,7 +119,7 @@ class PostgresTransport:
         self._housekeeping = option.positive("housekeeping_interval", housekeeping_interval)
         self._poll = option.positive("poll_interval", poll_interval)
         self._create_schema = option.flag("create_schema", create_schema)
-        self._notify = f"{self._schema}_{hashlib.md5(channel.encode()).hexdigest()}"
+        self._notify = ""  # the channel's notification name, which notify_name() gives
         # What this bus's own publishes notify: its reader passes those rows (they need no
         # delivery) and, stopping, acknowledges past them.
         self._own_wake = hashlib.md5(self._instance.encode()).hexdigest().encode()
@@ -142,6 +143,12 @@ class PostgresTransport:
             capacity=option.count("outbox", outbox, 1),
             carry=CARRY_BYTES if carry else 0,
             stored=self._notified.stored,
+        )
+        self._upkeep = Upkeep(
+            statement=self._sql.housekeep,
+            parameters=[channel, f"{self._retention} s", self._max_len],
+            outbox=self._outbox,
+            where=self,
         )
         self._seq = 0
         # How many messages the outbox had stored when the reader's last read began: what
@@ -244,11 +251,12 @@ class PostgresTransport:
         conns = self._conns
         write = await conns.open("write", patient=False)
         await ensure_schema(write, self._schema, create=self._create_schema)
+        self._notify = (await write.fetch(self._sql.notify_name, [self._channel]))[0][0]
         await self._listen(await conns.open("listen", patient=False))
         self._relisten = False
         read = await conns.open("read", patient=False)
         await self._attach(read, first_time=True)
-        await self._housekeep(read)
+        await self._upkeep.run(read)
         async with create_task_group() as task_group:
             self._intake.start(task_group, self._read_all, host, name="anybus postgres reader")
             open_write = partial(conns.get, "write")  # for the hand-over: see _outbox
@@ -309,7 +317,7 @@ class PostgresTransport:
                 self._published_read = published
                 if current_time() >= next_housekeeping:
                     next_housekeeping = current_time() + self._housekeeping
-                    await self._housekeep(conn)
+                    await self._upkeep.run(conn)
             except TransportError as exc:
                 if getattr(exc, "sqlstate", None) in FATAL_STATES:
                     raise
@@ -375,15 +383,6 @@ class PostgresTransport:
                 return
             if now >= self._acked_at + ACK_INTERVAL and cursor.settle(host) > cursor.acknowledged:
                 return
-
-    async def _housekeep(self, conn: PgConnection) -> None:
-        rows = await conn.fetch(
-            self._sql.housekeep, [self._channel, f"{self._retention} s", self._max_len]
-        )
-        if any(rows[0]):  # (messages deleted, consumers expired)
-            logger.debug(
-                "%r: housekeeping deleted %d message(s) and %d idle consumer(s)", self, *rows[0]
-            )
 
     async def _release(self, host: TransportHost) -> None:
         """The last step of the ordered stop: acknowledge exactly what was handled, and give
