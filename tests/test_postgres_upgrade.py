@@ -1,5 +1,6 @@
-"""Updating a schema of an older anybus in place: version 4, with its owner, its grants, its
-messages and its consumers, to this version, the two ways the docs give (a DBA applying
+"""Updating a schema of an older anybus in place: version 4 (and version 5, for what version 6
+added: the notification names' secret), with its owner, its grants, its messages and its
+consumers, to this version, the two ways the docs give (a DBA applying
 ``anybus postgres schema`` as the superuser, or a bus whose role may), with version 4's
 ``publish`` called before and after, as its buses still running would.
 
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.anyio
 
 TIMEOUT = 20
 V4_SQL = (Path(__file__).parent / "data" / "schema_v4.sql").read_text()
+V5_SQL = (Path(__file__).parent / "data" / "schema_v5.sql").read_text()
 #: A bus of version 4 that goes on running while the schema is updated under it.
 OLD_SENDER = "old-bus/0001"
 
@@ -166,3 +168,45 @@ def test_a_role_that_is_not_the_owner_cannot_update_it_and_changes_nothing(old: 
         conn.execute(schema_sql(old.schema).encode())
     assert admin(f"SELECT {old.schema}.schema_version()") == [(4,)]
     assert old.publish_as_v4(1)[1] == 1
+
+
+async def test_a_version_5_schema_gets_its_secret_and_its_granted_roles_the_names() -> None:
+    shared_postgres_dsn()  # skips (fails under CI) without a server
+    channel = unique_channel()
+    with (
+        new_role("anybus_v5owner", login=False) as owner,
+        new_role("anybus_v5user") as user,
+        dropped_schema() as schema,
+    ):
+        script = V5_SQL.replace("v5schema", schema).replace("v5owner", owner)
+        admin_script(script.replace("v5user", user))
+        assert admin(f"SELECT {schema}.schema_version()") == [(5,)]
+        admin_script(schema_sql(schema))  # a DBA: no --owner, no --grant
+        assert admin(f"SELECT {schema}.schema_version()") == [(SCHEMA_VERSION,)]
+        secret = admin(f"SELECT value FROM {schema}.secret")
+        admin_script(schema_sql(schema))  # applied again, it keeps its secret
+        assert admin(f"SELECT value FROM {schema}.secret") == secret
+        owners = admin(
+            "SELECT pg_get_userbyid(c.relowner)::text FROM pg_class AS c "
+            "WHERE c.oid = %s::regclass",
+            [f"{schema}.secret"],
+        )
+        assert owners == [(owner,)]
+        with psycopg.connect(dsn_as(user), autocommit=True) as conn:
+            # The role version 5 granted may learn the names, and not the secret.
+            name = conn.execute(f"SELECT {schema}.notify_name(%s)", [channel]).fetchone()
+            assert name is not None
+            assert name[0].startswith(f"{schema}_")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT value FROM {schema}.secret")
+        # Buses of this version, as that role, carry messages to each other.
+        recorder = RecordingSubscriber("r")
+        options: dict[str, Any] = {"channel": channel, "schema": schema, "create_schema": False}
+        async with (
+            PostgresBus(dsn_as(user), name="receiver", **options) as receiver,
+            PostgresBus(dsn_as(user), name="sender", **options) as sender,
+        ):
+            await receiver.subscribe(recorder)
+            await sender.send(message := BusDataMessage(source="sender"))
+            with anyio.fail_after(TIMEOUT):
+                await recorder.wait_for(lambda messages: message in messages)

@@ -32,7 +32,8 @@ BEGIN
 END
 $revoke$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
--- The roles granted version 4's publish keep publishing through version 5's.
+-- The roles granted either publish keep publishing through version 5's (version 4 had the
+-- first only), and may learn the channels' notification names (version 6).
 DO $publish$
 DECLARE
     g record;
@@ -40,31 +41,17 @@ BEGIN
     FOR g IN
         SELECT DISTINCT a.grantee FROM pg_catalog.pg_proc AS p,
             pg_catalog.aclexplode(p.proacl) AS a
-        WHERE p.oid = '{s}.publish(text, text, bigint[], bytea[])'::regprocedure
+        WHERE p.oid IN ('{s}.publish(text, text, bigint[], bytea[])'::regprocedure,
+                        '{s}.publish(text, text, bigint[], bytea[], integer)'::regprocedure)
           AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
     LOOP
         EXECUTE pg_catalog.format(
-            'GRANT EXECUTE ON FUNCTION {s}.publish(text, text, bigint[], bytea[], integer) '
-            'TO %s', pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)));
-    END LOOP;
-END
-$publish$;
--- And those granted version 5's publish, notify_name() too (it came with version 6).
-DO $notify$
-DECLARE
-    g record;
-BEGIN
-    FOR g IN
-        SELECT DISTINCT a.grantee FROM pg_catalog.pg_proc AS p,
-            pg_catalog.aclexplode(p.proacl) AS a
-        WHERE p.oid = '{s}.publish(text, text, bigint[], bytea[], integer)'::regprocedure
-          AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0
-    LOOP
-        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION {s}.notify_name(text) TO %s',
+            'GRANT EXECUTE ON FUNCTION {s}.publish(text, text, bigint[], bytea[], integer), '
+            '{s}.notify_name(text) TO %s',
             pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)));
     END LOOP;
 END
-$notify$;
+$publish$;
 """
 
 GRANT = """\
