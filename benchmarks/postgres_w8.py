@@ -18,7 +18,8 @@ The workloads (defined in ``docs/benchmarks.md``):
 * ``W8-latency`` — W7's ping-pong between two processes (pinger+ponger backends:
   asyncio+trio, trio+asyncio, asyncio+asyncio, trio+trio) and the floor's own ping-pong (two
   plain psycopg processes); anybus with its defaults (small messages carried in their
-  notifications) and with ``carry_messages=False`` (``carry off``). Figure: p50 and p99 of 1,000 round trips after 100 unmeasured.
+  notifications) and with ``carry_messages=False`` (``carry off``). Figure: p50 and p99 of
+  1,000 round trips after 100 unmeasured.
 
 Every measurement is a fresh process (two for W8-latency) in a Postgres schema of its own
 (``w8_`` + 12 hex digits), dropped afterwards. The runs go in rounds: a round measures every

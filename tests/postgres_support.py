@@ -43,8 +43,9 @@ def unique_channel() -> str:
 
 
 def notification_name(dsn: str, channel: str, schema: str = "anybus") -> str:
-    """The name ``channel``'s buses notify on, as the schema's ``notify_name()`` gives it to a
-    granted role (blocking: call it in a thread from async code)."""
+    """The name ``channel``'s buses notify on, as the schema's ``notify_name()`` gives it to
+    its owner or a superuser (``dsn``'s role; blocking: call it in a thread from async
+    code)."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:

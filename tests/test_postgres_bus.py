@@ -18,7 +18,7 @@ from anybus.postgres._cursor import Cursor
 from anybus.testing import RecordingSubscriber
 from anybus.testing.conformance import BusFactory, NetworkBusConformance
 
-from .postgres_support import notification_name, unique_channel
+from .postgres_support import unique_channel
 
 pytestmark = pytest.mark.anyio
 
@@ -184,9 +184,7 @@ async def test_a_bus_is_not_woken_by_its_own_messages_and_stopping_acknowledges_
         postgres_dsn, application_name="test", connect_timeout=5, statement_timeout=5
     )
     try:
-        await listener.listen(
-            await anyio.to_thread.run_sync(notification_name, postgres_dsn, channel)
-        )
+        await listener.fetch("SELECT anybus.listen(%s)", [channel])
         async with PostgresBus(postgres_dsn, channel=channel, name="talker") as talker:
             own = hashlib.md5(talker.instance.encode()).hexdigest().encode()
             for _ in range(3):

@@ -16,11 +16,11 @@ import pytest
 
 from anybus import BusDataMessage, BusMessage, MessageRejected, WireCodec
 from anybus._sequence import SequenceTracker
-from anybus.postgres import PostgresBus
+from anybus.postgres import PostgresBus, _upkeep
 from anybus.postgres._client import PgConnection
 from anybus.postgres._schema import CARRY_BYTES
 from anybus.postgres._transport import PostgresTransport
-from anybus.postgres._upkeep import CARRY_PAUSE
+from anybus.postgres._upkeep import CARRY_PAUSE, Upkeep
 from anybus.testing import RecordingSubscriber
 
 from .postgres_support import notification_name, unique_channel
@@ -95,7 +95,7 @@ async def listening(dsn: str, channel: str) -> AsyncIterator[PgConnection]:
         dsn, application_name="test", connect_timeout=5, statement_timeout=5
     )
     try:
-        await listener.listen(await anyio.to_thread.run_sync(notification_name, dsn, channel))
+        await listener.fetch("SELECT anybus.listen(%s)", [channel])
         yield listener
     finally:
         await listener.close()
@@ -285,6 +285,41 @@ async def test_while_the_notification_queue_fills_a_bus_carries_nothing(
     assert "queue is 5.0% full (a session that listens is not reading" in said[0]
     assert "carrying messages in notifications is paused until it is under 2.5%" in said[0]
     assert said[1].endswith("queue is 2.0% full: carrying messages again")
+
+
+async def test_a_role_that_may_not_read_the_queue_is_told_once_and_carries_on(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the server answers a role from which EXECUTE on pg_notification_queue_usage() was
+    # revoked (a superuser, as the tests run, may execute everything).
+    denied = (
+        "DO $$ BEGIN RAISE EXCEPTION 'permission denied for function "
+        "pg_notification_queue_usage' USING ERRCODE = '42501'; END $$"
+    )
+    monkeypatch.setattr(_upkeep, "_USAGE", denied)
+    rounds, done = 0, anyio.Event()
+    run = Upkeep.run
+
+    async def counted(upkeep: Upkeep, conn: PgConnection) -> None:
+        nonlocal rounds
+        await run(upkeep, conn)
+        rounds += 1
+        if rounds == 6:  # three rounds or more of a bus
+            done.set()
+
+    monkeypatch.setattr(Upkeep, "run", counted)
+    async with pair(postgres_dsn, housekeeping_interval=0.01) as (channel, sender, _, seen):
+        with anyio.fail_after(TIMEOUT):
+            await done.wait()
+        async with listening(postgres_dsn, channel) as listener:
+            await sender.send(message := BusDataMessage(source="carried"))
+            with anyio.fail_after(TIMEOUT):
+                await seen.wait_for(partial(contains, message))
+                [payload] = (await listener.wait_notifies())[0]
+    assert payload.startswith(sender_hash(sender) + b" ")  # carried still
+    said = [r.getMessage() for r in caplog.records if "may not read" in r.getMessage()]
+    assert len(said) == 2, said  # once a bus
+    assert "is not paused if the queue fills up; grant it EXECUTE" in said[0]
 
 
 async def test_a_replayed_signed_message_does_not_take_the_place_of_the_next(

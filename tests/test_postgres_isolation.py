@@ -149,10 +149,11 @@ def test_a_granted_role_may_execute_the_bus_functions_and_no_other(world: World)
         [world.schema],
     )
     assert {name for name, may, _ in rows if may} == set(FUNCTIONS)
-    assert {name for name, may, _ in rows if not may} == {"held"}
+    assert {name for name, may, _ in rows if not may} == {"held", "notify_name"}
     # No function returns channels: read() returns a consumer's messages, attach() numbers.
     assert not [result for _, _, result in rows if "channel" in result]
     assert sqlstate(world.bob, f"SELECT * FROM {world.schema}.held('c', 'n', 'h')") == DENIED
+    assert sqlstate(world.bob, f"SELECT {world.schema}.notify_name('c')") == DENIED
 
 
 def _what_bob_sees(world: World) -> str:
@@ -195,7 +196,7 @@ async def test_a_granted_role_cannot_list_channels(world: World) -> None:
     assert "anybus-read-alice-lister" in seen  # the catalogs do show alice's sessions ...
     assert channel not in seen  # ... but neither the channel's name
     assert hashlib.md5(channel.encode()).hexdigest() not in seen  # nor its notifications'
-    name = call(world.alice, f"SELECT {world.schema}.notify_name(%s)", [channel])[0][0]
+    name = admin(f"SELECT {world.schema}.notify_name(%s)", [channel])[0][0]
     assert name.rpartition("_")[2] not in seen  # (by either name)
     assert "<insufficient privilege>" in seen  # (alice's statements are hidden from bob)
 
@@ -350,8 +351,9 @@ async def test_a_role_not_granted_can_neither_learn_nor_hear_a_channels_notifica
     s, channel, marker = world.schema, unique_channel(), f"marker_{secrets.token_hex(4)}"
     seen = RecordingSubscriber("seen")
     with new_role("anybus_dave") as dave, connect(dave) as dave_listens:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-            call(dave, f"SELECT {s}.notify_name(%s)", [channel])
+        for function in ("notify_name", "listen"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                call(dave, f"SELECT {s}.{function}(%s)", [channel])
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
             call(dave, f"SELECT value FROM {s}.secret")
         # dave listens where version 5's buses notified (any role could compute the name).
@@ -369,6 +371,40 @@ async def test_a_role_not_granted_can_neither_learn_nor_hear_a_channels_notifica
         admin("SELECT pg_notify(%s, 'end')", [marker])
         heard = await anyio.to_thread.run_sync(_heard_before, dave_listens, marker)
     assert heard == []  # alice's carried message reached bob, and nothing reached dave
+
+
+@pytest.mark.anyio
+async def test_no_statement_shows_a_channels_notification_name(world: World) -> None:
+    # Who may see the text of a bus's statements: its role's other sessions (which need not
+    # know the channel), and a monitoring role (pg_read_all_stats, not granted the bus).
+    channel = unique_channel()
+    name = admin(f"SELECT {world.schema}.notify_name(%s)", [channel])[0][0]
+    statements = "SELECT coalesce(query, '') FROM pg_stat_activity WHERE usename = %s"
+    with new_role("anybus_monitor") as monitor:
+        admin(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(monitor)))
+        async with bus(world, world.alice, channel, "alice-watched"):
+            seen = {role: call(role, statements, [world.alice]) for role in (world.alice, monitor)}
+    for role, rows in seen.items():
+        queries = "\n".join(row[0] for row in rows)
+        assert f"{world.schema}.listen(" in queries, (role, queries)  # the statements show ...
+        assert name.rpartition("_")[2] not in queries, (role, queries)  # ... but not the name
+
+
+@pytest.mark.anyio
+async def test_a_function_missing_from_this_version_is_put_back_by_a_bus_that_may(
+    world: World,
+) -> None:
+    with dropped_schema() as s:
+        admin_script(schema_sql(s, owner=world.owner, grant=[world.bob]))
+        admin(f"DROP FUNCTION {s}.listen(text)")
+        lacks = f"the anybus schema {s!r} at .* lacks listen and role .* could not apply it again"
+        with pytest.raises(TransportError, match=lacks):
+            async with PostgresBus(dsn_as(world.bob), channel=unique_channel(), schema=s):
+                pass  # pragma: no cover (bob may not apply it)
+        async with PostgresBus(SHARED_DSN, channel=unique_channel(), schema=s):
+            pass  # the superuser's bus applies it again ...
+        async with PostgresBus(dsn_as(world.bob), channel=unique_channel(), schema=s):
+            pass  # ... with the grants of those granted publish
 
 
 # --- roles that may not, told what to do ---------------------------------------------------

@@ -176,12 +176,25 @@ async def test_a_version_5_schema_gets_its_secret_and_its_granted_roles_the_name
     with (
         new_role("anybus_v5owner", login=False) as owner,
         new_role("anybus_v5user") as user,
+        new_role("anybus_defaulted") as defaulted,
         dropped_schema() as schema,
     ):
         script = V5_SQL.replace("v5schema", schema).replace("v5owner", owner)
         admin_script(script.replace("v5user", user))
         assert admin(f"SELECT {schema}.schema_version()") == [(5,)]
+        # A role the owner's default privileges give what version 6 adds, and nothing else.
+        ident = sql.Identifier(defaulted)
+        admin(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), ident))
+        default = (
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT EXECUTE ON FUNCTIONS TO {}"
+        )
+        admin(sql.SQL(default).format(sql.Identifier(owner), sql.Identifier(schema), ident))
         admin_script(schema_sql(schema))  # a DBA: no --owner, no --grant
+        may = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+        for function in ("listen(text)", "notify_name(text)"):
+            # Not given by default privileges: only to the roles that may publish.
+            assert admin(may, [defaulted, f"{schema}.{function}"]) == [(False,)]
+            assert admin(may, [user, f"{schema}.{function}"]) == [(function == "listen(text)",)]
         assert admin(f"SELECT {schema}.schema_version()") == [(SCHEMA_VERSION,)]
         secret = admin(f"SELECT value FROM {schema}.secret")
         admin_script(schema_sql(schema))  # applied again, it keeps its secret
@@ -193,12 +206,18 @@ async def test_a_version_5_schema_gets_its_secret_and_its_granted_roles_the_name
         )
         assert owners == [(owner,)]
         with psycopg.connect(dsn_as(user), autocommit=True) as conn:
-            # The role version 5 granted may learn the names, and not the secret.
-            name = conn.execute(f"SELECT {schema}.notify_name(%s)", [channel]).fetchone()
-            assert name is not None
-            assert name[0].startswith(f"{schema}_")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute(f"SELECT value FROM {schema}.secret")
+            # The role version 5 granted may listen, and learns neither the secret nor a
+            # name but by listening.
+            conn.execute(f"SELECT {schema}.listen(%s)", [channel])
+            [(name,)] = conn.execute("SELECT pg_listening_channels()").fetchall()
+            assert name.startswith(f"{schema}_")
+            assert name == admin(f"SELECT {schema}.notify_name(%s)", [channel])[0][0]
+            for query in (
+                f"SELECT value FROM {schema}.secret",
+                f"SELECT {schema}.notify_name('c')",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(query)
         # Buses of this version, as that role, carry messages to each other.
         recorder = RecordingSubscriber("r")
         options: dict[str, Any] = {"channel": channel, "schema": schema, "create_schema": False}

@@ -117,8 +117,9 @@ class PostgresBus(WorkerBus):
         carry_messages: carry small messages in their notification (up to 3,000 bytes of
             bodies a publish), and take those carried by other buses without reading the
             table: a round trip about a third shorter. The notifications go out under a
-            name only the roles granted the schema's functions can learn; ``False``: every
-            reader reads the table (and notifications are about 40 bytes).
+            secret name, on which only the roles granted the schema's functions can listen
+            (and learn it, if they know the channel: see the Postgres docs); ``False``:
+            every reader reads the table (and notifications are about 40 bytes).
         max_buffer: as for :class:`~anybus.WorkerBus`.
         overflow: as for :class:`~anybus.WorkerBus`.
         exit_drain: as for :class:`~anybus.WorkerBus`.

@@ -10,7 +10,7 @@ and waits for the socket with ``anyio.wait_writable`` / ``anyio.wait_readable``,
 and on trio alike; psycopg's adapters convert the parameters and the rows. Connecting is
 libpq's non-blocking connect, from the event loop too (:mod:`._connect`; only the name
 resolution on a worker thread), so a cancelled connect ends at once. What is rare (a script,
-``LISTEN``, closing) runs on a worker thread through ``anyio.to_thread.run_sync`` with
+closing) runs on a worker thread through ``anyio.to_thread.run_sync`` with
 psycopg's sync API. One statement at a time per connection.
 Waiting for messages takes no thread either: :meth:`PgConnection.wait_notifies` waits for the
 connection's socket to become readable, then lets libpq read what arrived, without blocking.
@@ -47,7 +47,6 @@ from anyio import (
     wait_readable,
 )
 from anyio.lowlevel import checkpoint_if_cancelled
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from .._exceptions import TransportError
@@ -359,14 +358,6 @@ class PgConnection:
 
         def work(conn: psycopg.Connection[Any]) -> None:
             conn.execute(script.encode())
-
-        await self.call(work)
-
-    async def listen(self, channel: str) -> None:
-        """``LISTEN`` on ``channel``."""
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
         await self.call(work)
 

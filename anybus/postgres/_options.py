@@ -97,7 +97,7 @@ def count(name: str, value: int, minimum: int) -> int:
 class Statements:
     """The statements of a bus on the anybus schema ``schema`` (a checked name)."""
 
-    __slots__ = ("ack", "attach", "housekeep", "notify_name", "publish", "read")
+    __slots__ = ("ack", "attach", "housekeep", "listen", "publish", "read")
 
     def __init__(self, schema: str) -> None:
         s = schema
@@ -107,12 +107,8 @@ class Statements:
         )
         self.ack = f"SELECT {s}.ack(%s, %s, %s, %s::bigint, %s)"
         self.attach = f"SELECT * FROM {s}.attach(%s, %s, %s, %s::interval)"
-        # With how full Postgres's notification queue is (0 to 1): see _upkeep.
-        self.housekeep = (
-            f"SELECT h.o_deleted, h.o_expired, pg_catalog.pg_notification_queue_usage() "
-            f"FROM {s}.housekeep(%s, %s::interval, %s::bigint) AS h"
-        )
-        self.notify_name = f"SELECT {s}.notify_name(%s)"
+        self.housekeep = f"SELECT * FROM {s}.housekeep(%s, %s::interval, %s::bigint)"
+        self.listen = f"SELECT {s}.listen(%s)"
         self.publish = (
             f"SELECT o_stored, o_last FROM {s}.publish("
             f"%s, %s, %s::bigint[], %s::bytea[], %s::integer)"

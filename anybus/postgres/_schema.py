@@ -12,7 +12,8 @@ default; the text is in :mod:`anybus.postgres._schema_sql`). The tables:
   the bus asks for (:data:`CARRY_BYTES` with ``carry_messages=True``, the default, else 0:
   none), so that a reader can take them without reading the table; notifications are
   delivered in commit order, so in id order. They go out under a name of the channel's
-  that only ``notify_name(channel)`` gives: a hash of the channel and the schema's secret.
+  that no role can compute: a hash of the channel and the schema's secret, on which
+  ``listen(channel)`` has the calling session listen (the name is in no statement's text).
 * ``messages``: one row a message: channel, id, the publishing role, the sender, the
   sender's sequence number (unique per role and sender) and the encoded envelope. A sender
   numbers what it stores in increasing order and stores it in that order, so ``publish``
@@ -62,10 +63,13 @@ publishing (a ``publish`` left open in a transaction, or the channel's advisory 
 by hand, holds the channel's lock), or keep its messages around (a consumer with a large
 ``max_len`` that never reads); storage quotas and monitoring are the DBA's. Postgres does
 not check who may ``LISTEN`` or ``NOTIFY``, so the name a channel's notifications go out
-under is a secret: a hash of the channel and the schema's secret, which only
-``notify_name()`` gives, to a granted role that knows the channel (before version 6 it was
-a hash of the channel alone, which any role of the database could compute, listen to and
-send look-alikes on). A granted role that knows a channel can, as well as read its
+under is a secret: a hash of the channel and the schema's secret, which only ``listen()``
+uses, so that the name is in no statement's text (``pg_stat_activity`` shows statements to
+the role's other sessions and to ``pg_read_all_stats``). A role learns it only as the owner
+or a superuser, or by listening: a granted role that knows the channel, in whose session
+``pg_listening_channels()`` shows it (before version 6 it was a hash of the channel alone,
+which any role of the database could compute, listen to and send look-alikes on). So a
+granted role that knows a channel can, as well as read its
 messages, send a notification that looks like a message carried for it. A reader takes a
 carried message only as the next id it expects, decoded (and, with signing on, verified)
 like a row, and new (not a repeat or a replay); so without signing, such a role can put a
@@ -132,7 +136,7 @@ NOT_OWNER = "AB003"
 FATAL_STATES = frozenset({NAME_IN_USE, LEASE_LOST, NOT_OWNER})
 
 #: The functions a bus calls (and a grant covers).
-FUNCTIONS = ("ack", "attach", "housekeep", "notify_name", "publish", "read", "schema_version")
+FUNCTIONS = ("ack", "attach", "housekeep", "listen", "publish", "read", "schema_version")
 
 # At most 30 characters: a notification name "<schema>_<32 hex digits>" must fit
 # in Postgres's 63-byte identifiers.
@@ -318,16 +322,27 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
             f"its owner or a DBA grant it with {_command(s, '--grant', role, '--grants-only')}"
         )
     version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
-    if version < SCHEMA_VERSION and create:
+    # Older, or this version with a function missing (applied in part, or dropped): apply.
+    incomplete = version == SCHEMA_VERSION and not set(FUNCTIONS) <= set(present)
+    if (version < SCHEMA_VERSION or incomplete) and create:
         try:
             await _apply(conn, schema_sql(s))
         except TransportError as exc:
+            lacking = ", ".join(sorted(set(FUNCTIONS) - set(present)))
+            what = (
+                f"lacks {lacking} and role {role!r} could not apply it again"
+                if incomplete
+                else f"is version {version} and role {role!r} could not update it to "
+                f"version {SCHEMA_VERSION}"
+            )
             raise TransportError(
-                f"the anybus schema {s!r} at {where} is version {version} and role {role!r} "
-                f"could not update it to version {SCHEMA_VERSION} ({exc}): have its owner "
-                f"apply {_command(s)} (it updates the schema in place)"
+                f"the anybus schema {s!r} at {where} {what} ({exc}): have its owner apply "
+                f"{_command(s)} (it updates the schema in place)"
             ) from exc
-        logger.info("updated the anybus schema %r in %s from version %d", s, where, version)
+        if incomplete:
+            logger.info("completed the anybus schema %r in %s (it lacked functions)", s, where)
+        else:
+            logger.info("updated the anybus schema %r in %s from version %d", s, where, version)
         version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
         present = (await _probe(conn, s))[3]
     if version < SCHEMA_VERSION:

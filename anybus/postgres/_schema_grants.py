@@ -10,8 +10,9 @@ from __future__ import annotations
 __all__ = ["GRANT", "PRIVILEGES"]
 
 PRIVILEGES = """\
--- The tables are the owner's alone, and held() is for read() and ack() only, whatever
--- default privileges (or version 1) granted on them.
+-- The tables are the owner's alone, held() is for read() and ack() only and notify_name()
+-- for listen(), whatever default privileges (or version 1) granted on them; listen() is
+-- granted again below, to the roles that may publish.
 DO $revoke$
 DECLARE
     g record;
@@ -23,7 +24,8 @@ BEGIN
         UNION
         SELECT DISTINCT 'FUNCTION ' || p.oid::regprocedure::text, a.grantee
         FROM pg_catalog.pg_proc AS p, pg_catalog.aclexplode(p.proacl) AS a
-        WHERE p.pronamespace = '{s}'::regnamespace AND p.proname = 'held'
+        WHERE p.pronamespace = '{s}'::regnamespace
+          AND p.proname IN ('held', 'notify_name', 'listen')
           AND a.grantee <> p.proowner
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.what, CASE WHEN g.grantee = 0
@@ -33,7 +35,8 @@ END
 $revoke$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC;
 -- The roles granted either publish keep publishing through version 5's (version 4 had the
--- first only), and may learn the channels' notification names (version 6).
+-- first only), and may listen (version 6; revoked above from whoever else had it, say by
+-- default privileges).
 DO $publish$
 DECLARE
     g record;
@@ -47,7 +50,7 @@ BEGIN
     LOOP
         EXECUTE pg_catalog.format(
             'GRANT EXECUTE ON FUNCTION {s}.publish(text, text, bigint[], bytea[], integer), '
-            '{s}.notify_name(text) TO %s',
+            '{s}.listen(text) TO %s',
             pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)));
     END LOOP;
 END
@@ -61,6 +64,6 @@ GRANT EXECUTE ON FUNCTION {s}.schema_version(), {s}.publish(text, text, bigint[]
     {s}.attach(text, text, text, interval),
     {s}.read(text, text, text, bigint, bigint, integer, bigint),
     {s}.ack(text, text, text, bigint, boolean), {s}.housekeep(text, interval, bigint),
-    {s}.notify_name(text)
+    {s}.listen(text)
     TO {role};
 """

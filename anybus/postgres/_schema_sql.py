@@ -114,12 +114,22 @@ CREATE OR REPLACE FUNCTION {s}.schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT {version}';
 
 -- The name of p_channel's notifications: the schema's name and a hash of its secret and the
--- channel, which a role learns from here only (version 5's hashed the channel alone).
+-- channel (version 5's hashed the channel alone). For listen() (granted to nobody).
 CREATE OR REPLACE FUNCTION {s}.notify_name(p_channel text) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT '{s}_' || left(encode(sha256(convert_to(k.value || ' ' || p_channel, 'UTF8')),
         'hex'), 32)
     FROM {s}.secret AS k
+$$;
+
+-- LISTEN to p_channel's notifications on this session (from the end of the calling
+-- transaction: at once in autocommit). The name is in no statement's text, which
+-- pg_stat_activity would show to the role's other sessions and to pg_read_all_stats.
+CREATE OR REPLACE FUNCTION {s}.listen(p_channel text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('LISTEN %I', {s}.notify_name(p_channel));
+END
 $$;
 
 -- Store a batch of one sender's messages, in order: o_stored of them were new, with the ids

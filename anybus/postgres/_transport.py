@@ -119,7 +119,6 @@ class PostgresTransport:
         self._housekeeping = option.positive("housekeeping_interval", housekeeping_interval)
         self._poll = option.positive("poll_interval", poll_interval)
         self._create_schema = option.flag("create_schema", create_schema)
-        self._notify = ""  # the channel's notification name, which notify_name() gives
         # What this bus's own publishes notify: its reader passes those rows (they need no
         # delivery) and, stopping, acknowledges past them.
         self._own_wake = hashlib.md5(self._instance.encode()).hexdigest().encode()
@@ -251,7 +250,6 @@ class PostgresTransport:
         conns = self._conns
         write = await conns.open("write", patient=False)
         await ensure_schema(write, self._schema, create=self._create_schema)
-        self._notify = (await write.fetch(self._sql.notify_name, [self._channel]))[0][0]
         await self._listen(await conns.open("listen", patient=False))
         self._relisten = False
         read = await conns.open("read", patient=False)
@@ -342,7 +340,7 @@ class PostgresTransport:
         return await conn.fetch(self._sql.read, [*params, self._read_batch, self._read_bytes])
 
     async def _listen(self, conn: PgConnection) -> None:
-        await conn.listen(self._notify)
+        await conn.fetch(self._sql.listen, [self._channel])
         self._relisten = True  # a new connection may have missed notifications
 
     async def _wait(
