@@ -390,6 +390,38 @@ async def test_no_statement_shows_a_channels_notification_name(world: World) -> 
         assert name.rpartition("_")[2] not in queries, (role, queries)  # ... but not the name
 
 
+def test_an_error_of_the_listen_inside_listen_does_not_show_the_name(world: World) -> None:
+    # A LISTEN refused (here in a security-restricted operation: an index build) raises
+    # from listen() without the statement in its context, which the log would keep too.
+    channel = unique_channel()
+    name = admin(f"SELECT {world.schema}.notify_name(%s)", [channel])[0][0]
+    with connect(world.bob) as conn:
+        conn.execute(
+            "CREATE FUNCTION pg_temp.w(t text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS "
+            f"$$ BEGIN PERFORM {world.schema}.listen(t); RETURN 1; END $$"
+        )
+        conn.execute("CREATE TEMP TABLE t (c text)")
+        conn.execute("INSERT INTO t VALUES (%s)", [channel])
+        with pytest.raises(psycopg.Error, match="cannot execute LISTEN") as caught:
+            conn.execute("CREATE INDEX ON t (pg_temp.w(c))")
+    said = f"{caught.value} {caught.value.diag.context}"
+    assert name.rpartition("_")[2] not in said, said
+
+
+def test_a_grant_passed_on_does_not_stop_the_schema_being_applied_again(world: World) -> None:
+    with dropped_schema() as s, new_role("anybus_x") as x, new_role("anybus_y") as y:
+        admin_script(schema_sql(s, owner=world.owner, grant=[world.bob]))
+        grant = (
+            "GRANT USAGE ON SCHEMA {s} TO {r}; GRANT EXECUTE ON FUNCTION {s}.listen(text) TO {r}"
+        )
+        admin_script(f"SET ROLE {world.owner}; " + grant.format(s=s, r=x) + " WITH GRANT OPTION")
+        call(x, grant.format(s=s, r=y))  # x passes it on
+        admin_script(schema_sql(s))  # applied again: listen is taken from x, and from y
+        may = "SELECT has_function_privilege(%s, %s, 'EXECUTE')"
+        for role, expected in ((x, False), (y, False), (world.bob, True)):
+            assert admin(may, [role, f"{s}.listen(text)"]) == [(expected,)], role
+
+
 @pytest.mark.anyio
 async def test_a_function_missing_from_this_version_is_put_back_by_a_bus_that_may(
     world: World,

@@ -65,9 +65,11 @@ by hand, holds the channel's lock), or keep its messages around (a consumer with
 not check who may ``LISTEN`` or ``NOTIFY``, so the name a channel's notifications go out
 under is a secret: a hash of the channel and the schema's secret, which only ``listen()``
 uses, so that the name is in no statement's text (``pg_stat_activity`` shows statements to
-the role's other sessions and to ``pg_read_all_stats``). A role learns it only as the owner
-or a superuser, or by listening: a granted role that knows the channel, in whose session
-``pg_listening_channels()`` shows it (before version 6 it was a hash of the channel alone,
+the role's other sessions and to ``pg_read_all_stats``; an error's context neither). A
+role learns it as the owner or a superuser, by listening (a granted role that knows the
+channel, in whose session ``pg_listening_channels()`` shows it), or as a reader of
+``pg_stat_statements`` where its ``track`` is ``all`` (before version 6 it was a hash of
+the channel alone,
 which any role of the database could compute, listen to and send look-alikes on). So a
 granted role that knows a channel can, as well as read its
 messages, send a notification that looks like a message carried for it. A reader takes a
@@ -340,7 +342,12 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
                 f"{_command(s)} (it updates the schema in place)"
             ) from exc
         if incomplete:
-            logger.info("completed the anybus schema %r in %s (it lacked functions)", s, where)
+            logger.warning(
+                "completed the anybus schema %r in %s: it lacked %s (dropped by hand?)",
+                s,
+                where,
+                ", ".join(sorted(set(FUNCTIONS) - set(present))),
+            )
         else:
             logger.info("updated the anybus schema %r in %s from version %d", s, where, version)
         version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]

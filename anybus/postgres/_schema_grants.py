@@ -28,8 +28,10 @@ BEGIN
           AND p.proname IN ('held', 'notify_name', 'listen')
           AND a.grantee <> p.proowner
     LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s', g.what, CASE WHEN g.grantee = 0
-            THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
+        -- CASCADE: with what the role granted on (WITH GRANT OPTION) to others.
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %s CASCADE', g.what,
+            CASE WHEN g.grantee = 0 THEN 'PUBLIC'
+            ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(g.grantee)) END);
     END LOOP;
 END
 $revoke$;

@@ -124,11 +124,14 @@ $$;
 
 -- LISTEN to p_channel's notifications on this session (from the end of the calling
 -- transaction: at once in autocommit). The name is in no statement's text, which
--- pg_stat_activity would show to the role's other sessions and to pg_read_all_stats.
+-- pg_stat_activity would show to the role's other sessions and to pg_read_all_stats, nor
+-- in an error's context (a LISTEN refused: on a standby, say), which the log would keep.
 CREATE OR REPLACE FUNCTION {s}.listen(p_channel text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('LISTEN %I', {s}.notify_name(p_channel));
+EXCEPTION WHEN OTHERS THEN
+    RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = SQLERRM;
 END
 $$;
 
