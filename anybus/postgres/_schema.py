@@ -325,12 +325,12 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
         )
     version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
     # Older, or this version with a function missing (applied in part, or dropped): apply.
-    incomplete = version == SCHEMA_VERSION and not set(FUNCTIONS) <= set(present)
+    lacking = ", ".join(sorted(set(FUNCTIONS) - set(present)))
+    incomplete = version == SCHEMA_VERSION and bool(lacking)
     if (version < SCHEMA_VERSION or incomplete) and create:
         try:
             await _apply(conn, schema_sql(s))
         except TransportError as exc:
-            lacking = ", ".join(sorted(set(FUNCTIONS) - set(present)))
             what = (
                 f"lacks {lacking} and role {role!r} could not apply it again"
                 if incomplete
@@ -346,7 +346,7 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
                 "completed the anybus schema %r in %s: it lacked %s (dropped by hand?)",
                 s,
                 where,
-                ", ".join(sorted(set(FUNCTIONS) - set(present))),
+                lacking,
             )
         else:
             logger.info("updated the anybus schema %r in %s from version %d", s, where, version)

@@ -201,8 +201,9 @@ BEGIN
             FROM unnest(p_seqs, p_bodies) WITH ORDINALITY AS t(seq, body, ord)
             WHERE v_high IS NULL OR t.seq > v_high;
         END IF;
-        -- On the channel's secret name (as notify_name() gives it); a payload must stay
-        -- under 8000 bytes.
+        -- On the channel's secret name, as notify_name() gives it (written out here, with
+        -- the secret read above: a call per publish would cost a statement); a payload
+        -- must stay under 8000 bytes.
         PERFORM pg_notify('{s}_' || left(encode(sha256(convert_to(
             v_secret || ' ' || p_channel, 'UTF8')), 'hex'), 32), md5(p_sender) || CASE
             WHEN v_size <= p_carry AND octet_length(v_text) <= {carry_text}
