@@ -53,6 +53,29 @@ async def test_parameters_and_rows_are_converted_as_psycopg_converts_them(
         assert await statements.fetch("DO $$ BEGIN END $$", []) == []
 
 
+async def test_lists_go_in_binary_and_scalars_as_psycopgs_cursors_send_them(
+    conn: psycopg.Connection[Any],
+) -> None:
+    statements = Statements(conn)
+    _, types, formats = statements._dump(["a", 5, [1, 2], [b"\x00" * 300], None])
+    binary, text = psycopg.pq.Format.BINARY, psycopg.pq.Format.TEXT
+    # A str stays of unknown type (oid 0) for the server to infer; the bodies are not
+    # hex-escaped into a text array.
+    assert formats == [text, binary, binary, binary, text]
+    assert types[0] == 0
+    assert types[3] == psycopg.adapters.types["bytea"].array_oid
+    with anyio.fail_after(10):
+        rows = await statements.fetch(
+            "SELECT %s::bigint[], %s::bytea[], %s::text[], %s::bigint[]",
+            [[], [b"\x00\xff" * 200, None], ["é", None], [None, 2**62]],
+        )
+    assert rows == [([], [b"\x00\xff" * 200, None], ["é", None], [None, 2**62])]
+    # A later statement with other types of list elements is its own prepared statement.
+    with anyio.fail_after(10):
+        assert await statements.fetch("SELECT %s::bigint[]", [[1]]) == [([1],)]
+        assert await statements.fetch("SELECT %s::bigint[]", [[2**40]]) == [([2**40],)]
+
+
 async def test_a_refused_statement_raises_psycopgs_error_and_the_connection_goes_on(
     conn: psycopg.Connection[Any],
 ) -> None:

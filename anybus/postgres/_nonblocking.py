@@ -5,9 +5,10 @@ libpq's asynchronous calls (``send_query_params`` / ``send_query_prepared``, ``f
 on the event loop for the socket (``anyio.wait_writable`` / ``anyio.wait_readable``), lets
 libpq read what arrived (``consume_input``) and takes the results (``get_result``). This is how
 psycopg's own asyncio connection talks to the server, with anyio's socket waits in place of
-asyncio's, so it serves asyncio and trio alike. The conversions are psycopg's: parameters are
-dumped by the connection's adapters, as its cursors dump them; rows are loaded by its loaders;
-a failed statement raises the psycopg error its cursor would (``errors.error_from_result``).
+asyncio's, so it serves asyncio and trio alike. The conversions are psycopg's: a
+``Transformer`` of the connection dumps the parameters and loads the rows, as in its cursors
+(lists go in binary); a failed statement raises the psycopg error its cursor would
+(``errors.error_from_result``).
 A statement prepared already can also be *started* (:meth:`Statements.start`: sent at once,
 no wait) and its rows collected later, by another task of the thread
 (:meth:`Statements.collect`).
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, final
 
 import psycopg
 from anyio import wait_readable, wait_writable
 from psycopg import errors, pq
-from psycopg.adapt import PyFormat
+from psycopg.abc import Buffer
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq.abc import PGconn, PGresult
 
 __all__ = ["Statements"]
@@ -42,7 +44,7 @@ _PLACEHOLDER = re.compile(rb"%s|%%")
 #: replaced), or the server forgot it.
 _STALE = frozenset({"0A000", "26000"})
 
-_Load = Callable[[Any], Any]
+_BINARY, _AUTO = PyFormat.BINARY, PyFormat.AUTO
 
 
 def _numbered(query: str) -> bytes:
@@ -67,7 +69,7 @@ class Statements:
     connection meanwhile.
     """
 
-    __slots__ = ("_conn", "_in_flight", "_loaders", "_names", "_numbered", "_prepared", "_sent")
+    __slots__ = ("_conn", "_in_flight", "_names", "_numbered", "_prepared", "_sent", "_tx")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -75,7 +77,8 @@ class Statements:
         self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._names = 0  # prepared statements named so far
         self._in_flight = False  # sent, and its results not all taken yet
-        self._loaders: dict[tuple[int, int], _Load] = {}
+        # psycopg's own converter, as its cursors use: it keeps the dumpers and loaders.
+        self._tx = Transformer(conn)
         self._sent: tuple[bytes, tuple[int, ...]] | None = None  # the last statement sent
 
     async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
@@ -163,45 +166,23 @@ class Statements:
 
     def _dump(
         self, params: Sequence[object]
-    ) -> tuple[list[bytes | None], tuple[int, ...], list[int]]:
-        adapters = self._conn.adapters
-        values: list[bytes | None] = []
-        types: list[int] = []
-        formats: list[int] = []
-        for param in params:
-            if param is None:
-                values.append(None)
-                types.append(0)
-                formats.append(pq.Format.TEXT)
-                continue
-            cls = type(param)
-            dumper = adapters.get_dumper(cls, PyFormat.AUTO)(cls, self._conn)
-            dumper = dumper.upgrade(param, PyFormat.AUTO)
-            value = dumper.dump(param)
-            values.append(None if value is None else bytes(value))
-            types.append(dumper.oid)
-            formats.append(dumper.format)
-        return values, tuple(types), formats
+    ) -> tuple[Sequence[Buffer | None], tuple[int, ...], list[pq.Format]]:
+        # Lists go in binary: a bytea[] in text would be hex-escaped, twice its size, and
+        # parsed again by the server; scalars as psycopg's cursors choose (a str stays of
+        # unknown type, for the server to infer).
+        formats = [_BINARY if type(param) is list else _AUTO for param in params]
+        values = self._tx.dump_sequence(params, formats)
+        return values, tuple(self._tx.types or ()), list(self._tx.formats or ())
 
     def _load(self, result: PGresult) -> list[tuple[Any, ...]]:
-        loads = [self._loader(result.ftype(i), result.fformat(i)) for i in range(result.nfields)]
-        rows: list[tuple[Any, ...]] = []
-        for row in range(result.ntuples):
-            values = []
-            for column, load in enumerate(loads):
-                value = result.get_value(row, column)
-                values.append(None if value is None else load(value))
-            rows.append(tuple(values))
-        return rows
-
-    def _loader(self, oid: int, fmt: int) -> _Load:
-        load = self._loaders.get((oid, fmt))
-        if load is None:
-            adapters, format_ = self._conn.adapters, pq.Format(fmt)
-            cls = adapters.get_loader(oid, format_) or adapters.get_loader(0, format_)
-            load = bytes if cls is None else cls(oid, self._conn).load
-            self._loaders[(oid, fmt)] = load
-        return load
+        if not result.ntuples:
+            return []
+        transformer = self._tx
+        transformer.set_pgresult(result)
+        try:
+            return transformer.load_rows(0, result.ntuples, tuple)
+        finally:
+            transformer.set_pgresult(None)
 
     async def finish(self) -> None:
         """Wait for the end of a statement whose :meth:`fetch` was cancelled, and drop its
