@@ -172,7 +172,7 @@ class Statements:
         # unknown type, for the server to infer).
         formats = [_BINARY if type(param) is list else _AUTO for param in params]
         values = self._tx.dump_sequence(params, formats)
-        return values, tuple(self._tx.types or ()), list(self._tx.formats or ())
+        return values, self._tx.types or (), self._tx.formats or []
 
     def _load(self, result: PGresult) -> list[tuple[Any, ...]]:
         if not result.ntuples:
