@@ -179,7 +179,7 @@ async def test_a_bus_stopped_right_after_a_hand_over_stops_at_once(
         assert scope.cancelled_caught
         assert anyio.current_time() - stopped_at[0] < 3  # no statement's timeout waited out
         assert handovers.taken == 1
-        assert len(opened.connections) == 3  # write, listen, read: all closed on the way out
+        assert len(opened.connections) == 2  # write (it listens), read: all closed on the way out
         assert all(conn._conn.closed for conn in opened.connections)
         stats = sender.transport_statistics()
         if durability == "queued":

@@ -434,9 +434,11 @@ async def test_a_redelivery_to_a_restarted_receiver_is_taken_and_a_replay_then_i
             await sender.send(message := BusDataMessage(source="t"))
             with fail_after(TIMEOUT):
                 await stuck.wait_for_count(1)
-        # Never handled: not acknowledged, so the next run of the name reads it again.
-        async with network.bus("receiver", codec) as receiver:
-            await receiver.subscribe(again)
+        # Never handled: not acknowledged, so the next run of the name reads it again, as
+        # soon as it runs: subscribed before then.
+        receiver = network.bus("receiver", codec)
+        await receiver.subscribe(again)
+        async with receiver:
             with fail_after(TIMEOUT):
                 await again.wait_for_count(1)
                 payload = await network.captured_payload(codec, message)

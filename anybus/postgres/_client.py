@@ -44,7 +44,6 @@ from anyio import (
     fail_after,
     move_on_after,
     to_thread,
-    wait_readable,
 )
 from anyio.lowlevel import checkpoint_if_cancelled
 from psycopg.conninfo import make_conninfo
@@ -363,35 +362,42 @@ class PgConnection:
 
     async def wait_notifies(self, own: bytes | None = None) -> tuple[list[bytes], int]:
         """Wait until notifications arrive; return the payloads of the others, and how many
-        were ``own``'s: those whose payload is ``own``, or starts with it and a space.
-        Cancelling the wait changes nothing (no thread is involved). Only for a connection
-        that runs no statements while it waits (a listening connection)."""
+        were ``own``'s: those whose payload is ``own``, or starts with it and a space. An
+        empty payload stands for notifications dropped while no task waited (see
+        :data:`~anybus.postgres._turns.MAX_HANDED`).
+        Cancelling the wait changes nothing (no thread is involved). The connection may run
+        statements meanwhile, from other tasks: the two take turns at its socket (see
+        :class:`~anybus.postgres._turns.Turns`); one task at a time waits here."""
         pgconn = self._conn.pgconn
+        turns = self._statements.turns
         mark = b"\0" if own is None else own + b" "  # no payload holds a NUL
         while True:
             others: list[bytes] = []
             mine = 0
             try:
-                pgconn.consume_input()
-                while (notify := pgconn.notifies()) is not None:
+                turns.consume()
+                if turns.dropped:  # what they carried is in the table: a plain wake-up
+                    turns.dropped = 0
+                    others.append(b"")
+                for notify in turns.notifies():
                     extra = notify.extra
                     if extra == own or extra.startswith(mark):
                         mine += 1
                     else:
                         others.append(extra)
+                if others or mine:
+                    return others, mine
+                if pgconn.socket < 0:
+                    raise psycopg.OperationalError("the connection was lost")
+                await turns.readable(notifications=True)
             except psycopg.Error as exc:
                 raise self._break(_translate(exc, self._where)) from exc
-            if others or mine:
-                return others, mine
-            if pgconn.socket < 0:
-                raise self._break(
-                    TransportError(f"postgres at {self._where}: the connection was lost")
-                )
-            await wait_readable(pgconn.socket)
 
     async def close(self) -> None:
         """Close the connection (on a worker thread; never raises). Shielded: a connection
-        is closed however its closer is cancelled."""
+        is closed however its closer is cancelled. A task waiting for its notifications is
+        told at once that it was lost."""
+        self._statements.turns.close()
         if self._started is not None:  # started, never collected: its result is dropped
             self._shut_down()
             self._limiter.release_on_behalf_of(self._started)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import final
 
-from anyio import move_on_after, sleep
+from anyio import Lock, move_on_after, sleep
 
 from .._exceptions import TransportError
 from ._client import ANSWER_MARGIN, PgConnection, describe
@@ -26,7 +26,7 @@ Setup = Callable[[PgConnection], Awaitable[None]]
 
 @final
 class Connections:
-    """A bus's connections by role (``write``, ``read``, ``listen``)."""
+    """A bus's connections by role (``write``, which also listens, and ``read``)."""
 
     def __init__(
         self, dsn: str, *, owner: str, connect_timeout: float, statement_timeout: float
@@ -39,6 +39,7 @@ class Connections:
         #: How long a statement may take to be answered (as :class:`PgConnection` bounds it).
         self.answer_within = statement_timeout + ANSWER_MARGIN
         self._conns: dict[str, PgConnection] = {}
+        self._replacing: dict[str, Lock] = {}  # held while a role's connection is replaced
         # The outage count when each role's connection was opened: a connection opened
         # before the last outage began breaking is part of that outage, not a new one.
         self._opened_in: dict[str, int] = {}
@@ -119,13 +120,25 @@ class Connections:
         self, role: str, setup: Setup | None = None
     ) -> Callable[[], Awaitable[PgConnection]]:
         """A function giving ``role``'s connection: a new one (opened patiently, then set up
-        by ``setup``) when the last one broke."""
+        by ``setup``) when the last one broke. Tasks sharing a role share one connector, so
+        that every new connection is set up the same way; they wait for one another's
+        replacement of it."""
 
         async def connection() -> PgConnection:
             conn = self._conns.get(role)
+            if conn is not None and not conn.broken:
+                return conn
+            lock = self._replacing.get(role)
+            if lock is None:
+                lock = self._replacing[role] = Lock()
+            async with lock:  # tasks sharing the role replace its connection once
+                return await replace()
+
+        async def replace() -> PgConnection:
+            conn = self._conns.get(role)
             if conn is not None:
                 if not conn.broken:
-                    return conn
+                    return conn  # replaced while this task waited for the lock
                 self._lost(role, conn.failure or f"postgres at {self.where}: connection lost")
             while True:
                 conn = await self.open(role, patient=True)
@@ -140,9 +153,18 @@ class Connections:
                     )
                     await sleep(0.05)
                     continue
+                except BaseException:  # cancelled: not set up, so not to be given out
+                    await self._discard(role, conn)
+                    raise
                 return conn
 
         return connection
+
+    async def _discard(self, role: str, conn: PgConnection) -> None:
+        if self._conns.get(role) is conn:
+            del self._conns[role]
+            self._opened_in.pop(role, None)
+        await conn.close()  # shielded
 
     async def close(self) -> None:
         """Close every connection."""

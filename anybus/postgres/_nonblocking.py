@@ -13,6 +13,9 @@ A statement prepared already can also be *started* (:meth:`Statements.start`: se
 no wait) and its rows collected later, by another task of the thread
 (:meth:`Statements.collect`).
 
+A task may wait for the connection's notifications meanwhile: the two take turns at its
+socket (:class:`~anybus.postgres._turns.Turns`).
+
 Compared with running ``cursor.execute`` on a worker thread (``anyio.to_thread``), a statement
 costs no thread hand-off each way: on a busy machine that hand-off costs more than a short
 statement itself (the worker thread and then the event loop must each be scheduled again).
@@ -28,11 +31,13 @@ from collections.abc import Sequence
 from typing import Any, final
 
 import psycopg
-from anyio import wait_readable, wait_writable
+from anyio import wait_writable
 from psycopg import errors, pq
 from psycopg.abc import Buffer
 from psycopg.adapt import PyFormat, Transformer
 from psycopg.pq.abc import PGconn, PGresult
+
+from ._turns import Turns
 
 __all__ = ["Statements"]
 
@@ -69,10 +74,21 @@ class Statements:
     connection meanwhile.
     """
 
-    __slots__ = ("_conn", "_in_flight", "_names", "_numbered", "_prepared", "_sent", "_tx")
+    __slots__ = (
+        "_conn",
+        "_in_flight",
+        "_names",
+        "_numbered",
+        "_prepared",
+        "_sent",
+        "_tx",
+        "turns",
+    )
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
+        #: The turns at reading the socket, which a task waiting for notifications shares.
+        self.turns = Turns(conn.pgconn)
         self._numbered: dict[str, bytes] = {}
         self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._names = 0  # prepared statements named so far
@@ -208,10 +224,11 @@ class Statements:
             await wait_writable(pgconn.socket)
         last: PGresult | None = None
         failure: psycopg.Error | None = None
+        turns = self.turns
         while True:
-            pgconn.consume_input()
+            turns.consume()
             if pgconn.is_busy():
-                await wait_readable(pgconn.socket)
+                await turns.readable()
                 continue
             result = pgconn.get_result()
             if result is None:
@@ -225,6 +242,7 @@ class Statements:
                     failure = errors.error_from_result(result, encoding=self._conn.info.encoding)
             last = result
         self._in_flight = False
+        turns.hand_over()
         if failure is not None:
             raise failure
         if pgconn.status == pq.ConnStatus.BAD or last is None:

@@ -1,8 +1,8 @@
 """PostgresTransport: a bus's messages kept in Postgres tables (durable, at-least-once).
 
-Three connections a bus: a *writer* stores what this bus sends, in batches, one at a time
-(so in order), and learns the ids its messages got; a *listener* only ``LISTEN``s; a
-*reader* takes what other buses stored, from a notification that carried it (see
+Two connections a bus: a *writer* stores what this bus sends, in batches, one at a time
+(so in order), and learns the ids its messages got; it ``LISTEN``s too (see :mod:`._turns`).
+A *reader* takes what other buses stored, from a notification that carried it (see
 :mod:`._notified`) or by reading what follows its position, passes this bus's own ids,
 acknowledges what was handled (with a read, at most every :data:`ACK_INTERVAL`) and keeps
 house. See :mod:`anybus.postgres._schema` for the tables, and :mod:`anybus.postgres._client`
@@ -158,6 +158,8 @@ class PostgresTransport:
         self._serving: object = None  # the token of the serve() that set _host
         self._intake = Intake()
         self._relisten = False
+        # For the writer and the reader's wait: a new connection listens, whoever opened it.
+        self._write = self._conns.connector("write", self._listen)
 
     # --- identity and counters --------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class PostgresTransport:
                 self._host = None
             with CancelScope(shield=True) as scope:  # what was queued, within a deadline
                 scope.deadline = current_time() + self._conns.answer_within
-                await self._outbox.drain(self._conns.connector("write"))
+                await self._outbox.drain(self._write)
             self._outbox.close(f"{self!r} stopped before the message was stored")
             with CancelScope(shield=True) as scope:
                 scope.deadline = current_time() + 2
@@ -250,7 +252,7 @@ class PostgresTransport:
         conns = self._conns
         write = await conns.open("write", patient=False)
         await ensure_schema(write, self._schema, create=self._create_schema)
-        await self._listen(await conns.open("listen", patient=False))
+        await self._listen(write)
         self._relisten = False
         read = await conns.open("read", patient=False)
         await self._attach(read, first_time=True)
@@ -258,7 +260,7 @@ class PostgresTransport:
         async with create_task_group() as task_group:
             self._intake.start(task_group, self._read_all, host, name="anybus postgres reader")
             open_write = partial(conns.get, "write")  # for the hand-over: see _outbox
-            writer = partial(self._outbox.run, conns.connector("write"), open_write)
+            writer = partial(self._outbox.run, self._write, open_write)
             task_group.start_soon(writer, name="anybus postgres writer")
             task_status.started()
 
@@ -294,7 +296,7 @@ class PostgresTransport:
 
     async def _read_all(self, host: TransportHost) -> None:
         reader = self._conns.connector("read", partial(self._attach, first_time=False))
-        listener = self._conns.connector("listen", self._listen)
+        listener = self._write
         cursor = self._cursor
         next_housekeeping = current_time() + self._housekeeping
         failures = 0
