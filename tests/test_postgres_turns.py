@@ -9,8 +9,9 @@ import contextlib
 import os
 import select
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 
 import anyio
@@ -297,5 +298,127 @@ async def test_a_connection_whose_setup_was_cancelled_is_not_given_out(
             conn = await connection()
         assert set_up == [conn]
         assert conns.outages == 0  # a cancelled setup is no outage
+    finally:
+        await conns.close()
+
+
+class StallingProxy:
+    """A TCP relay to the shared server that can stop reading what the client sends, and
+    end its side toward the client (as a server going away does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.stalled = threading.Event()
+        self._clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self._listener.accept()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+                server = socket.create_connection(self._target)
+                self._clients.append(client)
+                threading.Thread(target=self._relay, args=(client, server, True)).start()
+                threading.Thread(target=self._relay, args=(server, client, False)).start()
+
+    def _relay(self, source: socket.socket, sink: socket.socket, stalls: bool) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                if stalls and self.stalled.is_set():
+                    return  # reads no more: the client's sends fill the buffers
+                data = source.recv(1 << 16)
+                if not data:
+                    return
+                sink.sendall(data)
+
+    def end_toward_clients(self) -> None:
+        for client in self._clients:
+            client.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for client in self._clients:
+            client.close()
+
+
+async def test_a_connection_dropped_while_a_statement_waits_to_send_leaves_no_wait_behind(
+    postgres_dsn: str,
+) -> None:
+    """The waiter finds the connection lost (libpq closes its socket) while a statement's
+    task waits to send a large batch: the descriptor's number, reused at once by the next
+    connection, must not still look waited on (anyio would refuse that connection's waits),
+    and the statement ends."""
+    info = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    proxy = StallingProxy(str(info.get("host", "127.0.0.1")), int(str(info.get("port") or 5432)))
+    dsn = psycopg.conninfo.make_conninfo(postgres_dsn, host="127.0.0.1", port=proxy.port)
+    conn = await PgConnection.open(
+        dsn, application_name="anybus-test-turns", connect_timeout=10, statement_timeout=1
+    )
+    failures: list[str] = []
+
+    async def expect_loss(call: Callable[[], Awaitable[object]]) -> None:
+        with pytest.raises(TransportError) as raised:
+            await call()
+        failures.append(str(raised.value))
+
+    try:
+        await conn.fetch(f'LISTEN "{unique_channel()}"', [])
+        await conn.fetch("SELECT length(%s)", [b"x"])  # prepared: only the big one waits
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(expect_loss, conn.wait_notifies)
+                await anyio.wait_all_tasks_blocked()  # the waiter waits for the socket
+                proxy.stalled.set()
+                big: list[object] = [b"x" * 30_000_000]  # more than the socket buffers hold
+                task_group.start_soon(expect_loss, partial(conn.fetch, "SELECT length(%s)", big))
+                await anyio.wait_all_tasks_blocked()  # the statement's task waits to send
+                proxy.end_toward_clients()
+                while not failures:  # the waiter reads the end, and libpq closes the socket
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+                new = await open_connection(postgres_dsn)  # as a bus's reconnect would
+                try:
+                    assert await new.fetch("SELECT 1", []) == [(1,)]
+                finally:
+                    await new.close()
+        assert len(failures) == 2
+    finally:
+        await conn.close()
+        proxy.close()
+
+
+async def test_a_connection_being_set_up_is_given_to_no_other_task(postgres_dsn: str) -> None:
+    """The writer replaces the connection; the reader, asking meanwhile, must not take it
+    before its ``LISTEN`` ran (it would wait for notifications that do not come)."""
+    conns = Connections(postgres_dsn, owner="turns", connect_timeout=10, statement_timeout=10)
+    in_setup, go_on = anyio.Event(), anyio.Event()
+    done: list[str] = []
+
+    async def setup(conn: PgConnection) -> None:
+        in_setup.set()
+        await go_on.wait()
+        done.append("set up")
+
+    connection = conns.connector("write", setup)
+
+    async def ask(who: str) -> None:
+        await connection()
+        done.append(who)
+
+    try:
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(ask, "writer")
+                await in_setup.wait()
+                assert conns.get("write") is None  # not for the hand-over either
+                task_group.start_soon(ask, "reader")
+                await anyio.wait_all_tasks_blocked()
+                assert done == []
+                go_on.set()
+        assert done[0] == "set up"
+        assert sorted(done[1:]) == ["reader", "writer"]
     finally:
         await conns.close()

@@ -40,6 +40,7 @@ class Connections:
         self.answer_within = statement_timeout + ANSWER_MARGIN
         self._conns: dict[str, PgConnection] = {}
         self._replacing: dict[str, Lock] = {}  # held while a role's connection is replaced
+        self._setting_up: set[str] = set()  # roles whose new connection is not set up yet
         # The outage count when each role's connection was opened: a connection opened
         # before the last outage began breaking is part of that outage, not a new one.
         self._opened_in: dict[str, int] = {}
@@ -66,9 +67,9 @@ class Connections:
             logger.warning("%s: lost its connection: %s", self._owner, why)
 
     def get(self, role: str) -> PgConnection | None:
-        """``role``'s connection, if it has one that is not broken."""
+        """``role``'s connection, if it has one that is not broken (and is set up)."""
         conn = self._conns.get(role)
-        return None if conn is None or conn.broken else conn
+        return None if conn is None or conn.broken or role in self._setting_up else conn
 
     async def open(self, role: str, *, patient: bool) -> PgConnection:
         """A new connection for ``role``, retrying while the server is away (for
@@ -125,8 +126,8 @@ class Connections:
         replacement of it."""
 
         async def connection() -> PgConnection:
-            conn = self._conns.get(role)
-            if conn is not None and not conn.broken:
+            conn = self.get(role)
+            if conn is not None:
                 return conn
             lock = self._replacing.get(role)
             if lock is None:
@@ -141,8 +142,9 @@ class Connections:
                     return conn  # replaced while this task waited for the lock
                 self._lost(role, conn.failure or f"postgres at {self.where}: connection lost")
             while True:
-                conn = await self.open(role, patient=True)
+                self._setting_up.add(role)  # given to no one before it is set up
                 try:
+                    conn = await self.open(role, patient=True)
                     if setup is not None:
                         await setup(conn)
                 except TransportError as exc:
@@ -154,17 +156,19 @@ class Connections:
                     await sleep(0.05)
                     continue
                 except BaseException:  # cancelled: not set up, so not to be given out
-                    await self._discard(role, conn)
+                    await self._discard(role)
                     raise
+                finally:
+                    self._setting_up.discard(role)
                 return conn
 
         return connection
 
-    async def _discard(self, role: str, conn: PgConnection) -> None:
-        if self._conns.get(role) is conn:
-            del self._conns[role]
-            self._opened_in.pop(role, None)
-        await conn.close()  # shielded
+    async def _discard(self, role: str) -> None:
+        conn = self._conns.pop(role, None)
+        self._opened_in.pop(role, None)
+        if conn is not None:
+            await conn.close()  # shielded
 
     async def close(self) -> None:
         """Close every connection."""

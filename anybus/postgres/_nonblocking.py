@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from typing import Any, final
 
 import psycopg
-from anyio import wait_writable
 from psycopg import errors, pq
 from psycopg.abc import Buffer
 from psycopg.adapt import PyFormat, Transformer
@@ -221,7 +220,7 @@ class Statements:
         raise the first error."""
         self._in_flight = True
         while pgconn.flush():
-            await wait_writable(pgconn.socket)
+            await self.turns.writable()
         last: PGresult | None = None
         failure: psycopg.Error | None = None
         turns = self.turns

@@ -363,17 +363,17 @@ class PostgresTransport:
             elif cursor.pending:
                 due = min(due, max(ack_at, now + ACK_CHECK))  # look again whether handled
             notified: tuple[list[bytes], int] | None = None
-            with move_on_after(max(0.0, due - now)):
-                try:
-                    conn = await listener()
-                    if self._relisten:
-                        self._relisten = False
-                        return  # read at once: notifications may have been missed
+            try:
+                conn = await listener()  # a new one is set up whole: not bounded by the wait
+                if self._relisten:
+                    self._relisten = False
+                    return  # read at once: notifications may have been missed
+                with move_on_after(max(0.0, due - now)):
                     notified = await conn.wait_notifies(own=self._own_wake)
-                except TransportError as exc:
-                    logger.debug("%r: listening failed: %s", self, exc)
-                    await sleep(0.05)
-                    return
+            except TransportError as exc:
+                logger.debug("%r: listening failed: %s", self, exc)
+                await sleep(0.05)
+                return
             if notified is not None:
                 if not await self._notified.handle(host, *notified):
                     return  # read what it did not carry

@@ -14,6 +14,12 @@ another waits for leaves it waiting; so they take turns (:class:`Turns`):
   them, notifications until taken. A statement's task that took notifications from libpq
   while taking its results (they came with them) hands them over, and wakes the waiter.
 
+The tasks wait on a duplicate of the socket's descriptor, which this module opens and closes
+itself: libpq closes its own when it finds the connection lost (whichever task's read or
+write found it), and that number may be reused at once by a new connection, which anyio
+would then see as still waited on. A lost connection leaves the duplicate readable and
+writable (with an error), so a wait on it ends, and the next call into libpq says why.
+
 Notifications handed over while no task waits for them (the reader is busy delivering) are
 kept up to :data:`MAX_HANDED`; beyond, they are dropped, and the waiter told how many: what
 they carried is in the table, for the reader to read.
@@ -21,11 +27,19 @@ they carried is in the table, for the reader to read.
 
 from __future__ import annotations
 
-import contextlib
+import os
+import weakref
 from typing import final
 
 import psycopg
-from anyio import CancelScope, ClosedResourceError, Event, notify_closing, wait_readable
+from anyio import (
+    CancelScope,
+    ClosedResourceError,
+    Event,
+    notify_closing,
+    wait_readable,
+    wait_writable,
+)
 from psycopg.pq import PGnotify
 from psycopg.pq.abc import PGconn
 
@@ -39,10 +53,24 @@ MAX_HANDED = 1_000
 class Turns:
     """The turns at one connection's socket (see the module docs)."""
 
-    __slots__ = ("_closed", "_ended", "_handed", "_pgconn", "_scope", "_waiting", "dropped")
+    __slots__ = (
+        "__weakref__",  # for the finalizer
+        "_closed",
+        "_ended",
+        "_fd",
+        "_finalizer",
+        "_handed",
+        "_pgconn",
+        "_scope",
+        "_waiting",
+        "dropped",
+    )
 
     def __init__(self, pgconn: PGconn) -> None:
         self._pgconn = pgconn
+        self._fd = os.dup(pgconn.socket)  # what the tasks wait on (see the module docs)
+        # Closed with the connection, or when this is dropped without being closed.
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
         self._waiting = False  # a task waits for the socket
         self._ended: Event | None = None  # set when that wait ends, for a task waiting on it
         # The notification waiter's wait for the socket, to end it when notifications are
@@ -54,17 +82,36 @@ class Turns:
         self._closed = False
 
     def close(self) -> None:
-        """The connection is closing: a wait for its socket ends now, and none begins."""
+        """The connection is closing: a wait for its socket ends now (raising
+        ``psycopg.OperationalError``), and none begins; neither task reads it again."""
+        if self._closed:
+            return
         self._closed = True
-        if self._waiting:
-            with contextlib.suppress(psycopg.Error):  # its socket is gone already
-                notify_closing(self._pgconn.socket)
+        notify_closing(self._fd)
+        self._finalizer()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise psycopg.OperationalError("the connection was closed")
 
     def consume(self) -> None:
         """Let libpq read what arrived, unless another task waits for the socket (then it
         reads, and this one hears of it: :meth:`readable`)."""
+        self._check()
         if not self._waiting:
             self._pgconn.consume_input()
+
+    async def writable(self) -> None:
+        """Wait until the socket takes more of what is being sent (a statement's task).
+
+        Raises:
+            psycopg.OperationalError: the connection is closing.
+        """
+        self._check()
+        try:
+            await wait_writable(self._fd)
+        except ClosedResourceError:
+            raise psycopg.OperationalError("the connection was closed") from None
 
     async def readable(self, *, notifications: bool = False) -> None:
         """Wait until the socket is readable (then :meth:`consume`), or until the wait of
@@ -74,8 +121,7 @@ class Turns:
         Raises:
             psycopg.OperationalError: the connection is closing.
         """
-        if self._closed:
-            raise psycopg.OperationalError("the connection was closed")
+        self._check()
         if self._waiting:
             ended = self._ended
             if ended is None:
@@ -86,9 +132,9 @@ class Turns:
         try:
             if notifications:
                 with CancelScope() as self._scope:
-                    await wait_readable(self._pgconn.socket)
+                    await wait_readable(self._fd)
             else:
-                await wait_readable(self._pgconn.socket)
+                await wait_readable(self._fd)
         except ClosedResourceError:
             raise psycopg.OperationalError("the connection was closed") from None
         finally:  # after anyio's own clean-up: another task may wait for the socket now
@@ -118,6 +164,7 @@ class Turns:
 
     def notifies(self) -> list[PGnotify]:
         """The notifications that arrived (handed over, and libpq's), oldest first."""
+        self._check()
         taken, self._handed = self._handed, []
         pgconn = self._pgconn
         while (notify := pgconn.notifies()) is not None:
