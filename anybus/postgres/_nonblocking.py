@@ -86,7 +86,7 @@ class Statements:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
-        #: The turns at reading the socket, which a task waiting for notifications shares.
+        #: The turns at the socket, which a task waiting for notifications shares.
         self.turns = Turns(conn.pgconn)
         self._numbered: dict[str, bytes] = {}
         self._prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}

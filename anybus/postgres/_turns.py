@@ -17,8 +17,9 @@ another waits for leaves it waiting; so they take turns (:class:`Turns`):
 The tasks wait on a duplicate of the socket's descriptor, which this module opens and closes
 itself: libpq closes its own when it finds the connection lost (whichever task's read or
 write found it), and that number may be reused at once by a new connection, which anyio
-would then see as still waited on. A lost connection leaves the duplicate readable and
-writable (with an error), so a wait on it ends, and the next call into libpq says why.
+would then see as still waited on. A connection the server ended leaves the duplicate
+readable, so a wait to read ends, and the next call into libpq says why; a wait to send ends
+when the socket fails, or at the statement's bound (:mod:`._client`).
 
 Notifications handed over while no task waits for them (the reader is busy delivering) are
 kept up to :data:`MAX_HANDED`; beyond, they are dropped, and the waiter told how many: what
