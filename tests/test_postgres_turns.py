@@ -158,22 +158,25 @@ async def test_a_task_that_begins_to_wait_for_notifications_leaves_an_answer_to_
     begins to wait for notifications before the event loop looks at the socket: reading the
     answer from under the statement's task would leave that task waiting for good."""
     conn, channel = listening
-    query = "SELECT pg_notify(%s, %s), 1"
+    # The answer comes 0.2 s after the statement is sent, long after the statement's task
+    # waits for it, and the test looks.
+    query = "SELECT pg_notify(%s, %s), 1, pg_sleep(%s::float8)"
     rows: list[tuple[object, ...]] = []
     with anyio.fail_after(TIMEOUT):
-        await conn.fetch(query, [channel, "a"])  # prepared: one round trip from here on
+        await conn.fetch(query, [channel, "a", 0.0])  # prepared: one round trip from here on
         assert await conn.wait_notifies() == ([b"a"], 0)
         async with anyio.create_task_group() as task_group:
 
             async def run() -> None:
-                rows.extend(await conn.fetch(query, [channel, "b"]))
+                rows.extend(await conn.fetch(query, [channel, "b", 0.2]))
 
             task_group.start_soon(run)
             await anyio.wait_all_tasks_blocked()  # the statement's task waits for the socket
+            assert rows == []
             hold_until_arrived(conn, f"{channel}\0b\0".encode())  # the answer's end, too
             notified = await conn.wait_notifies()  # no scheduling point before it reads
     assert notified == ([b"b"], 0)
-    assert rows == [(b"", 1)]
+    assert rows == [(b"", 1, b"")]
 
 
 async def test_a_statement_goes_on_when_the_waiter_it_relied_on_is_cancelled(
