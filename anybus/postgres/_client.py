@@ -376,11 +376,7 @@ class PgConnection:
             mine = 0
             try:
                 turns.consume()
-                if turns.dropped:  # what they carried is in the table: a plain wake-up
-                    turns.dropped = 0
-                    others.append(b"")
-                for notify in turns.notifies():
-                    extra = notify.extra
+                for extra in turns.payloads():
                     if extra == own or extra.startswith(mark):
                         mine += 1
                     else:

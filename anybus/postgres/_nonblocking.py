@@ -219,11 +219,11 @@ class Statements:
         """Flush what was sent, wait for the statement's results; return the last one, or
         raise the first error."""
         self._in_flight = True
+        turns = self.turns
         while pgconn.flush():
-            await self.turns.writable()
+            await turns.writable()
         last: PGresult | None = None
         failure: psycopg.Error | None = None
-        turns = self.turns
         while True:
             turns.consume()
             if pgconn.is_busy():

@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, final
 
@@ -296,7 +295,6 @@ class PostgresTransport:
 
     async def _read_all(self, host: TransportHost) -> None:
         reader = self._conns.connector("read", partial(self._attach, first_time=False))
-        listener = self._write
         cursor = self._cursor
         next_housekeeping = current_time() + self._housekeeping
         failures = 0
@@ -334,7 +332,7 @@ class PostgresTransport:
                 await self._rows.take(host, cursor, entry_id, sender, body)
             if len(rows) >= self._read_batch or size >= self._read_bytes:
                 continue  # more is waiting
-            await self._wait(host, listener)
+            await self._wait(host)
 
     async def _read(self, conn: PgConnection, ack: int | None, after: int) -> list[Any]:
         """Acknowledge up to ``ack`` (if not None), and read what follows ``after``."""
@@ -345,9 +343,7 @@ class PostgresTransport:
         await conn.fetch(self._sql.listen, [self._channel])
         self._relisten = True  # a new connection may have missed notifications
 
-    async def _wait(
-        self, host: TransportHost, listener: Callable[[], Awaitable[PgConnection]]
-    ) -> None:
+    async def _wait(self, host: TransportHost) -> None:
         """Wait for another bus's notification, for something to acknowledge (at most one
         acknowledgement per :data:`ACK_INTERVAL`), for rows of this bus's own to read past,
         or for the safety poll (which also keeps the lease)."""
@@ -364,7 +360,7 @@ class PostgresTransport:
                 due = min(due, max(ack_at, now + ACK_CHECK))  # look again whether handled
             notified: tuple[list[bytes], int] | None = None
             try:
-                conn = await listener()  # a new one is set up whole: not bounded by the wait
+                conn = await self._write()  # a new one is set up whole: not bounded by the wait
                 if self._relisten:
                     self._relisten = False
                     return  # read at once: notifications may have been missed

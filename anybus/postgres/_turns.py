@@ -57,6 +57,7 @@ class Turns:
     __slots__ = (
         "__weakref__",  # for the finalizer
         "_closed",
+        "_dropped",
         "_ended",
         "_fd",
         "_finalizer",
@@ -64,7 +65,6 @@ class Turns:
         "_pgconn",
         "_scope",
         "_waiting",
-        "dropped",
     )
 
     def __init__(self, pgconn: PGconn) -> None:
@@ -78,8 +78,7 @@ class Turns:
         # handed over.
         self._scope: CancelScope | None = None
         self._handed: list[PGnotify] = []  # notifications a statement's task took from libpq
-        #: Notifications dropped (beyond :data:`MAX_HANDED`) since the waiter last took some.
-        self.dropped = 0
+        self._dropped = False  # some were, beyond MAX_HANDED, since the waiter last took
         self._closed = False
 
     def close(self) -> None:
@@ -148,14 +147,12 @@ class Turns:
     def hand_over(self) -> None:
         """For a statement's task, its results taken: keep the notifications libpq read
         with them for the waiter, and wake it."""
-        pgconn = self._pgconn
         handed = self._handed
-        while (notify := pgconn.notifies()) is not None:
-            handed.append(notify)
+        self._take_libpqs(handed)
         if not handed:
             return
         if len(handed) > MAX_HANDED:
-            self.dropped += len(handed)
+            self._dropped = True
             handed.clear()
         if self._scope is not None:
             self._scope.cancel()
@@ -163,11 +160,20 @@ class Turns:
             self._ended = None
             ended.set()
 
-    def notifies(self) -> list[PGnotify]:
-        """The notifications that arrived (handed over, and libpq's), oldest first."""
+    def payloads(self) -> list[bytes]:
+        """The payloads of the notifications that arrived (handed over, and libpq's),
+        oldest first; an empty one first if some were dropped (a plain wake-up: what they
+        carried is in the table)."""
         self._check()
         taken, self._handed = self._handed, []
+        self._take_libpqs(taken)
+        payloads = [notify.extra for notify in taken]
+        if self._dropped:
+            self._dropped = False
+            payloads.insert(0, b"")
+        return payloads
+
+    def _take_libpqs(self, into: list[PGnotify]) -> None:
         pgconn = self._pgconn
         while (notify := pgconn.notifies()) is not None:
-            taken.append(notify)
-        return taken
+            into.append(notify)
