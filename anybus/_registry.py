@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -75,36 +76,54 @@ def _check_targets(targets: Iterable[str] | str | None) -> frozenset[str] | None
 
 def _check_handler(subscriber: object) -> None:
     if isinstance(subscriber, BusSubscriber):
-        handler: object = type(subscriber).on_bus_message
-        what = f"{type(subscriber).__name__}.on_bus_message"
-    else:
-        if not callable(subscriber):
-            raise TypeError(
-                f"subscribe() takes a BusSubscriber or an 'async def handler(message)', "
-                f"got {subscriber!r}"
-            )
-        handler = subscriber
-        what = f"the handler {subscriber!r}"
-    if not is_async_callable(handler):
+        _check_class(type(subscriber))
+        return
+    if not callable(subscriber):
         raise TypeError(
-            f"{what} is not a coroutine function: handlers must be 'async def' "
-            f"(the bus awaits them)"
+            f"subscribe() takes a BusSubscriber or an 'async def handler(message)', "
+            f"got {subscriber!r}"
+        )
+    if not is_async_callable(subscriber):
+        raise TypeError(
+            f"the handler {subscriber!r} is not a coroutine function: handlers must be "
+            f"'async def' (the bus awaits them)"
         )
 
 
-def _check_hooks(subscriber: BusSubscriber) -> None:
-    """Refuse a subscriber whose ``is_busy`` is async or whose ``run_in_bus`` is not."""
-    kind = type(subscriber)
+#: The subscriber classes found sound, with the methods they were checked with: a class is
+#: checked again only if one of them was replaced since (subscribing is on the churn path,
+#: and the checks cost about 3 us).
+_checked: weakref.WeakKeyDictionary[type, tuple[object, ...]] = weakref.WeakKeyDictionary()
+
+
+def _check_class(kind: type[BusSubscriber]) -> None:
+    """Refuse a subscriber class whose ``on_bus_message`` or ``run_in_bus`` is not async,
+    or whose ``accepts_bus_message`` or ``is_busy`` is."""
+    methods = (kind.on_bus_message, kind.accepts_bus_message, kind.is_busy, kind.run_in_bus)
+    if _checked.get(kind) == methods:
+        return
+    name = kind.__name__
+    if not is_async_callable(kind.on_bus_message):
+        raise TypeError(
+            f"{name}.on_bus_message is not a coroutine function: handlers must be 'async def' "
+            f"(the bus awaits them)"
+        )
+    if is_async_callable(kind.accepts_bus_message):
+        raise TypeError(
+            f"{name}.accepts_bus_message is a coroutine function: the filter runs as "
+            f"messages are fanned out, so it must be a plain 'def' (return a bool)"
+        )
     if is_async_callable(kind.is_busy):
         raise TypeError(
-            f"{kind.__name__}.is_busy is a coroutine function: the bus asks it as it looks "
-            f"for idleness, so it must be a plain 'def' (return a bool)"
+            f"{name}.is_busy is a coroutine function: the bus asks it as it looks for "
+            f"idleness, so it must be a plain 'def' (return a bool)"
         )
     if not is_async_callable(kind.run_in_bus):
         raise TypeError(
-            f"{kind.__name__}.run_in_bus is not a coroutine function: the bus runs it as a "
-            f"task, so it must be 'async def run_in_bus(self, bus)'"
+            f"{name}.run_in_bus is not a coroutine function: the bus runs it as a task, so "
+            f"it must be 'async def run_in_bus(self, bus)'"
         )
+    _checked[kind] = methods
 
 
 def is_async_callable(handler: object) -> bool:
@@ -204,13 +223,7 @@ class SubscriptionRegistry(ABC):
         for kind in types or ():
             if not (isinstance(kind, type) and issubclass(kind, BusMessage)):
                 raise TypeError(f"types must hold message classes, got {kind!r}")
-        if is_async_callable(type(subscriber).accepts_bus_message):
-            raise TypeError(
-                f"{type(subscriber).__name__}.accepts_bus_message is a coroutine function: the "
-                f"filter runs as messages are fanned out, so it must be a plain 'def' (return "
-                f"a bool)"
-            )
-        _check_hooks(subscriber)
+        _check_class(type(subscriber))
         sub = Subscription(
             subscriber,
             name,

@@ -130,6 +130,34 @@ class SyncRunInBus(BusSubscriber):
         pass
 
 
+async def test_a_class_checked_once_is_checked_again_when_a_method_is_replaced() -> None:
+    """Subscribing checks a subscriber class once, not on every subscribe; a method replaced
+    on the class after that (made sync, say) is found at the next subscribe."""
+
+    class Replaced(BusSubscriber):
+        async def on_bus_message(self, message: BusMessage) -> None:
+            pass
+
+    def sync_handler(self: Replaced, message: BusMessage) -> None:
+        pass
+
+    async def async_busy(self: Replaced) -> bool:
+        return False
+
+    first, second, third = Replaced(), Replaced(), Replaced()
+    first.name, second.name, third.name = "first", "second", "third"
+    async with MemoryBus() as bus:
+        await bus.subscribe(first)
+        Replaced.on_bus_message = sync_handler  # type: ignore[assignment,method-assign]
+        with pytest.raises(TypeError, match=r"Replaced.on_bus_message is not a coroutine"):
+            await bus.subscribe(second)
+        del Replaced.on_bus_message  # back to BusSubscriber's, which is async
+        Replaced.is_busy = async_busy  # type: ignore[assignment,method-assign]
+        with pytest.raises(TypeError, match=r"Replaced.is_busy is a coroutine function"):
+            await bus.subscribe(third)
+        assert bus.subscribers == [first]
+
+
 async def test_hooks_of_the_wrong_kind_and_bad_arguments_are_refused_at_once() -> None:
     async with MemoryBus() as bus:
         with pytest.raises(TypeError, match=r"AsyncBusy.is_busy is a coroutine function"):
