@@ -369,12 +369,16 @@ class BusLifecycle(SubscriptionRegistry):
                 f"handler to end; wait from outside the bus's handlers (e.g. the task that "
                 f"opened the bus)"
             )
+        waited = False
         while True:
             dispatching = self._dispatching()
             if all(sub.is_idle(dispatching) for sub in self._targets):
-                await checkpoint()
+                # Having waited, it was scheduled already: it only looks for a cancellation
+                # (on asyncio the wait may have ended before the cancellation got through).
+                await (checkpoint_if_cancelled() if waited else checkpoint())
                 return
             event = self._hub.idle_event
             if event is None:
                 event = self._hub.idle_event = Event()
             await event.wait()
+            waited = True

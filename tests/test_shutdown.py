@@ -177,6 +177,23 @@ async def test_wait_idle_returns_at_once_on_an_idle_bus() -> None:
         await MemoryBus().wait_idle()  # not running, nothing queued
 
 
+async def test_wait_idle_is_a_checkpoint_whether_it_waits_or_not() -> None:
+    """Cancelled before it is called, wait_idle() raises on an idle bus (it checkpoints) and
+    on a busy one (its wait is the checkpoint: having waited, it takes no second one)."""
+    async with MemoryBus() as bus:
+        recorder = await bus.subscribe(RecordingSubscriber("r"))
+        for busy in (False, True):
+            if busy:
+                await bus.send(BusDataMessage(source="t"))  # handled after the next checkpoint
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await bus.wait_idle()
+            assert scope.cancelled_caught, f"busy={busy}"
+        with anyio.fail_after(5):
+            await bus.wait_idle()
+        assert len(recorder.messages) == 1
+
+
 async def test_wait_idle_can_be_cancelled() -> None:
     bus = MemoryBus()
     recorder = await bus.subscribe(RecordingSubscriber("r"))
