@@ -244,6 +244,59 @@ async def test_ids_continue_after_housekeeping_deleted_every_row(postgres_dsn: s
         assert (receiver.transport_statistics().missed, again.messages) == (0, [later])
 
 
+def publish_one_at_a_time(dsn: str, channel: str) -> list[tuple[Any, ...]]:
+    """Calls of ``publish`` as a test's own role (blocking): what each returned, and the
+    payload of the notification it sent (None: none)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT anybus.listen(%s)", [channel])
+        calls: list[tuple[list[int], list[bytes], int]] = [
+            ([1], [b"\x01\x02"], 3000),  # one message: carried
+            ([1], [b"\x01\x02"], 3000),  # a retry: stores nothing, notifies nobody
+            ([0], [b"\x03"], 3000),  # below the highest stored: nothing
+            ([2], [b"\x04"], 0),  # not to be carried
+            ([3], [b"\x05\x06"], 1),  # too large to carry
+            ([4], [b""], 3000),  # an empty body is carried as such
+            ([5, 6], [b"\x07", b"\x08"], 3000),  # a batch: the general statements
+        ]
+        outcome: list[tuple[Any, ...]] = []
+        for seqs, bodies, carry in calls:
+            row = conn.execute(
+                "SELECT o_stored, o_last FROM anybus.publish(%s, 'one', %s, %s, %s)",
+                [channel, seqs, bodies, carry],
+            ).fetchone()
+            assert row is not None
+            payloads = [n.payload for n in conn.notifies(timeout=0.2, stop_after=1)]
+            outcome.append((*row, payloads[0] if payloads else None))
+        return outcome
+
+
+async def test_a_publish_of_one_message_does_what_a_batch_does(postgres_dsn: str) -> None:
+    """``publish`` stores a lone message with statements of its own (the latency-bound
+    case); what it stores, returns and notifies is what the general ones do for a batch."""
+    channel = unique_channel()
+    async with PostgresBus(postgres_dsn, channel=channel, name="schema-maker"):
+        pass  # the schema, made
+    outcome = await anyio.to_thread.run_sync(publish_one_at_a_time, postgres_dsn, channel)
+    one = hashlib.md5(b"one").hexdigest()
+    assert outcome == [
+        (1, 1, f"{one} 1 0102"),
+        (0, 1, None),
+        (0, 1, None),
+        (1, 2, one),
+        (1, 3, one),
+        (1, 4, f"{one} 4 "),
+        (2, 6, f"{one} 5 07 08"),
+    ]
+    stored = await anyio.to_thread.run_sync(
+        rows,
+        postgres_dsn,
+        "SELECT id, seq, body FROM anybus.messages WHERE channel = %s ORDER BY id",
+        [channel],
+    )
+    bodies = [b"\x01\x02", b"\x04", b"\x05\x06", b"", b"\x07", b"\x08"]
+    assert stored == [(i, i, body) for i, body in enumerate(bodies, 1)]
+
+
 async def test_with_carry_messages_off_a_notification_carries_nothing(
     postgres_dsn: str, reads: Reads
 ) -> None:

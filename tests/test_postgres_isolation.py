@@ -9,6 +9,7 @@ Every role and schema is made for this module (unique names) and dropped afterwa
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,13 @@ from psycopg import sql
 from anybus import BusDataMessage, TransportError
 from anybus.postgres import PostgresBus, grant_sql, schema_sql
 from anybus.postgres._client import describe
-from anybus.postgres._schema import FUNCTIONS, MAX_READ_BATCH, NOT_OWNER, SCHEMA_VERSION
+from anybus.postgres._schema import (
+    FUNCTIONS,
+    MAX_READ_BATCH,
+    NOT_OWNER,
+    OLDEST_USABLE_VERSION,
+    SCHEMA_VERSION,
+)
 from anybus.testing import RecordingSubscriber
 
 from .postgres_roles import admin, admin_script, dropped_schema, dsn_as, new_role
@@ -502,6 +509,34 @@ def _set_version(schema: str, version: int) -> None:
             "LANGUAGE sql IMMUTABLE AS {}"
         ).format(sql.Identifier(schema), sql.Literal(f"SELECT {version}"))
     )
+
+
+@pytest.mark.anyio
+async def test_a_usable_older_version_its_role_may_not_update_is_run_on_with_a_warning(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Version 6 differs from this one only in how ``publish`` stores a lone message: a bus
+    whose role may not update it (or is told not to) runs on it, and says what to apply."""
+    assert OLDEST_USABLE_VERSION < SCHEMA_VERSION
+    with dropped_schema() as s:
+        admin_script(schema_sql(s, owner=world.owner, grant=[world.bob]))
+        _set_version(s, OLDEST_USABLE_VERSION)
+        for create, why in [(True, "could not update it"), (False, "told not to update it")]:
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="anybus.postgres"):
+                async with PostgresBus(
+                    dsn_as(world.bob), channel=unique_channel(), schema=s, create_schema=create
+                ) as bus:
+                    await bus.send(BusDataMessage(source="bob"))  # stored: it returned
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any(
+                f"is version {OLDEST_USABLE_VERSION} and" in text
+                and why in text
+                and "buses run on it" in text
+                and f"apply `anybus postgres schema --schema {s} | psql ...`" in text
+                for text in warnings
+            ), warnings
+        assert admin(f"SELECT {s}.schema_version()") == [(OLDEST_USABLE_VERSION,)]
 
 
 @pytest.mark.anyio

@@ -108,6 +108,7 @@ __all__ = [
     "MAX_READ_BATCH",
     "NAME_IN_USE",
     "NOT_OWNER",
+    "OLDEST_USABLE_VERSION",
     "SCHEMA_VERSION",
     "check_role_name",
     "check_schema_name",
@@ -119,7 +120,10 @@ __all__ = [
 logger = logging.getLogger("anybus.postgres")
 
 #: Bumped when the tables or the functions change; applying the schema updates an older one.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+#: The oldest version a bus runs on when its role may not update it (with a warning):
+#: version 7 only made a lone message's ``publish`` cheaper.
+OLDEST_USABLE_VERSION = 6
 
 #: The most bytes of bodies a bus asks a publish to carry in its notification (a
 #: notification's payload must stay under 8000 bytes, and bodies travel as hex).
@@ -245,6 +249,20 @@ def grant_sql(role: str, schema: str = "anybus") -> str:
     return GRANT.format(s=check_schema_name(schema), role=f'"{check_role_name(role)}"')
 
 
+def _run_on_older(s: str, where: str, version: int, why: str) -> None:
+    logger.warning(
+        "the anybus schema %r at %s is version %d and %s: buses run on it, but version %d "
+        "stores a lone message with less work; have its owner apply %s (it updates the "
+        "schema in place)",
+        s,
+        where,
+        version,
+        why,
+        SCHEMA_VERSION,
+        _command(s),
+    )
+
+
 def _command(schema: str, *options: str) -> str:
     parts = ["anybus", "postgres", "schema", "--schema", schema, *options]
     return f"`{shlex.join(parts)} | psql ...`"
@@ -327,10 +345,14 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
     # Older, or this version with a function missing (applied in part, or dropped): apply.
     lacking = ", ".join(sorted(set(FUNCTIONS) - set(present)))
     incomplete = version == SCHEMA_VERSION and bool(lacking)
+    usable = OLDEST_USABLE_VERSION <= version < SCHEMA_VERSION and not lacking
     if (version < SCHEMA_VERSION or incomplete) and create:
         try:
             await _apply(conn, schema_sql(s))
         except TransportError as exc:
+            if usable:
+                _run_on_older(s, where, version, f"role {role!r} could not update it ({exc})")
+                return
             what = (
                 f"lacks {lacking} and role {role!r} could not apply it again"
                 if incomplete
@@ -352,6 +374,9 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
             logger.info("updated the anybus schema %r in %s from version %d", s, where, version)
         version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
         present = (await _probe(conn, s))[3]
+    if usable and version < SCHEMA_VERSION:
+        _run_on_older(s, where, version, "the bus was told not to update it (create_schema)")
+        return
     if version < SCHEMA_VERSION:
         raise TransportError(
             f"the anybus schema {s!r} at {where} is version {version}; this anybus needs "
