@@ -9,6 +9,7 @@ tests skip with the reason, except under CI (``CI`` set), where they fail instea
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import secrets
 import shutil
@@ -18,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .redis_support import free_port, require
+
+logger = logging.getLogger("tests.postgres")
 
 SHARED_DSN = os.environ.get("ANYBUS_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -33,9 +36,44 @@ def server_answers(dsn: str) -> bool:
         return False
 
 
+_schema_checked = False
+
+
 def shared_postgres_dsn() -> str:
     require(server_answers(SHARED_DSN), f"no Postgres server answers at {SHARED_DSN}")
+    global _schema_checked
+    if not _schema_checked:
+        drop_a_newer_default_schema(SHARED_DSN)
+        _schema_checked = True
     return SHARED_DSN
+
+
+def drop_a_newer_default_schema(dsn: str) -> None:
+    """Drop the default ``anybus`` schema from the shared test database when a newer anybus
+    left it there (a run of another branch's tests): every bus of this one would refuse it as
+    "newer than this anybus knows", failing each Postgres test for a reason outside the test.
+    The shared database is the suite's scratch space; an older or equal version is left alone
+    (the buses update it in place, which is itself under test)."""
+    import psycopg
+
+    from anybus.postgres._schema import SCHEMA_VERSION
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'anybus' AND p.proname = 'schema_version'"
+        ).fetchone()
+        if found is None:
+            return
+        row = conn.execute("SELECT anybus.schema_version()").fetchone()
+        if row is not None and row[0] > SCHEMA_VERSION:
+            logger.warning(
+                "dropping the anybus schema (version %d, newer than this anybus's %d) from %s",
+                row[0],
+                SCHEMA_VERSION,
+                dsn,
+            )
+            conn.execute("DROP SCHEMA anybus CASCADE")
 
 
 def unique_channel() -> str:
