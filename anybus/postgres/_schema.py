@@ -96,7 +96,8 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import TransportError
-from ._schema_sql import GRANT, KEYWORDS, SCHEMA
+from ._keywords import KEYWORDS
+from ._schema_sql import GRANT, SCHEMA
 
 if TYPE_CHECKING:
     from ._client import PgConnection
