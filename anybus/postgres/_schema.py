@@ -376,7 +376,7 @@ async def ensure_schema(conn: PgConnection, schema: str, *, create: bool) -> Non
         version = (await conn.fetch(f"SELECT {s}.schema_version()", []))[0][0]
         present = (await _probe(conn, s))[3]
     if usable and version < SCHEMA_VERSION:
-        _run_on_older(s, where, version, "the bus was told not to update it (create_schema)")
+        _run_on_older(s, where, version, "the bus was told not to update it (create_schema=False)")
         return
     if version < SCHEMA_VERSION:
         raise TransportError(
