@@ -359,7 +359,9 @@ async def test_a_caught_up_reader_reads_once_per_wake_up_and_acknowledges_in_bat
         await admin.close()
     assert sorted(m.id for m in far.messages) == sorted(m.id for m in sent)
     assert pending == 0
-    assert calls.get("xinfo|groups", 0) <= 20, calls  # it was one per read: 200 and more
+    # One per read was 400 and more (each bus read every entry); the sender's stores ask it
+    # once each (to move its own group past its own entries while its reader is caught up).
+    assert calls.get("xinfo|groups", 0) <= len(sent) + 20, calls
     assert 1 <= calls.get("xack", 0) <= len(sent) // 2, calls  # one per read: 200
 
 

@@ -28,7 +28,7 @@ from anyio.abc import TaskStatus
 from anybus import BusJobRequestMessage, BusMessage, TransportError
 from anybus.redis import RedisSettings, RedisStreamBus
 from anybus.redis._client import RedisClient
-from anybus.redis._fence import FENCED_ADD, same_slot_key
+from anybus.redis._fence import FENCED_ADD, same_slot_key, skipped_key
 from anybus.redis._lease import LeaseLostError
 
 from .redis_proxy import pausable_proxy
@@ -192,8 +192,20 @@ async def test_a_late_copy_is_refused_once_a_later_send_is_stored(redis_url: str
             for n in range(3):
                 await bus.send(request(n))
             fence = same_slot_key(stream, f":anybus:sent:{bus.instance}", cluster=False)
+            skipped = skipped_key(stream, bus.group, cluster=False)
             late = await admin.command(
-                "EVAL", FENCED_ADD, "2", stream, fence, "2", "100", "60000", "9", b"late"
+                "EVAL",
+                FENCED_ADD,
+                "3",
+                stream,
+                fence,
+                skipped,
+                "2",
+                "100",
+                "60000",
+                "9",
+                "",
+                b"late",
             )
             assert [int(value) for value in late] == [0, 3]
             assert int(await admin.command("XLEN", stream)) == 3

@@ -13,6 +13,11 @@ script; it comes only when the group has caught up, and if it returns so many en
 the stream may have been trimmed past the group in between (as many as the stream keeps),
 an audit settles it from the stream's first entry.
 
+A bus's own stores may move its group past its own entries (``_fence.py``), counted in a
+key beside the stream. Those moves change the group's read counter behind the reader's back,
+so the reader keeps the counter less that count (the entries it read itself, and the losses
+counted), which they leave alone; the scripts add the count back.
+
 On an older server (no counters) nothing is counted here and a line says so once; losses
 show as sequence gaps alone.
 """
@@ -100,7 +105,10 @@ while taken < count and seen < budget do
   if #entries < want then break end
   chunk = math.floor((budget - seen) / biggest)
 end
-if read >= 0 then read = read + taken end
+if read >= 0 then
+  read = read + taken - tonumber(redis.call('GET', KEYS[2]) or '0')
+  if read < 0 then read = -2 end  -- the group was set back by hand: not known
+end
 return {lost, read, out}
 """
 )
@@ -119,6 +127,14 @@ local info = group_info(stream, group)
 if not info then return redis.error_reply('NOGROUP no group ' .. group .. ' on ' .. stream) end
 local entries_read, lag = info['entries-read'], info['lag']
 if not entries_read or not lag then return {0, -2} end
+local skipped = tonumber(redis.call('GET', KEYS[2]) or '0')
+-- Entries the group was moved past since the read was served (its bus's own stores, once
+-- it had read to the end): they come after the read's entries.
+local since, position = 0, info['last-delivered-id']
+if position ~= ARGV[#ARGV] then
+  since = #redis.call('XRANGE', stream, '(' .. ARGV[#ARGV], position)
+end
+before = before + skipped - since
 local removed = entries_read + lag - redis.call('XLEN', stream)
 local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 local taken, gone = #ARGV - 2, 0
@@ -126,11 +142,11 @@ for i = 3, #ARGV do
   if #first == 0 or below(ARGV[i], first[1][1]) then gone = gone + 1 end
 end
 local lost = math.max(0, removed - before - gone)
-local read = before + lost + taken
+local read = before + lost + taken + since
 if read ~= entries_read then
-  redis.call('XGROUP', 'SETID', stream, group, info['last-delivered-id'], 'ENTRIESREAD', read)
+  redis.call('XGROUP', 'SETID', stream, group, position, 'ENTRIESREAD', read)
 end
-return {lost, read}
+return {lost, read - skipped}
 """
 )
 
@@ -142,6 +158,7 @@ if type(created) == 'table' and created.err then
   if string.find(created.err, 'BUSYGROUP') then return 0 end
   return created
 end
+redis.call('DEL', KEYS[2])  -- a new group has been moved past nothing
 local info = redis.call('XINFO', 'STREAM', stream)
 for i = 1, #info, 2 do
   if info[i] == 'entries-added' then
@@ -155,14 +172,17 @@ return 1
 )
 
 
-async def create_group(client: RedisClient, stream: str, group: str, start: str) -> bool:
+async def create_group(
+    client: RedisClient, stream: str, group: str, start: str, *, skipped: str
+) -> bool:
     """Create the consumer group (and the stream) at ``start`` (``$``: what comes next;
-    ``0``: everything) unless it exists, its read counter set; return whether it was created.
+    ``0``: everything) unless it exists, its read counter set and its count of skipped
+    entries (the key ``skipped``) reset; return whether it was created.
 
     Raises:
         TransportError: if Redis refused or did not answer.
     """
-    return bool(await client.run_script(_CREATE, [stream], [group, start]))
+    return bool(await client.run_script(_CREATE, [stream, skipped], [group, start]))
 
 
 def oversized(size: int, max_size: int) -> MessageRejected:
@@ -197,6 +217,7 @@ class StreamReads:
         stream: str,
         group: str,
         *,
+        skipped: str,
         count: int,
         max_size: int,
         max_len: int,
@@ -205,11 +226,13 @@ class StreamReads:
         self._client = client
         self._stream = stream
         self._group = group
+        self._skipped = skipped  # the key counting the entries the group was moved past
         self._count = count
         self._max_size = max_size
         self._max_len = max_len
         self._where = where
-        # The group's read counter after the last read (None: not known, or not kept).
+        # The group's read counter after the last read, less the entries the group was moved
+        # past (None: not known, or not kept).
         self._read: int | None = None
         # The largest entry of recent reads (halved at each read), which sizes the next one.
         self._biggest: int | None = None
@@ -277,7 +300,9 @@ class StreamReads:
             self._read = before + len(entries)
             return Batch(entries, caught_up=len(entries) < count)
         audit = await self._client.run_script(
-            _AUDIT, [self._stream], [self._group, str(before), *(key for key, _ in entries)]
+            _AUDIT,
+            [self._stream, self._skipped],
+            [self._group, str(before), *(key for key, _ in entries)],
         )
         lost, read = int(audit[0]), int(audit[1])
         self._read = read if read >= 0 else None
@@ -285,10 +310,11 @@ class StreamReads:
 
     async def _run(self, start: str) -> tuple[int, int, list[tuple[str, bytes | int | None]]]:
         """The read script from ``start`` (``>``: new entries): what it lost, the group's
-        read counter after it (below 0: not known), and the entries."""
+        read counter after it less the entries it was moved past (below 0: not known), and
+        the entries."""
         reply = await self._client.run_script(
             _READ,
-            [self._stream],
+            [self._stream, self._skipped],
             [
                 self._group,
                 self._group,

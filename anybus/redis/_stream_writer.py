@@ -61,6 +61,8 @@ class StreamWriter:
         *,
         codec: Codec,
         sender: str,
+        group: str,
+        caught_up: Callable[[], bool],
         stream: str,
         max_len: int,
         deadline: float,
@@ -76,7 +78,14 @@ class StreamWriter:
         self._connected = connected
         self._wait_connected = wait_connected
         self._sender = sender
-        self._fence = Fence(stream=stream, sender=sender, max_len=max_len, cluster=cluster)
+        self._fence = Fence(
+            stream=stream,
+            sender=sender,
+            group=group,
+            caught_up=caught_up,
+            max_len=max_len,
+            cluster=cluster,
+        )
         self._deadline = deadline
         self._queued = queued
         self._outbox = outbox

@@ -30,7 +30,7 @@ from .._messages import BusMessage
 from .._transport import DeliveryMark, Intake, TransportHost
 from ._base import RecentPayloads, RedisStatistics, RedisTransport, client_name, instance_id
 from ._client import NoGroupError, RedisClient, RedisSettings
-from ._fence import same_slot_key
+from ._fence import same_slot_key, skipped_key
 from ._lease import Lease
 from ._outgoing import Outgoing
 from ._stream_acks import StreamAcks
@@ -102,9 +102,12 @@ class StreamTransport(RedisTransport):
         self._writer: RedisClient | None = None
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
+        self._caught_up = False  # the reader read to the end, and waits for more
         self._outbox = StreamWriter(
             codec=self._codec,
             sender=self._instance,
+            group=group,
+            caught_up=lambda: self._caught_up,
             stream=stream,
             max_len=max_len,
             deadline=send_deadline,
@@ -116,6 +119,7 @@ class StreamTransport(RedisTransport):
             connected=lambda: self._health.connected,
             wait_connected=partial(self._health.wait_until, True),
         )
+        self._skipped = skipped_key(stream, group, cluster=self._settings.cluster)
         self._lease = Lease(
             key=same_slot_key(stream, f":anybus:lease:{group}", cluster=self._settings.cluster),
             name=group,
@@ -242,6 +246,7 @@ class StreamTransport(RedisTransport):
                     self._outbox.finish()
                     writing.deadline = current_time() + self._settings.request_timeout + 1
         finally:
+            self._caught_up = False
             if self._writer is writer:
                 self._writer = None
             self._outbox.close(f"{self!r} stopped before the message was stored")
@@ -265,7 +270,9 @@ class StreamTransport(RedisTransport):
         with fail_after(timeout):
             while True:
                 try:
-                    return await create_group(client, self._stream, self._group, "$")
+                    return await create_group(
+                        client, self._stream, self._group, "$", skipped=self._skipped
+                    )
                 except TransportError:
                     await sleep(0.05)
 
@@ -279,6 +286,7 @@ class StreamTransport(RedisTransport):
             client,
             self._stream,
             self._group,
+            skipped=self._skipped,
             count=self._read_batch,
             max_size=self._codec.max_size,
             max_len=self._max_len,
@@ -291,6 +299,7 @@ class StreamTransport(RedisTransport):
         delay = 0.05
         while True:
             await self._lease.wait_held()  # while the name may be another's, read nothing
+            self._caught_up = waiting and not pending
             try:
                 if pending:
                     batch = await reads.pending(after)
@@ -351,7 +360,7 @@ class StreamTransport(RedisTransport):
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
             try:
-                await create_group(client, self._stream, self._group, "0")
+                await create_group(client, self._stream, self._group, "0", skipped=self._skipped)
             except TransportError:
                 await sleep(0.05)
                 continue
