@@ -61,16 +61,12 @@ class StreamWriter:
         *,
         codec: Codec,
         sender: str,
-        group: str,
-        caught_up: Callable[[], bool],
-        stream: str,
-        max_len: int,
+        fence: Fence,
         deadline: float,
         queued: bool,
         outbox: int,
         own: RecentPayloads,
         where: str,
-        cluster: bool,
         connected: Callable[[], bool],
         wait_connected: Callable[[], Awaitable[object]],
     ) -> None:
@@ -78,14 +74,7 @@ class StreamWriter:
         self._connected = connected
         self._wait_connected = wait_connected
         self._sender = sender
-        self._fence = Fence(
-            stream=stream,
-            sender=sender,
-            group=group,
-            caught_up=caught_up,
-            max_len=max_len,
-            cluster=cluster,
-        )
+        self._fence = fence
         self._deadline = deadline
         self._queued = queued
         self._outbox = outbox

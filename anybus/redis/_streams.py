@@ -30,7 +30,7 @@ from .._messages import BusMessage
 from .._transport import DeliveryMark, Intake, TransportHost
 from ._base import RecentPayloads, RedisStatistics, RedisTransport, client_name, instance_id
 from ._client import NoGroupError, RedisClient, RedisSettings
-from ._fence import same_slot_key, skipped_key
+from ._fence import Fence, same_slot_key, skipped_key
 from ._lease import Lease
 from ._outgoing import Outgoing
 from ._stream_acks import StreamAcks
@@ -103,19 +103,23 @@ class StreamTransport(RedisTransport):
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
         self._caught_up = False  # the reader read to the end, and waits for more
-        self._outbox = StreamWriter(
-            codec=self._codec,
+        fence = Fence(
+            stream=stream,
             sender=self._instance,
             group=group,
             caught_up=lambda: self._caught_up,
-            stream=stream,
             max_len=max_len,
+            cluster=self._settings.cluster,
+        )
+        self._outbox = StreamWriter(
+            codec=self._codec,
+            sender=self._instance,
+            fence=fence,
             deadline=send_deadline,
             queued=durability == "queued",
             outbox=outbox,
             own=self._own,
             where=self._settings.address,
-            cluster=self._settings.cluster,
             connected=lambda: self._health.connected,
             wait_connected=partial(self._health.wait_until, True),
         )
