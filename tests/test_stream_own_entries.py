@@ -141,3 +141,24 @@ async def test_a_trim_during_a_blocking_read_is_counted_exactly_after_own_sends(
         await admin.close()
     assert [m.id for m in received] == [m.id for m in others[-kept:]]
     assert stats.missed == burst - kept
+
+
+async def test_the_cli_forgets_a_group_with_its_count_of_skipped_entries(
+    server: RedisServer,
+) -> None:
+    from anybus._cli._common import forget_group
+
+    stream = unique_name()
+    settings = RedisSettings.from_url(server.url)
+    admin = await RedisClient.create(settings, name="anybus-admin")
+    key = skipped_key(stream, "gone", cluster=False)
+    try:
+        async with RedisStreamBus(server.url, stream=stream, name="gone") as bus:
+            await wait_for_a_blocked_reader(admin, bus)
+            await bus.send(BusDataMessage(source="t"))
+        assert int(await admin.command("GET", key)) == 1
+        await forget_group(admin, settings, stream, "gone")
+        assert await admin.command("XINFO", "GROUPS", stream) == []
+        assert await admin.command("EXISTS", key) == 0
+    finally:
+        await admin.close()

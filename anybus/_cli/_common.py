@@ -32,6 +32,7 @@ __all__ = [
     "StderrHandler",
     "connect_timeout_option",
     "flatten",
+    "forget_group",
     "bus_target",
     "open_bus",
     "open_client",
@@ -349,13 +350,24 @@ async def open_bus(
             await _destroy_group(target, bus.group, connect_timeout)
 
 
+async def forget_group(
+    client: RedisClient, settings: RedisSettings, stream: str, group: str
+) -> None:
+    """Destroy a stream's consumer group, and the count the bus keeps beside it of the
+    entries its own stores moved the group past."""
+    from ..redis._fence import skipped_key
+
+    await client.command("XGROUP", "DESTROY", stream, group)
+    await client.command("DEL", skipped_key(stream, group, cluster=settings.cluster))
+
+
 async def _destroy_group(target: BusTarget, group: str, connect_timeout: float) -> None:
     with anyio.CancelScope(shield=True), anyio.move_on_after(connect_timeout):
         try:
             async with open_client(
                 target.settings, name="anybus-cli-cleanup", connect_timeout=connect_timeout
             ) as client:
-                await client.command("XGROUP", "DESTROY", target.channel, group)
+                await forget_group(client, target.settings, target.channel, group)
         except (AnybusError, OSError) as exc:
             logger.warning(
                 "could not destroy the consumer group %r of stream %r: %s",

@@ -28,6 +28,7 @@ from ._common import (
     BadInput,
     Failure,
     connect_timeout_option,
+    forget_group,
     non_empty,
     open_client,
     redis_module,
@@ -228,7 +229,7 @@ async def _destroy_group(settings: Any, stream: str, group: str, connect_timeout
     async with open_client(
         settings, name="anybus-cli-pub", connect_timeout=connect_timeout
     ) as client:
-        await client.command("XGROUP", "DESTROY", stream, group)
+        await forget_group(client, settings, stream, group)
 
 
 def _plain(value: Any) -> Any:
