@@ -196,14 +196,16 @@ async def test_a_late_copy_is_refused_once_a_later_send_is_stored(redis_url: str
             late = await admin.command(
                 "EVAL",
                 FENCED_ADD,
-                "3",
+                "4",
                 stream,
                 fence,
                 skipped,
+                same_slot_key(stream, ":anybus:lease:sender", cluster=False),
                 "2",
                 "100",
                 "60000",
                 "9",
+                "",
                 "",
                 b"late",
             )

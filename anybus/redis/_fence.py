@@ -25,7 +25,9 @@ from typing import final
 from anyio import sleep
 
 from .._exceptions import TransportError
+from ._base import RecentPayloads
 from ._client import RedisClient
+from ._lease import Lease
 
 __all__ = ["FENCED_ADD", "Fence", "same_slot_key", "skipped_key"]
 
@@ -34,9 +36,10 @@ FENCE_LIFETIME = 3600
 #: Longest pause between two questions to the fence while Redis is away, in seconds.
 MAX_RETRY_DELAY = 1.0
 
-#: KEYS: the stream, the sender's fence, the count of entries its group skipped. ARGV: the
-#: batch's first number, max_len, the fence's lifetime (ms), the try's id, the sender's own
-#: consumer group (empty: none), then the payloads. Returns {stored (1 or 0), last number}.
+#: KEYS: the stream, the sender's fence, the count of entries its group skipped, the lease
+#: on its name. ARGV: the batch's first number, max_len, the fence's lifetime (ms), the
+#: try's id, the sender's own consumer group (empty: none), its lease token, then the
+#: payloads. Returns {stored (1 or 0), last number, moved the group past the batch (1 or 0)}.
 FENCED_ADD = """
 local fence = redis.call('GET', KEYS[2])
 local last = 0
@@ -44,14 +47,15 @@ if fence then last = tonumber(string.match(fence, '^%d+')) end
 local first = tonumber(ARGV[1])
 if first <= last then return {0, last} end
 local id
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[i])
 end
-local added = #ARGV - 5
+local added = #ARGV - 6
 last = first + added - 1
 redis.call('SET', KEYS[2], last .. ' ' .. ARGV[4], 'PX', ARGV[3])
-local group = ARGV[5]
-if group ~= '' then
+local group, skipped = ARGV[5], 0
+-- Only while this instance holds the name: another holding it reads these as others'.
+if group ~= '' and redis.call('GET', KEYS[4]) == ARGV[6] then
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
   if ok then
     for _, g in ipairs(groups) do
@@ -63,13 +67,14 @@ if group ~= '' then
           redis.call('XGROUP', 'SETID', KEYS[1], group, id, 'ENTRIESREAD',
             f['entries-read'] + added)
           redis.call('INCRBY', KEYS[3], added)
+          skipped = 1
         end
         break
       end
     end
   end
 end
-return {1, last}
+return {1, last, skipped}
 """
 _FENCED_ADD_SHA = hashlib.sha1(FENCED_ADD.encode()).hexdigest()
 
@@ -111,7 +116,9 @@ class Fence:
         stream: str,
         sender: str,
         group: str,
+        lease: Lease,
         caught_up: Callable[[], bool],
+        own: RecentPayloads,
         max_len: int,
         cluster: bool,
     ) -> None:
@@ -120,6 +127,8 @@ class Fence:
         # Whether the bus's reader has read to the end (only then may the group be moved past
         # a batch: the script checks it, this spares it the check when it cannot be so).
         self._caught_up = caught_up
+        self._lease = lease
+        self._own = own  # the bus's payloads, to know its echoes: these will not come back
         self._skipped = skipped_key(stream, group, cluster=cluster)
         self._stream = stream
         self._max_len = str(max_len)
@@ -138,15 +147,17 @@ class Fence:
         """
         self._tries += 1
         args: list[str | bytes] = [
-            "3",
+            "4",
             self._stream,
             self.key,
             self._skipped,
+            self._lease.key,
             str(first),
             self._max_len,
             str(FENCE_LIFETIME * 1000),
             str(self._tries),
             self._group if self._caught_up() else "",
+            self._lease.token,
             *payloads,
         ]
         try:
@@ -159,6 +170,9 @@ class Fence:
         except TransportError as exc:
             self.last_error = exc
             raise
+        if len(reply) > 2 and int(reply[2]):  # its group was moved past them: no echoes come
+            for payload in payloads:
+                self._own.discard_if_present(payload)
         return bool(int(reply[0])), int(reply[1])
 
     async def check(self, client: RedisClient) -> tuple[bool, int]:

@@ -87,6 +87,11 @@ class Lease:
         """The lease's key."""
         return self._key
 
+    @property
+    def token(self) -> str:
+        """The token the lease holds while this instance has it."""
+        return self._token
+
     def held(self) -> bool:
         """Whether the lease surely still runs (it was renewed less than a lease ago)."""
         return current_time() < self._held_until

@@ -102,12 +102,22 @@ class StreamTransport(RedisTransport):
         self._writer: RedisClient | None = None
         # Payloads this bus stored, so that it drops them without decoding when it reads them.
         self._own = RecentPayloads(10_000)
-        self._caught_up = False  # the reader read to the end, and waits for more
+        self._caught_up = False  # the reader runs, has read to the end, and waits for more
+        self._skipped = skipped_key(stream, group, cluster=self._settings.cluster)
+        self._lease = Lease(
+            key=same_slot_key(stream, f":anybus:lease:{group}", cluster=self._settings.cluster),
+            name=group,
+            instance=self._instance,
+            seconds=lease,
+            what=repr(self),
+        )
         fence = Fence(
             stream=stream,
             sender=self._instance,
             group=group,
-            caught_up=lambda: self._caught_up,
+            lease=self._lease,
+            caught_up=lambda: self._caught_up and self._lease.held(),
+            own=self._own,
             max_len=max_len,
             cluster=self._settings.cluster,
         )
@@ -122,14 +132,6 @@ class StreamTransport(RedisTransport):
             where=self._settings.address,
             connected=lambda: self._health.connected,
             wait_connected=partial(self._health.wait_until, True),
-        )
-        self._skipped = skipped_key(stream, group, cluster=self._settings.cluster)
-        self._lease = Lease(
-            key=same_slot_key(stream, f":anybus:lease:{group}", cluster=self._settings.cluster),
-            name=group,
-            instance=self._instance,
-            seconds=lease,
-            what=repr(self),
         )
         self._intake = Intake()
 
@@ -193,6 +195,7 @@ class StreamTransport(RedisTransport):
         waits for the reader, intake has stopped all the same (the reader's scope is
         cancelled first).
         """
+        self._caught_up = False  # what it stores from now on is read by the next to come
         await self._intake.stop()
 
     async def serve(
@@ -301,65 +304,72 @@ class StreamTransport(RedisTransport):
         waiting = False  # the last read found nothing new: wait for more
         block = min(1.0, max(0.05, self._settings.request_timeout / 2))
         delay = 0.05
-        while True:
-            await self._lease.wait_held()  # while the name may be another's, read nothing
-            self._caught_up = waiting and not pending
-            try:
-                if pending:
-                    batch = await reads.pending(after)
-                elif waiting:
-                    batch = await reads.wait(block)
-                else:
-                    batch = await reads.new()  # and what was trimmed before it was read
-            except NoGroupError:
-                await self._recreate_group(client)
-                pending = waiting = False
-                continue
-            except TransportError as exc:
-                logger.debug("%r: reading the stream failed: %s", self, exc)
-                # A read whose answer was lost still gave its entries to this consumer: read
-                # what is pending first when the connection is back.
-                pending, after, waiting = True, "0", False
-                reads.forget()
-                await sleep(delay)
-                delay = min(delay * 2, RETRY_DELAY)
-                continue
-            delay = 0.05
-            entries, lost = batch.entries, batch.lost
-            if pending:
-                if not entries:
-                    pending = False
+        try:
+            while True:
+                await self._lease.wait_held()  # while the name may be another's, read nothing
+                try:
+                    if pending:
+                        batch = await reads.pending(after)
+                    elif waiting:
+                        batch = await reads.wait(block)
+                    else:
+                        batch = await reads.new()  # and what was trimmed before it was read
+                except NoGroupError:
+                    self._caught_up = False
+                    await self._recreate_group(client)
+                    pending = waiting = False
                     continue
-                after = entries[-1][0]
-                # Entries this run read before (delivered, not yet handled) keep their place.
-                known = acks.known()
-                entries = [entry for entry in entries if entry[0] not in known]
-                # Given to this consumer, unacknowledged, and trimmed since: lost.
-                lost = sum(payload is None for _, payload in entries)
-            else:
-                waiting = not entries or batch.caught_up
-            if lost:
-                self._count_trimmed(lost)
-            for entry_id, payload in entries:
-                mark: DeliveryMark | None = None
-                if isinstance(payload, int):  # over the size limit: left in Redis, unread
-                    self._rejections.record(
-                        oversized(payload, self._codec.max_size), origin=self._stream
-                    )
-                elif payload is not None and not self._own.discard_if_present(payload):
-                    envelope = self._decode(payload, self._stream)
-                    if (
-                        envelope is not None
-                        and envelope.sender != self._instance
-                        and self._is_new(envelope, redelivered=pending)
-                    ):
-                        await self._deliver_received(envelope.message)
-                        mark = host.mark()
-                acks.read(entry_id, mark)
-            if entries and waiting:
-                # The workers just woken start their handlers before the next read is sent
-                # (which costs as much of this thread as a handler that answers at once).
-                await checkpoint()
+                except TransportError as exc:
+                    self._caught_up = False
+                    logger.debug("%r: reading the stream failed: %s", self, exc)
+                    # A read whose answer was lost still gave its entries to this consumer: read
+                    # what is pending first when the connection is back.
+                    pending, after, waiting = True, "0", False
+                    reads.forget()
+                    await sleep(delay)
+                    delay = min(delay * 2, RETRY_DELAY)
+                    continue
+                delay = 0.05
+                entries, lost = batch.entries, batch.lost
+                if pending:
+                    if not entries:
+                        pending = False
+                        continue
+                    after = entries[-1][0]
+                    # Entries this run read before (delivered, not yet handled) keep their place.
+                    known = acks.known()
+                    entries = [entry for entry in entries if entry[0] not in known]
+                    # Given to this consumer, unacknowledged, and trimmed since: lost.
+                    lost = sum(payload is None for _, payload in entries)
+                else:
+                    waiting = not entries or batch.caught_up
+                # Read to the end (what it delivers now included): its bus's stores may move
+                # its group past their own entries, which it would read and drop.
+                self._caught_up = waiting and not pending
+                if lost:
+                    self._count_trimmed(lost)
+                for entry_id, payload in entries:
+                    mark: DeliveryMark | None = None
+                    if isinstance(payload, int):  # over the size limit: left in Redis, unread
+                        self._rejections.record(
+                            oversized(payload, self._codec.max_size), origin=self._stream
+                        )
+                    elif payload is not None and not self._own.discard_if_present(payload):
+                        envelope = self._decode(payload, self._stream)
+                        if (
+                            envelope is not None
+                            and envelope.sender != self._instance
+                            and self._is_new(envelope, redelivered=pending)
+                        ):
+                            await self._deliver_received(envelope.message)
+                            mark = host.mark()
+                    acks.read(entry_id, mark)
+                if entries and waiting:
+                    # The workers just woken start their handlers before the next read is sent
+                    # (which costs as much of this thread as a handler that answers at once).
+                    await checkpoint()
+        finally:
+            self._caught_up = False  # no skipping past anything once the reader is gone
 
     async def _recreate_group(self, client: RedisClient) -> None:
         while True:
