@@ -8,9 +8,10 @@ reconnecting, or the network delivered it after a partition — is refused once 
 it is stored; and after a try whose answer was lost, the sender can ask the fence exactly
 what that try did.
 
-The same script spares the sending bus its own entries: when the bus's own consumer group had
-read everything before the batch, it moves the group past the batch, as if the bus had read
-its entries and dropped them (it drops its own messages anyway). Its reader then stays
+The same script spares the sending bus its own entries: while the bus's reader runs, if the
+bus's own consumer group had read everything before the batch and the instance still holds
+the lease on its name, it moves the group past the batch, as if the bus had read its entries
+and dropped them (it drops its own messages anyway). Its reader then stays
 blocked instead of waking to read them, which had cost a stream round trip per message
 (about a sixth of a W7 round trip). The entries the group skips so are counted in a key
 beside the stream (:func:`skipped_key`), which the reads' loss accounting subtracts.
