@@ -8,6 +8,7 @@ tests skip with the reason, except under CI (``CI`` set), where they fail instea
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -36,18 +37,13 @@ def server_answers(dsn: str) -> bool:
         return False
 
 
-_schema_checked = False
-
-
 def shared_postgres_dsn() -> str:
     require(server_answers(SHARED_DSN), f"no Postgres server answers at {SHARED_DSN}")
-    global _schema_checked
-    if not _schema_checked:
-        drop_a_newer_default_schema(SHARED_DSN)
-        _schema_checked = True
+    drop_a_newer_default_schema(SHARED_DSN)
     return SHARED_DSN
 
 
+@functools.cache  # once a run
 def drop_a_newer_default_schema(dsn: str) -> None:
     """Drop the default ``anybus`` schema from the shared test database when a newer anybus
     left it there (a run of another branch's tests): every bus of this one would refuse it as

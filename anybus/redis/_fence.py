@@ -117,6 +117,7 @@ class Fence:
         stream: str,
         sender: str,
         group: str,
+        skipped: str,
         lease: Lease,
         caught_up: Callable[[], bool],
         own: RecentPayloads,
@@ -130,7 +131,7 @@ class Fence:
         self._caught_up = caught_up
         self._lease = lease
         self._own = own  # the bus's payloads, to know its echoes: these will not come back
-        self._skipped = skipped_key(stream, group, cluster=cluster)
+        self._skipped = skipped  # the key counting what the group was moved past
         self._stream = stream
         self._max_len = str(max_len)
         self._tries = 0

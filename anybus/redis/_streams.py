@@ -115,6 +115,7 @@ class StreamTransport(RedisTransport):
             stream=stream,
             sender=self._instance,
             group=group,
+            skipped=self._skipped,
             lease=self._lease,
             caught_up=lambda: self._caught_up and self._lease.held(),
             own=self._own,
@@ -253,7 +254,6 @@ class StreamTransport(RedisTransport):
                     self._outbox.finish()
                     writing.deadline = current_time() + self._settings.request_timeout + 1
         finally:
-            self._caught_up = False
             if self._writer is writer:
                 self._writer = None
             self._outbox.close(f"{self!r} stopped before the message was stored")
@@ -315,12 +315,10 @@ class StreamTransport(RedisTransport):
                     else:
                         batch = await reads.new()  # and what was trimmed before it was read
                 except NoGroupError:
-                    self._caught_up = False
                     await self._recreate_group(client)
                     pending = waiting = False
                     continue
                 except TransportError as exc:
-                    self._caught_up = False
                     logger.debug("%r: reading the stream failed: %s", self, exc)
                     # A read whose answer was lost still gave its entries to this consumer: read
                     # what is pending first when the connection is back.
